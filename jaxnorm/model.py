@@ -1,0 +1,164 @@
+"""The reference's minimal Transformer as pure-functional Flax linen modules.
+
+  tokens_BxL -> Embed -> x = norm1(x + MHA(x, x, x)) -> x = norm2(x + FFN(x))
+             -> Dense readout of the last position -> logits_BxV
+
+One post-norm block, no attention mask, no positional encoding, FFN = Dense(4D) -> exact
+GELU -> Dense(D). Every initializer reproduces PyTorch's default for the layer the
+reference uses, since Flax's defaults differ:
+
+| parameter                      | PyTorch default                         | Flax default      |
+|--------------------------------|-----------------------------------------|-------------------|
+| `nn.Embedding` table           | N(0, 1)                                 | N(0, 1/sqrt(D))   |
+| `nn.Linear` weight and bias    | U(-1/sqrt(fan_in), 1/sqrt(fan_in))      | LeCun normal, 0   |
+| MHA `in_proj_weight` (3D, D)   | Xavier uniform over the stacked matrix  | --                |
+| MHA `in_proj_bias`             | 0                                       | --                |
+| MHA `out_proj` weight / bias   | U(-1/sqrt(D), 1/sqrt(D)) / 0            | --                |
+| GELU                           | exact (erf)                             | tanh approximation|
+
+Flax kernels are (in, out), the transpose of PyTorch's (out, in) weights;
+`jaxnorm.torch_compat` converts between the two.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxnorm import norms
+from jaxnorm.config import Config
+
+# kaiming_uniform(a=sqrt(5)) as in torch.nn.Linear: bound = sqrt(3 * (1/3) / fan_in).
+torch_linear_kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def torch_linear_bias_init(fan_in: int) -> nn.initializers.Initializer:
+  """U(-1/sqrt(fan_in), 1/sqrt(fan_in)), the bias init of torch.nn.Linear."""
+  bound = 1 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def torch_linear(features: int, fan_in: int, name: str) -> nn.Dense:
+  """A Dense layer initialized like `torch.nn.Linear(fan_in, features)`."""
+  return nn.Dense(
+    features,
+    kernel_init=torch_linear_kernel_init,
+    bias_init=torch_linear_bias_init(fan_in),
+    name=name,
+  )
+
+
+class SelfAttention(nn.Module):
+  """`torch.nn.MultiheadAttention(D, H, batch_first=True)` called as attn(x, x, x).
+
+  softmax(q k^T / sqrt(D / H)) v per head, no mask, no dropout; q, k, v come from one
+  fused (D, 3D) input projection, as PyTorch's `in_proj_weight`.
+  """
+
+  embed_dim: int
+  num_heads: int
+
+  def setup(self):
+    d = self.embed_dim
+    # Xavier over PyTorch's stacked (3D, D) weight: fan_in = D, fan_out = 3D. Flax's
+    # (D, 3D) kernel has the same fans, so xavier_uniform gives the same bound.
+    self.in_proj = nn.Dense(
+      3 * d, kernel_init=nn.initializers.xavier_uniform(), bias_init=nn.initializers.zeros
+    )
+    self.out_proj = nn.Dense(
+      d, kernel_init=torch_linear_kernel_init, bias_init=nn.initializers.zeros
+    )
+
+  def attend(self, q_BxQxD: jax.Array, k_BxLxD: jax.Array, v_BxLxD: jax.Array) -> jax.Array:
+    """Multi-head attention of Q queries over L keys, output projection included."""
+    b, n_q, d = q_BxQxD.shape
+    h = self.num_heads
+    split = lambda t: t.reshape(t.shape[0], t.shape[1], h, d // h)  # noqa: E731
+    q_BxQxHxK, k_BxLxHxK, v_BxLxHxK = split(q_BxQxD), split(k_BxLxD), split(v_BxLxD)
+    logits_BxHxQxL = jnp.einsum("bqhk,blhk->bhql", q_BxQxHxK, k_BxLxHxK) / math.sqrt(d // h)
+    att_BxHxQxL = jax.nn.softmax(logits_BxHxQxL, axis=-1)
+    out_BxQxHxK = jnp.einsum("bhql,blhk->bqhk", att_BxHxQxL, v_BxLxHxK)
+    return self.out_proj(out_BxQxHxK.reshape(b, n_q, d))
+
+  def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+    q, k, v = jnp.split(self.in_proj(x_BxLxD), 3, axis=-1)
+    return self.attend(q, k, v)
+
+
+class FeedForward(nn.Module):
+  """`nn.Sequential(nn.Linear(D, 4D), nn.GELU(), nn.Linear(4D, D))`."""
+
+  embed_dim: int
+
+  def setup(self):
+    d = self.embed_dim
+    self.up = torch_linear(4 * d, fan_in=d, name="up")
+    self.down = torch_linear(d, fan_in=4 * d, name="down")
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.down(nn.gelu(self.up(x), approximate=False))
+
+
+class Block(nn.Module):
+  """Post-norm block: x = norm1(x + attn(x)); x = norm2(x + ffn(x))."""
+
+  embed_dim: int
+  num_heads: int
+  norm: str
+
+  def setup(self):
+    make_norm = norms.get(self.norm).make
+    self.attention = SelfAttention(self.embed_dim, self.num_heads)
+    self.ffn = FeedForward(self.embed_dim)
+    self.norm1 = make_norm()
+    self.norm2 = make_norm()
+
+  def __call__(self, x_BxLxD: jax.Array, train: bool) -> jax.Array:
+    x_BxLxD = self.norm1(x_BxLxD + self.attention(x_BxLxD), train)
+    return self.norm2(x_BxLxD + self.ffn(x_BxLxD), train)
+
+
+class Transformer(nn.Module):
+  """Embedding, one `Block`, readout of the last position. Apply with `train=True`
+  and `mutable=['batch_stats']` to train; with `train=False` to evaluate."""
+
+  vocab_size: int
+  embed_dim: int
+  num_heads: int
+  norm: str
+
+  def setup(self):
+    self.token_embeddings = nn.Embed(
+      self.vocab_size, self.embed_dim, embedding_init=nn.initializers.normal(1.0)
+    )
+    self.transformer_block = Block(self.embed_dim, self.num_heads, self.norm)
+    self.to_vocab = torch_linear(self.vocab_size, fan_in=self.embed_dim, name="to_vocab")
+
+  def features(self, tokens_BxL: jax.Array, train: bool) -> jax.Array:
+    """The block's output, (B, L, D): the activations whose spectrum Figure 2 shows."""
+    return self.transformer_block(self.token_embeddings(tokens_BxL), train)
+
+  def __call__(self, tokens_BxL: jax.Array, train: bool) -> jax.Array:
+    """Logits (B, V) read from the last position, where the query sits."""
+    return self.to_vocab(self.features(tokens_BxL, train)[:, -1])
+
+
+def build(cfg: Config, norm: str) -> Transformer:
+  """The Experiment 2 model with normalization `norm` at the sizes of `cfg`."""
+  norms.get(norm)
+  return Transformer(cfg.vocab_size, cfg.embed_dim, cfg.num_heads, norm)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def init(model: Transformer, key: jax.Array, tokens_BxL: jax.Array) -> dict:
+  """Fresh variables {'params': ..., 'batch_stats': ... (possibly empty)}."""
+  variables = model.init(key, tokens_BxL, train=False)
+  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}

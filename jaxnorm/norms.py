@@ -1,0 +1,114 @@
+"""Registry of normalization layers, all called as `norm(x_BxLxD, train) -> x_BxLxD`.
+
+Every entry matches the PyTorch layer the reference uses, not Flax's defaults:
+
+* `layernorm`: `torch.nn.LayerNorm(D)`, y = (x - mean) / sqrt(var + 1e-5) * scale + bias,
+  statistics over the feature axis of each token (Ba et al. 2016). Flax's default eps is
+  1e-6 and its default "fast variance" E[x^2] - E[x]^2 loses precision; both are overridden.
+* `batchnorm`: `torch.nn.BatchNorm1d(D)` applied to (B, D, L), i.e. statistics per feature
+  over batch x sequence (Ioffe and Szegedy 2015). Running statistics are updated with
+  PyTorch's momentum 0.1 and, like PyTorch, store the *unbiased* variance; training
+  normalizes with the biased one. Flax's `nn.BatchNorm` stores the biased variance, so this
+  module is written out to match PyTorch exactly (see `BatchNorm`).
+* `none`: identity.
+
+Adding a normalization is one `NormSpec` entry here (and one test).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+TORCH_EPS = 1e-5  # PyTorch's default eps for LayerNorm and BatchNorm.
+TORCH_MOMENTUM = 0.1  # PyTorch's BatchNorm momentum: new = (1 - m) * old + m * batch.
+
+
+class LayerNorm(nn.Module):
+  """Per-token LayerNorm with PyTorch's eps and exact two-pass variance."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    del train  # Same in training and evaluation; accepted for a common signature.
+    return nn.LayerNorm(epsilon=TORCH_EPS, use_fast_variance=False, name="ln")(x)
+
+
+class BatchNorm(nn.Module):
+  """PyTorch `BatchNorm1d` over every axis but the last (features).
+
+  Training: y = (x - mu_B) / sqrt(var_B + eps) * scale + bias with the batch's biased
+  variance; running_mean <- 0.9 running_mean + 0.1 mu_B and
+  running_var <- 0.9 running_var + 0.1 var_B * n / (n - 1), n = elements per feature.
+  Evaluation: the same affine map with the running statistics, which stay untouched.
+  State lives in the `batch_stats` collection as `mean` and `var` (both (D,)).
+  """
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    features = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (features,))
+    bias = self.param("bias", nn.initializers.zeros, (features,))
+    running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,))
+    running_var = self.variable("batch_stats", "var", jnp.ones, (features,))
+    if train:
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(x, axis=axes)
+      var = jnp.mean(jnp.square(x - mean.reshape((1,) * len(axes) + (features,))), axis=axes)
+      if not self.is_initializing():
+        n = x.size // features
+        m = TORCH_MOMENTUM
+        running_mean.value = (1 - m) * running_mean.value + m * mean
+        running_var.value = (1 - m) * running_var.value + m * var * (n / (n - 1))
+    else:
+      mean, var = running_mean.value, running_var.value
+    per_feature = lambda v: v.reshape((1,) * (x.ndim - 1) + (features,))  # noqa: E731
+    inv_std = jax.lax.rsqrt(var + TORCH_EPS)
+    return (x - per_feature(mean)) * per_feature(inv_std * scale) + per_feature(bias)
+
+
+class Identity(nn.Module):
+  """No normalization."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    del train
+    return x
+
+
+@dataclasses.dataclass(frozen=True)
+class NormSpec:
+  """A normalization: its module factory and the facts other code relies on.
+
+  Attributes:
+    make: builds the module, called as `module(x_BxLxD, train)`.
+    label: name in figures and tables.
+    needs_batch: training statistics mix examples (needs batch size >= 2).
+    per_token_in_eval: in evaluation mode each token is normalized on its own, so the
+      last position's output depends on other tokens only through attention.
+    per_token_in_train: the same in training mode.
+  """
+
+  make: Callable[..., nn.Module]
+  label: str
+  needs_batch: bool = False
+  per_token_in_eval: bool = True
+  per_token_in_train: bool = True
+
+
+REGISTRY: dict[str, NormSpec] = {
+  "layernorm": NormSpec(LayerNorm, "LayerNorm"),
+  "batchnorm": NormSpec(BatchNorm, "BatchNorm", needs_batch=True, per_token_in_train=False),
+  "none": NormSpec(Identity, "No Norm"),
+}
+
+
+def get(name: str) -> NormSpec:
+  """The registry entry for `name`; a clear error for an unknown one."""
+  try:
+    return REGISTRY[name]
+  except KeyError:
+    raise ValueError(f"unknown normalization {name!r}; choose from {sorted(REGISTRY)}") from None
