@@ -1,0 +1,42 @@
+"""Singular-value spectrum of the block's output activations.
+
+The reference hooks the Transformer block's output for one fresh batch in evaluation
+mode, reshapes it to (batch x sequence, D) and takes its singular values. Here the
+activation comes from `Transformer.features`, a method of the model, with no global state.
+The activations are not centered, as in the reference.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxnorm import model as model_lib
+
+PyTree = Any
+
+
+def singular_values(x_NxD: jax.Array) -> jax.Array:
+  """Singular values of a matrix, descending: (min(N, D),)."""
+  return jnp.linalg.svd(x_NxD, compute_uv=False)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def block_activations(
+  model: model_lib.Transformer, params: PyTree, batch_stats: PyTree, tokens_BxL: jax.Array
+) -> jax.Array:
+  """Evaluation-mode block output for a batch, as a (B * L, D) matrix."""
+  variables = {"params": params, "batch_stats": batch_stats}
+  x_BxLxD = model.apply(variables, tokens_BxL, train=False, method=model_lib.Transformer.features)
+  return x_BxLxD.reshape(-1, x_BxLxD.shape[-1])
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def activation_spectrum(
+  model: model_lib.Transformer, params: PyTree, batch_stats: PyTree, tokens_BxL: jax.Array
+) -> jax.Array:
+  """Singular values, descending, of the (B * L, D) block output: (min(B * L, D),)."""
+  return singular_values(block_activations(model, params, batch_stats, tokens_BxL))
