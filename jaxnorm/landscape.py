@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxnorm import model as model_lib
@@ -31,14 +32,14 @@ def random_direction(key: jax.Array, params: PyTree) -> PyTree:
   """A standard-normal direction over every leaf of `params`, scaled to global norm 1."""
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(key, len(leaves))
-  noise = [jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves)]
+  noise = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)]
   direction = jax.tree.unflatten(treedef, noise)
-  return jax.tree.map(lambda d: d / optax.global_norm(direction), direction)
+  return optax.tree.scale(1.0 / optax.tree.norm(direction), direction)
 
 
 def alphas(points: int, span: float) -> jax.Array:
-  """The reference's alphas: linspace(-span, span, points), float32."""
-  return jnp.linspace(-span, span, points, dtype=jnp.float32)
+  """The reference's alphas: numpy's float64 linspace(-span, span, points), as float32."""
+  return jnp.asarray(np.linspace(-span, span, points), dtype=jnp.float32)
 
 
 def offsets(alphas_N: jax.Array, cumulative: bool = False) -> jax.Array:

@@ -1,0 +1,169 @@
+"""The command line shared by the experiment scripts: options -> Config -> run -> save ->
+plot -> table. Bad options exit with status 2 and one line; a diverged model, with 1."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from jaxnorm import experiment, plotting, results
+from jaxnorm.config import QUICK, Config
+
+EXIT_DIVERGED = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message: str):  # one line, no usage dump, no traceback
+    self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+  return value
+
+
+def _norm_list(text: str) -> tuple[str, ...]:
+  return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def build_parser(prog: str, description: str, default_out: str) -> argparse.ArgumentParser:
+  p = _Parser(
+    prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+  )
+  p.add_argument("--out", default=default_out, help="output folder")
+  p.add_argument(
+    "--quick",
+    action="store_true",
+    help=f"smoke-run preset: {QUICK.steps} steps, {QUICK.landscape_points} "
+    "landscape points, same task and model",
+  )
+  p.add_argument("--steps", type=_positive_int, help="training steps per model")
+  p.add_argument("--batch-size", type=_positive_int, help="examples per batch")
+  p.add_argument("--seed", type=int, help="seed of every key in the run")
+  p.add_argument("--norms", type=_norm_list, help="comma-separated normalizations")
+  p.add_argument("--landscape-points", type=_positive_int, help="points on the 1D slice")
+  p.add_argument("--landscape-range", type=float, help="the slice spans [-range, range]")
+  p.add_argument(
+    "--landscape-cumulative",
+    action="store_true",
+    help="evaluate the slice at cumsum(alphas), as the reference notebook "
+    "does (it never restores the weights between points)",
+  )
+  p.add_argument(
+    "--replot", metavar="DIR", help="redraw the figure from the results saved in DIR; no training"
+  )
+  p.add_argument("--no-progress", action="store_true", help="no progress bars")
+  return p
+
+
+def config_from_args(args: argparse.Namespace, default: Config) -> Config:
+  """`default` (or QUICK's step counts with --quick) with the given options applied."""
+  cfg = default
+  if args.quick:
+    cfg = cfg.replace(steps=QUICK.steps, landscape_points=QUICK.landscape_points)
+  changes = {
+    "steps": args.steps,
+    "batch_size": args.batch_size,
+    "seed": args.seed,
+    "norms": args.norms,
+    "landscape_points": args.landscape_points,
+    "landscape_range": args.landscape_range,
+  }
+  cfg = cfg.replace(**{k: v for k, v in changes.items() if v is not None})
+  if args.landscape_cumulative:
+    cfg = cfg.replace(landscape_cumulative=True)
+  return cfg
+
+
+def format_table(summary: dict) -> str:
+  """Per normalization: final loss, landscape rise, spectrum ratio, train time."""
+  header = (
+    f"{'normalization':<16}{'final loss':>12}{'landscape rise':>16}"
+    f"{'s_max/s_min':>14}{'train s':>10}"
+  )
+  rows = [header, "-" * len(header)]
+  fmt = lambda v, spec: "nan" if v is None else format(v, spec)  # noqa: E731
+  for norm, s in summary["norms"].items():
+    rows.append(
+      f"{plotting.label(norm):<16}{fmt(s['final_loss'], '.4g'):>12}"
+      f"{fmt(s['landscape_max_rise'], '.4g'):>16}"
+      f"{fmt(s['spectrum_top_bottom_ratio'], '.4g'):>14}"
+      f"{s['seconds']['train']:>10.1f}"
+    )
+  return "\n".join(rows)
+
+
+def replot(out_dir: str, title: str) -> int:
+  arrays, summary = results.load(out_dir)
+  paths = plotting.save_figure(plotting.figure2(arrays, title), Path(out_dir) / "figure2")
+  print(format_table(summary))
+  print("figure:", ", ".join(map(str, paths)))
+  return 0
+
+
+def main(
+  argv: Sequence[str] | None,
+  *,
+  prog: str,
+  description: str,
+  default: Config,
+  default_out: str,
+  name: str,
+  title: str,
+) -> int:
+  parser = build_parser(prog, description, default_out)
+  args = parser.parse_args(argv)
+  if args.replot:
+    try:
+      return replot(args.replot, title)
+    except FileNotFoundError as e:
+      parser.error(str(e))
+  try:
+    cfg = config_from_args(args, default)
+  except ValueError as e:
+    parser.error(str(e))
+  out = Path(args.out)
+  print(f"{name}: {len(cfg.norms)} models x {cfg.steps} steps; results -> {out.resolve()}")
+  start = time.perf_counter()
+  runs = experiment.run(cfg, progress=not args.no_progress)
+  summary = {
+    "experiment": name,
+    "config": results.config_to_dict(cfg),
+    "norms": {
+      norm: {**r.scalars(), "learning_rate": cfg.learning_rate_for(norm), "seconds": r.seconds}
+      for norm, r in runs.items()
+    },
+    "seconds": {"total": time.perf_counter() - start},
+    "environment": results.environment(),
+  }
+  arrays = {
+    norm: {
+      "loss": r.losses,
+      "alphas": r.alphas,
+      "offsets": r.offsets,
+      "landscape": r.landscape,
+      "spectrum": r.spectrum,
+    }
+    for norm, r in runs.items()
+  }
+  results.save(out, arrays, summary, {norm: r.variables for norm, r in runs.items()})
+  paths = plotting.save_figure(plotting.figure2(arrays, title), out / "figure2")
+  print(format_table(summary))
+  print("figure:", ", ".join(map(str, paths)))
+  diverged = {
+    n: r.first_nonfinite_step for n, r in runs.items() if r.first_nonfinite_step is not None
+  }
+  for norm, step in diverged.items():
+    print(
+      f"WARNING: {plotting.label(norm)} diverged: loss non-finite from step {step}", file=sys.stderr
+    )
+  return EXIT_DIVERGED if diverged else 0

@@ -1,0 +1,111 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxnorm import config, data, landscape, model, train
+
+
+@pytest.fixture(scope="module")
+def trained():
+  cfg = config.TINY.replace(steps=20)
+  out = {}
+  for norm in ("layernorm", "batchnorm", "none"):
+    r = train.train(cfg, norm, jax.random.key(0), progress=False)
+    out[norm] = (model.build(cfg, norm), r.state)
+  return cfg, out
+
+
+def test_direction_has_unit_global_norm_and_param_structure(key):
+  params = {"a": jnp.ones((3, 4)), "b": {"c": jnp.zeros((5,))}}
+  d = landscape.random_direction(key, params)
+  chex.assert_trees_all_equal_shapes(d, params)
+  np.testing.assert_allclose(optax.tree.norm(d), 1.0, rtol=1e-6)
+  assert not np.allclose(d["a"], d["a"][0, 0])  # Gaussian, not constant
+
+
+def test_reference_alphas():
+  a = landscape.alphas(40, 0.5)
+  np.testing.assert_allclose(a, np.linspace(-0.5, 0.5, 40), rtol=1e-6)
+  np.testing.assert_allclose(landscape.offsets(a, cumulative=True), np.cumsum(a), atol=1e-6)
+  chex.assert_trees_all_equal(landscape.offsets(a), a)
+
+
+@pytest.mark.parametrize("norm", ["layernorm", "batchnorm", "none"])
+def test_slice_at_zero_is_the_trained_eval_loss(trained, norm, key):
+  cfg, models = trained
+  m, state = models[norm]
+  tokens, labels = data.batch(key, cfg)
+  d = landscape.random_direction(jax.random.key(5), state.params)
+  values = landscape.model_slice(
+    m, state.params, state.batch_stats, d, tokens, labels, jnp.array([0.0, 0.1])
+  )
+  base = train.eval_loss(m, state.params, state.batch_stats, tokens, labels)
+  np.testing.assert_allclose(values[0], base, rtol=1e-6)
+  assert values[1] != values[0]
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 3, 16])
+def test_vmapped_slice_equals_a_python_loop(trained, chunk_size, key):
+  cfg, models = trained
+  m, state = models["batchnorm"]
+  tokens, labels = data.batch(key, cfg)
+  d = landscape.random_direction(jax.random.key(5), state.params)
+  offs = landscape.alphas(7, 0.5)
+  values = landscape.model_slice(
+    m, state.params, state.batch_stats, d, tokens, labels, offs, chunk_size
+  )
+  loop = [
+    train.eval_loss(
+      m,
+      jax.tree.map(lambda p, u, t=t: p + t * u, state.params, d),
+      state.batch_stats,
+      tokens,
+      labels,
+    )
+    for t in offs
+  ]
+  np.testing.assert_allclose(values, np.array(loop), rtol=1e-5, atol=1e-6)
+
+
+def test_cumulative_option_equals_evaluation_at_cumsum(trained, key):
+  cfg, models = trained
+  m, state = models["layernorm"]
+  tokens, labels = data.batch(key, cfg)
+  d = landscape.random_direction(jax.random.key(5), state.params)
+  a = landscape.alphas(7, 0.5)
+  cumulative = landscape.model_slice(
+    m, state.params, state.batch_stats, d, tokens, labels, landscape.offsets(a, cumulative=True)
+  )
+  at_cumsum = landscape.model_slice(
+    m, state.params, state.batch_stats, d, tokens, labels, jnp.asarray(np.cumsum(np.asarray(a)))
+  )
+  np.testing.assert_allclose(cumulative, at_cumsum, rtol=1e-5)
+  # ... and it is the reference's loop: add alpha * d each time, never restore.
+  params, loop = state.params, []
+  for t in np.asarray(a):
+    params = jax.tree.map(lambda p, u, t=t: p + t * u, params, d)
+    loop.append(train.eval_loss(m, params, state.batch_stats, tokens, labels))
+  np.testing.assert_allclose(cumulative, np.array(loop), rtol=1e-4, atol=1e-5)
+
+
+def test_slice_leaves_batch_stats_untouched(trained, key):
+  cfg, models = trained
+  m, state = models["batchnorm"]
+  before = jax.tree.map(np.array, state.batch_stats)
+  tokens, labels = data.batch(key, cfg)
+  d = landscape.random_direction(key, state.params)
+  landscape.model_slice(
+    m, state.params, state.batch_stats, d, tokens, labels, landscape.alphas(5, 0.5)
+  )
+  chex.assert_trees_all_equal(before, jax.tree.map(np.array, state.batch_stats))
+
+
+def test_loss_slice_on_a_parabola():
+  """L(w) = |w|^2 along a unit direction from w = 0 is t^2."""
+  d = {"w": jnp.array([0.6, 0.8])}
+  t = jnp.linspace(-2, 2, 9)
+  values = landscape.loss_slice(lambda p: jnp.sum(p["w"] ** 2), {"w": jnp.zeros(2)}, d, t, 4)
+  np.testing.assert_allclose(values, t**2, rtol=1e-6)
