@@ -59,6 +59,18 @@ def build_parser(prog: str, description: str, default_out: str) -> argparse.Argu
     "does (it never restores the weights between points)",
   )
   p.add_argument(
+    "--seeds",
+    type=_positive_int,
+    default=1,
+    help="train this many seeds (seed, seed + 1, ...) at once; with more than "
+    "one, figures show mean ± std and summaries a 95%% CI",
+  )
+  p.add_argument(
+    "--seeds-per-call",
+    type=_positive_int,
+    help="seeds trained together in one compiled call (bounds memory); default: all",
+  )
+  p.add_argument(
     "--replot", metavar="DIR", help="redraw the figure from the results saved in DIR; no training"
   )
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -84,21 +96,31 @@ def config_from_args(args: argparse.Namespace, default: Config) -> Config:
   return cfg
 
 
+def _cell(value) -> str:
+  """A scalar, or mean ± 95% CI half-width for a value summarized across seeds."""
+  if isinstance(value, dict):
+    mean, (low, high) = value["mean"], value["ci95"]
+    if mean is None:
+      return "nan"
+    return f"{mean:.4g}" if low is None else f"{mean:.4g} ± {(high - low) / 2:.2g}"
+  return "nan" if value is None else f"{value:.4g}"
+
+
 def format_table(summary: dict) -> str:
-  """Per normalization: final loss, landscape rise, spectrum ratio, train time."""
-  header = (
-    f"{'normalization':<16}{'final loss':>12}{'landscape rise':>16}"
-    f"{'s_max/s_min':>14}{'train s':>10}"
+  """Per normalization: final loss, landscape rise, spectrum ratio, train time. With
+  several seeds each cell is the mean ± the half-width of its 95% confidence interval."""
+  columns = (
+    ("final loss", "final_loss"),
+    ("landscape rise", "landscape_max_rise"),
+    ("s_max/s_min", "spectrum_top_bottom_ratio"),
   )
+  width = 22 if summary.get("seeds", 1) > 1 else 15
+  header = f"{'normalization':<16}" + "".join(f"{c:>{width}}" for c, _ in columns)
+  header += f"{'train s':>10}"
   rows = [header, "-" * len(header)]
-  fmt = lambda v, spec: "nan" if v is None else format(v, spec)  # noqa: E731
   for norm, s in summary["norms"].items():
-    rows.append(
-      f"{plotting.label(norm):<16}{fmt(s['final_loss'], '.4g'):>12}"
-      f"{fmt(s['landscape_max_rise'], '.4g'):>16}"
-      f"{fmt(s['spectrum_top_bottom_ratio'], '.4g'):>14}"
-      f"{s['seconds']['train']:>10.1f}"
-    )
+    cells = "".join(f"{_cell(s[key]):>{width}}" for _, key in columns)
+    rows.append(f"{plotting.label(norm):<16}{cells}{s['seconds']['train']:>10.1f}")
   return "\n".join(rows)
 
 
@@ -134,36 +156,30 @@ def main(
   out = Path(args.out)
   print(f"{name}: {len(cfg.norms)} models x {cfg.steps} steps; results -> {out.resolve()}")
   start = time.perf_counter()
-  runs = experiment.run(cfg, progress=not args.no_progress)
+  runs = experiment.run(
+    cfg, args.seeds, seeds_per_call=args.seeds_per_call, progress=not args.no_progress
+  )
   summary = {
     "experiment": name,
     "config": results.config_to_dict(cfg),
-    "norms": {
-      norm: {**r.scalars(), "learning_rate": cfg.learning_rate_for(norm), "seconds": r.seconds}
-      for norm, r in runs.items()
-    },
+    "seeds": args.seeds,
+    "norms": {norm: experiment.summarize(cfg, norm, r) for norm, r in runs.items()},
     "seconds": {"total": time.perf_counter() - start},
     "environment": results.environment(),
   }
-  arrays = {
-    norm: {
-      "loss": r.losses,
-      "alphas": r.alphas,
-      "offsets": r.offsets,
-      "landscape": r.landscape,
-      "spectrum": r.spectrum,
-    }
-    for norm, r in runs.items()
-  }
-  results.save(out, arrays, summary, {norm: r.variables for norm, r in runs.items()})
+  arrays = {norm: experiment.arrays(cfg, r) for norm, r in runs.items()}
+  results.save(out, arrays, summary, {n: experiment.variables(r) for n, r in runs.items()})
   paths = plotting.save_figure(plotting.figure2(arrays, title), out / "figure2")
   print(format_table(summary))
   print("figure:", ", ".join(map(str, paths)))
-  diverged = {
-    n: r.first_nonfinite_step for n, r in runs.items() if r.first_nonfinite_step is not None
-  }
-  for norm, step in diverged.items():
-    print(
-      f"WARNING: {plotting.label(norm)} diverged: loss non-finite from step {step}", file=sys.stderr
-    )
+  diverged = False
+  for norm, r in runs.items():
+    for seed, step in zip(r.seeds, r.first_nonfinite_step, strict=True):
+      if step is not None:
+        diverged = True
+        print(
+          f"WARNING: {plotting.label(norm)} (seed {seed}) diverged: loss non-finite "
+          f"from step {step}",
+          file=sys.stderr,
+        )
   return EXIT_DIVERGED if diverged else 0

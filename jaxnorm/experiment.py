@@ -1,135 +1,114 @@
-"""Experiment 2 end to end: train each normalization, then slice its landscape and take
-its activation spectrum, all from one seed.
+"""Experiment 2 end to end: train each normalization over one or more seeds, then slice
+its landscape and take its activation spectrum; summarize across seeds.
 
-Every normalization gets the same keys (common random numbers): the same training batches,
-the same landscape batch and the same spectrum batch, so that the models differ only in
-their normalization (and, as in the reference, the un-normalized model's learning rate).
+Every normalization gets the same keys for a given seed (common random numbers): the same
+initialization key, training batches, landscape direction key, landscape batch and spectrum
+batch, so the models differ only in their normalization (and, as in the reference, the
+un-normalized model's learning rate).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import numpy as np
+import scipy.stats
 
-from jaxnorm import data, landscape, spectrum, train
-from jaxnorm import model as model_lib
+from jaxnorm import landscape
+from jaxnorm import seeds as seeds_lib
 from jaxnorm.config import Config
 
-PyTree = Any
 FINAL_LOSS_WINDOW = 100  # final_loss is the mean training loss over the last 100 steps.
+SCALARS = ("final_loss", "loss_at_alpha0", "landscape_max_rise", "spectrum_top_bottom_ratio")
 
 
-@dataclasses.dataclass
-class NormResult:
-  """What Experiment 2 measures for one normalization."""
-
-  norm: str
-  losses: np.ndarray  # (steps,) training loss per step.
-  alphas: np.ndarray  # (N,) the slice's alphas, as plotted.
-  offsets: np.ndarray  # (N,) where along the direction each point was evaluated.
-  landscape: np.ndarray  # (N,) evaluation-mode loss at params + offsets[i] * direction.
-  base_loss: float  # evaluation-mode loss at the trained params (alpha = 0), same batch.
-  spectrum: np.ndarray  # (D,) singular values of the (B * L, D) block output, descending.
-  variables: dict  # {'params': ..., 'batch_stats': ...} of the trained model.
-  first_nonfinite_step: int | None
-  seconds: dict[str, float]  # wall time per phase: train, landscape, spectrum.
-
-  def scalars(self) -> dict[str, Any]:
-    """The headline numbers of summary.json."""
-    return summarize(
-      self.losses, self.base_loss, self.landscape, self.spectrum, self.first_nonfinite_step
-    )
-
-
-def _finite_or_none(x: float) -> float | None:
-  return float(x) if np.isfinite(x) else None
-
-
-def summarize(
-  losses: np.ndarray,
-  base_loss: float,
-  landscape_N: np.ndarray,
-  spectrum_D: np.ndarray,
-  first_nonfinite_step: int | None,
-) -> dict[str, Any]:
-  """final_loss, loss at alpha = 0, max rise over the slice, top/bottom singular value ratio.
-
-  Non-finite values become None (JSON null).
-  """
+def run(
+  cfg: Config, num_seeds: int = 1, *, seeds_per_call: int | None = None, progress: bool = True
+) -> dict[str, seeds_lib.SeedRun]:
+  """Seeds cfg.seed .. cfg.seed + num_seeds - 1 for every normalization in `cfg.norms`."""
+  if num_seeds < 1:
+    raise ValueError(f"num_seeds={num_seeds} must be >= 1")
+  seeds = list(range(cfg.seed, cfg.seed + num_seeds))
   return {
-    "final_loss": _finite_or_none(np.mean(losses[-FINAL_LOSS_WINDOW:])),
-    "loss_at_alpha0": _finite_or_none(base_loss),
-    "landscape_max_rise": _finite_or_none(np.max(landscape_N) - base_loss),
-    "spectrum_top_bottom_ratio": _finite_or_none(spectrum_D[0] / spectrum_D[-1]),
-    "diverged": first_nonfinite_step is not None,
-    "first_nonfinite_step": first_nonfinite_step,
+    norm: seeds_lib.run(cfg, norm, seeds, seeds_per_call=seeds_per_call, progress=progress)
+    for norm in cfg.norms
   }
 
 
-class ExperimentKeys(NamedTuple):
-  """The keys an experiment derives from its seed, shared by every normalization."""
-
-  train: jax.Array  # model init and training batches
-  direction: jax.Array  # the landscape's random direction
-  landscape_batch: jax.Array  # the batch the landscape is evaluated on
-  spectrum_batch: jax.Array  # the batch whose block output gives the spectrum
+def _finite_or_none(x) -> float | None:
+  return float(x) if np.isfinite(x) else None
 
 
-def experiment_keys(seed_key: jax.Array) -> ExperimentKeys:
-  return ExperimentKeys(*jax.random.split(seed_key, 4))
+def scalars(
+  losses: np.ndarray, base_loss: float, landscape_P: np.ndarray, spectrum_D: np.ndarray
+) -> dict[str, float | None]:
+  """One seed's headline numbers: final loss (mean of the last 100 steps), the eval loss at
+  alpha = 0, the largest rise over the slice, the top/bottom singular value ratio.
+  Non-finite values become None (JSON null)."""
+  return {
+    "final_loss": _finite_or_none(np.mean(losses[-FINAL_LOSS_WINDOW:])),
+    "loss_at_alpha0": _finite_or_none(base_loss),
+    "landscape_max_rise": _finite_or_none(np.max(landscape_P) - base_loss),
+    "spectrum_top_bottom_ratio": _finite_or_none(spectrum_D[0] / spectrum_D[-1]),
+  }
 
 
-def analyze(cfg: Config, norm: str, variables: dict, keys: ExperimentKeys) -> dict[str, Any]:
-  """Landscape slice and spectrum of a trained model, with wall times."""
-  model = model_lib.build(cfg, norm)
-  params, batch_stats = variables["params"], variables["batch_stats"]
-  alphas = landscape.alphas(cfg.landscape_points, cfg.landscape_range)
-  offsets = landscape.offsets(alphas, cfg.landscape_cumulative)
-  start = time.perf_counter()
-  direction = landscape.random_direction(keys.direction, params)
-  tokens, labels = data.batch(keys.landscape_batch, cfg)
-  values = landscape.model_slice(model, params, batch_stats, direction, tokens, labels, offsets)
-  base = train.eval_loss(model, params, batch_stats, tokens, labels)
-  values, base = np.asarray(values), float(base)
-  landscape_s = time.perf_counter() - start
-  start = time.perf_counter()
-  tokens, _ = data.batch(keys.spectrum_batch, cfg)
-  spec = np.asarray(spectrum.activation_spectrum(model, params, batch_stats, tokens))
-  spectrum_s = time.perf_counter() - start
-  return dict(
-    alphas=np.asarray(alphas),
-    offsets=np.asarray(offsets),
-    landscape=values,
-    base_loss=base,
-    spectrum=spec,
-    seconds=dict(landscape=landscape_s, spectrum=spectrum_s),
-  )
+def across_seeds(values: list[float | None]) -> dict[str, Any]:
+  """Mean, sample standard deviation and 95% Student-t confidence interval of the mean,
+  over the seeds whose value is finite (n says how many)."""
+  finite = np.array([v for v in values if v is not None], dtype=np.float64)
+  n = len(finite)
+  out: dict[str, Any] = {"mean": None, "std": None, "ci95": [None, None], "n": n, "values": values}
+  if n:
+    out["mean"] = float(finite.mean())
+  if n > 1:
+    std = float(finite.std(ddof=1))
+    half = float(scipy.stats.t.ppf(0.975, n - 1)) * std / np.sqrt(n)
+    out.update(std=std, ci95=[out["mean"] - half, out["mean"] + half])
+  return out
 
 
-def run_norm(cfg: Config, norm: str, seed_key: jax.Array, progress: bool = True) -> NormResult:
-  """Train the `norm` model, then analyze it."""
-  keys = experiment_keys(seed_key)
-  start = time.perf_counter()
-  result = train.train(cfg, norm, keys.train, progress=progress)
-  train_s = time.perf_counter() - start
-  variables = {"params": result.state.params, "batch_stats": result.state.batch_stats}
-  analysis = analyze(cfg, norm, variables, keys)
-  seconds = {"train": train_s, **analysis.pop("seconds")}
-  return NormResult(
-    norm=norm,
-    losses=result.losses,
-    variables=jax.device_get(variables),
-    first_nonfinite_step=result.first_nonfinite_step,
-    seconds=seconds,
-    **analysis,
-  )
+def summarize(cfg: Config, norm: str, run: seeds_lib.SeedRun) -> dict[str, Any]:
+  """summary.json's entry for one normalization: plain scalars for one seed; mean, std and
+  95% CI for several."""
+  per_seed = [
+    scalars(run.losses[i], run.base_loss[i], run.landscape[i], run.spectrum[i])
+    for i in range(len(run.seeds))
+  ]
+  steps = run.first_nonfinite_step
+  if len(per_seed) == 1:
+    out: dict[str, Any] = {
+      **per_seed[0],
+      "diverged": steps[0] is not None,
+      "first_nonfinite_step": steps[0],
+    }
+  else:
+    out = {name: across_seeds([s[name] for s in per_seed]) for name in SCALARS}
+    out.update(
+      seeds=run.seeds.tolist(),
+      diverged=any(s is not None for s in steps),
+      first_nonfinite_step=steps,
+    )
+  out.update(learning_rate=cfg.learning_rate_for(norm), seconds=run.seconds)
+  return out
 
 
-def run(cfg: Config, progress: bool = True) -> dict[str, NormResult]:
-  """Experiment 2 for every normalization in `cfg.norms`, from `cfg.seed`."""
-  seed_key = jax.random.key(cfg.seed)
-  return {norm: run_norm(cfg, norm, seed_key, progress) for norm in cfg.norms}
+def variables(run: seeds_lib.SeedRun) -> dict:
+  """Trained variables; the seed axis is dropped for one seed."""
+  return jax.tree.map(lambda x: x[0], run.variables) if len(run.seeds) == 1 else run.variables
+
+
+def arrays(cfg: Config, run: seeds_lib.SeedRun) -> dict[str, np.ndarray]:
+  """results.npz's arrays for one normalization; the seed axis is dropped for one seed."""
+  alphas = np.asarray(landscape.alphas(cfg.landscape_points, cfg.landscape_range))
+  offsets = np.asarray(landscape.offsets(alphas, cfg.landscape_cumulative))
+  one = len(run.seeds) == 1
+  squeeze = (lambda x: x[0]) if one else (lambda x: x)
+  return {
+    "loss": squeeze(run.losses),
+    "alphas": alphas,
+    "offsets": offsets,
+    "landscape": squeeze(run.landscape),
+    "spectrum": squeeze(run.spectrum),
+  }

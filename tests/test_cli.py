@@ -91,6 +91,6 @@ def test_divergence_is_reported_and_the_run_goes_on(tmp_path, capsys):
   assert isinstance(summary["norms"]["none"]["first_nonfinite_step"], int)
   assert not summary["norms"]["layernorm"]["diverged"]
   assert (tmp_path / "figure2.png").is_file()
-  assert "No Norm diverged" in capsys.readouterr().err
+  assert "No Norm (seed 0) diverged" in capsys.readouterr().err
   arrays, _ = results.load(tmp_path)
   assert np.isfinite(arrays["layernorm"]["loss"]).all()
