@@ -10,6 +10,13 @@ Every entry matches the PyTorch layer the reference uses, not Flax's defaults:
   PyTorch's momentum 0.1 and, like PyTorch, store the *unbiased* variance; training
   normalizes with the biased one. Flax's `nn.BatchNorm` stores the biased variance, so this
   module is written out to match PyTorch exactly (see `BatchNorm`).
+* `rmsnorm`: `torch.nn.RMSNorm(D)`, y = x / sqrt(mean(x^2) + eps) * scale over the feature
+  axis of each token, no centering and no bias (Zhang and Sennrich 2019). eps follows
+  PyTorch's default `eps=None`: the machine epsilon of the computation type,
+  finfo(float32).eps ~ 1.19e-7 for float32 (and lower-precision) inputs, finfo(float64).eps
+  for float64 ones -- not LayerNorm's 1e-5.
+* `l2`: the "Manual L2 Norm", y = x / max(||x||_2, 1e-9) per token, no parameters; the same
+  as `torch.nn.functional.normalize(x, dim=-1, eps=1e-9)`.
 * `none`: identity.
 
 Adding a normalization is one `NormSpec` entry here (and one test).
@@ -70,6 +77,47 @@ class BatchNorm(nn.Module):
     return (x - per_feature(mean)) * per_feature(inv_std * scale) + per_feature(bias)
 
 
+class RMSNorm(nn.Module):
+  """`torch.nn.RMSNorm(D)` with its default eps=None (Zhang and Sennrich 2019).
+
+  y = x / sqrt(mean(x^2, axis=-1) + eps) * scale, scale (D,) initialized to 1. With
+  `eps=None` the eps is PyTorch's: finfo of the computation type, which is float32 for
+  float32 and lower-precision inputs and float64 for float64 inputs.
+  """
+
+  eps: float | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    del train  # Same in training and evaluation; accepted for a common signature.
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+    compute_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    eps = jnp.finfo(compute_dtype).eps if self.eps is None else self.eps
+    x_c = x.astype(compute_dtype)
+    inv_rms = jax.lax.rsqrt(jnp.mean(jnp.square(x_c), axis=-1, keepdims=True) + eps)
+    scale_1xD = scale.reshape((1,) * (x.ndim - 1) + scale.shape)
+    return (x_c * inv_rms * scale_1xD).astype(x.dtype)
+
+
+L2_MIN_NORM = 1e-9  # The "Manual L2 Norm" clamps each token's norm below at this value.
+
+
+class L2Norm(nn.Module):
+  """The "Manual L2 Norm": each token projected onto the unit sphere, no parameters.
+
+  y = x / max(||x||_2, 1e-9) over the feature axis, i.e.
+  `torch.nn.functional.normalize(x, p=2, dim=-1, eps=1e-9)`. Tokens with norm >= 1e-9 come
+  out with norm exactly 1 (to rounding); smaller ones are scaled by 1e9 instead.
+  """
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    del train
+    # sqrt(max(sum x^2, c^2)) = max(||x||, c), written so the gradient at x = 0 is 0, not NaN.
+    sum_sq = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
+    return x * jax.lax.rsqrt(jnp.maximum(sum_sq, L2_MIN_NORM**2))
+
+
 class Identity(nn.Module):
   """No normalization."""
 
@@ -103,6 +151,8 @@ REGISTRY: dict[str, NormSpec] = {
   "layernorm": NormSpec(LayerNorm, "LayerNorm"),
   "batchnorm": NormSpec(BatchNorm, "BatchNorm", needs_batch=True, per_token_in_train=False),
   "none": NormSpec(Identity, "No Norm"),
+  "rmsnorm": NormSpec(RMSNorm, "RMSNorm"),
+  "l2": NormSpec(L2Norm, "Manual L2 Norm"),
 }
 
 

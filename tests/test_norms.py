@@ -87,3 +87,72 @@ def test_identity_is_identity(key):
   x = _x(key)
   module = norms.Identity()
   chex.assert_trees_all_equal(module.apply({}, x, train=True), x)
+
+
+def test_rmsnorm_output_has_unit_rms_per_token(key):
+  x = _x(key)
+  module = norms.RMSNorm()
+  variables = module.init(key, x, train=True)
+  chex.assert_trees_all_equal(variables["params"], {"scale": jnp.ones((8,))})
+  y = module.apply(variables, x, train=True)
+  chex.assert_shape(y, x.shape)
+  ms_x = jnp.mean(jnp.square(x), -1)
+  eps = float(jnp.finfo(jnp.float32).eps)  # torch.nn.RMSNorm's default eps=None
+  np.testing.assert_allclose(jnp.mean(jnp.square(y), -1), ms_x / (ms_x + eps), rtol=1e-5)
+  # No centering: the mean is not removed.
+  assert np.abs(np.asarray(y.mean(-1))).max() > 0.1
+
+
+def test_rmsnorm_applies_its_scale(key):
+  x = _x(key)
+  module = norms.RMSNorm()
+  scale = jnp.arange(1.0, 9.0)
+  y = module.apply({"params": {"scale": scale}}, x, train=False)
+  rms = jnp.sqrt(jnp.mean(jnp.square(x), -1, keepdims=True) + 1.1920929e-07)
+  expected = x / rms * scale[None, None, :]
+  np.testing.assert_allclose(y, expected, rtol=1e-6)
+
+
+def test_l2_norm_puts_every_token_on_the_unit_sphere(key):
+  x = _x(key)
+  module = norms.L2Norm()
+  variables = module.init(key, x, train=True)
+  assert not jax.tree.leaves(variables)  # no parameters
+  for train in (False, True):
+    y = module.apply(variables, x, train=train)
+    chex.assert_shape(y, x.shape)
+    np.testing.assert_allclose(jnp.linalg.norm(y, axis=-1), 1.0, rtol=1e-6)
+    # Direction is kept: y is a positive multiple of x.
+    np.testing.assert_allclose(y * jnp.linalg.norm(x, axis=-1, keepdims=True), x, rtol=1e-5)
+  assert norms.get("l2").label == "Manual L2 Norm"
+
+
+def test_l2_norm_clamps_tiny_tokens_and_has_finite_gradient_at_zero():
+  module = norms.L2Norm()
+  tiny = jnp.zeros((1, 2, 4)).at[0, 0, 0].set(1e-12)  # one tiny token, one zero token
+  y = module.apply({}, tiny, train=False)
+  np.testing.assert_allclose(y[0, 0], [1e-3, 0, 0, 0], rtol=1e-5)  # x / 1e-9
+  np.testing.assert_array_equal(y[0, 1], 0.0)
+  grad = jax.grad(lambda x: module.apply({}, x, train=False).sum())(tiny)
+  chex.assert_tree_all_finite(grad)
+
+
+@pytest.mark.parametrize("name", ["rmsnorm", "l2"])
+def test_new_norms_are_per_token_and_match_pytorch(name, key):
+  torch = pytest.importorskip("torch")
+  spec = norms.get(name)
+  assert spec.per_token_in_eval and spec.per_token_in_train and not spec.needs_batch
+  x = _x(key)
+  module = spec.make()
+  y = module.apply(module.init(key, x, train=False), x, train=False)
+  x_t = torch.from_numpy(np.array(x))
+  if name == "rmsnorm":
+    expected = torch.nn.RMSNorm(8)(x_t).detach().numpy()
+  else:
+    expected = torch.nn.functional.normalize(x_t, p=2.0, dim=-1, eps=1e-9).numpy()
+  np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+  # Per token: changing one token changes no other token's output.
+  x2 = x.at[0, 0].multiply(-2.0)
+  y2 = module.apply(module.init(key, x, train=False), x2, train=True)
+  np.testing.assert_allclose(y2[:, 1:], y[:, 1:], rtol=1e-6)
+  np.testing.assert_allclose(y2[1:], y[1:], rtol=1e-6)

@@ -1,0 +1,256 @@
+"""Hessian curvature of a loss over a parameter pytree, without forming the Hessian.
+
+Flatness is measured here by the curvature of the loss L at the trained parameters
+theta*, through the Hessian H = d^2 L / d theta^2 (P x P, P = number of parameters):
+
+* `hvp`: the Hessian-vector product H v by forward-over-reverse differentiation, the jvp of
+  the gradient (Pearlmutter 1994, "Fast exact multiplication by the Hessian"). One HVP costs
+  a few gradient evaluations; H itself is never built.
+* `lanczos`: the top-k eigenvalues of H (the largest, lambda_max, is the usual "sharpness")
+  and their eigenvectors by the Lanczos iteration (Lanczos 1950) with full
+  reorthogonalization, on the flattened parameter vector. m Lanczos steps give an m x m
+  tridiagonal T whose eigenvalues (Ritz values) approximate the extremes of H's spectrum
+  first; T also gives the stochastic Lanczos quadrature estimate of the spectral density
+  (Ghorbani, Krishnan and Xiao 2019). Convergence is checked, not assumed: each returned
+  pair comes with its true residual ||H v - lambda v||_2.
+* `hutchinson_trace`: tr(H) = E_z[z^T H z] for Rademacher z (Hutchinson 1989; its variance,
+  2 sum_{i != j} H_ij^2, is the smallest among i.i.d. probes: Avron and Toledo 2011), with
+  the Monte Carlo standard error.
+
+Yao et al. 2020 ("PyHessian: Neural networks through the lens of the Hessian") use the same
+three tools (with power iteration in place of Lanczos) to compare architectures, among them
+with and without BatchNorm.
+
+Units: eigenvalues and the trace are in loss units per squared parameter units (nats per
+parameter^2 for the cross-entropy). BatchNorm running statistics are state, not
+parameters: `model_loss_fn` holds them fixed (evaluation mode).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from jaxnorm import model as model_lib
+from jaxnorm import train
+
+PyTree = Any
+LossFn = Callable[[PyTree], jax.Array]
+
+WHICH = ("largest", "magnitude")
+
+
+class LanczosResult(NamedTuple):
+  """Top-k Hessian eigenpairs from m Lanczos steps, with their convergence evidence."""
+
+  eigenvalues: jax.Array  # (k,) Ritz values, descending (by value or by |value|).
+  eigenvectors: PyTree  # like params, each leaf (k, *leaf.shape); unit global L2 norm each.
+  residuals: jax.Array  # (k,) ||H v_i - lambda_i v_i||_2, from k extra HVPs.
+  converged: jax.Array  # (k,) bool: residual <= tol * max_i |Ritz value_i|.
+  num_iterations: jax.Array  # () int32: Lanczos steps m taken (min(requested, P)).
+  alpha: jax.Array  # (m,) diagonal of the tridiagonal T = V^T H V.
+  beta: jax.Array  # (m - 1,) off-diagonal of T (0 where the Krylov space was restarted).
+
+
+class TraceResult(NamedTuple):
+  """Hutchinson estimate of tr(H) from Rademacher probes."""
+
+  trace: jax.Array  # () mean of the samples.
+  stderr: jax.Array  # () standard error of the mean: std(samples, ddof=1) / sqrt(n).
+  samples: jax.Array  # (n,) z_i^T H z_i, one per probe.
+  num_probes: jax.Array  # () int32: n.
+
+
+def hvp(loss_fn: LossFn, params: PyTree, tangent: PyTree) -> PyTree:
+  """H(params) @ tangent, shaped like params: jvp of grad (Pearlmutter 1994)."""
+  return jax.jvp(jax.grad(loss_fn), (params,), (tangent,))[1]
+
+
+def flat_hvp(loss_fn: LossFn, params: PyTree) -> tuple[Callable[[jax.Array], jax.Array], int]:
+  """A linear map v_P -> H v_P on the ravelled parameters, and P.
+
+  Built with `jax.linearize` of the flat gradient, so the forward and backward passes at
+  `params` are computed once and each product only runs the tangent (jvp) pass.
+  """
+  flat_P, unravel = ravel_pytree(params)
+  grad_flat = lambda f_P: ravel_pytree(jax.grad(loss_fn)(unravel(f_P)))[0]
+  _, matvec = jax.linearize(grad_flat, flat_P)
+  return matvec, flat_P.size
+
+
+def _orthogonalize(basis_MxP: jax.Array, w_P: jax.Array) -> jax.Array:
+  """w minus its projection on the rows of the basis, twice (classical Gram-Schmidt
+  repeated: "twice is enough", Giraud et al. 2005). Zero rows contribute nothing."""
+  for _ in range(2):
+    w_P = w_P - basis_MxP.T @ (basis_MxP @ w_P)
+  return w_P
+
+
+def _unit(w_P: jax.Array) -> jax.Array:
+  norm = jnp.linalg.norm(w_P)
+  return jnp.where(norm > 0, w_P / jnp.where(norm > 0, norm, 1.0), 0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "k", "num_iterations", "which"))
+def lanczos(
+  loss_fn: LossFn,
+  params: PyTree,
+  key: jax.Array,
+  *,
+  k: int = 1,
+  num_iterations: int = 50,
+  which: str = "largest",
+  tol: float | jax.Array = 1e-3,
+) -> LanczosResult:
+  """Top-k eigenpairs of the Hessian of `loss_fn` at `params` by Lanczos.
+
+  Algorithm (Lanczos 1950; full reorthogonalization as in Golub and Van Loan, Sec. 10.3):
+  v_0 = a Gaussian unit vector from `key`; for j < m: w = H v_j, alpha_j = v_j^T w,
+  w <- w - V V^T w (against every previous v, twice), beta_j = ||w||, v_{j+1} = w / beta_j.
+  If w vanishes (an invariant subspace is exhausted, e.g. m reaches rank(H)), the iteration
+  restarts from a fresh random vector orthogonal to V and beta_j = 0, so every Ritz value
+  is still an eigenvalue estimate. The eigenpairs of T = tridiag(beta, alpha, beta) give
+  the Ritz values theta_i and vectors y_i = V s_i; k of them are returned.
+
+  Args:
+    loss_fn: params -> scalar loss; hashable (it is a static argument: build it once and
+      reuse it, e.g. with `model_loss_fn`, to avoid recompiling).
+    params: the point, any pytree of float arrays (P scalars in total).
+    key: PRNG key for the starting vector and restarts.
+    k: how many eigenpairs to return (k <= m).
+    num_iterations: Lanczos steps m, capped at P. Extreme eigenvalues converge first;
+      m ~ 3k to 10k plus a few dozen is typical; check `converged`.
+    which: "largest" (algebraically largest, the sharpness at a minimum) or "magnitude"
+      (largest |lambda|, what power iteration finds, e.g. PyHessian).
+    tol: relative residual below which a pair counts as converged.
+
+  Returns:
+    LanczosResult; the residuals are recomputed with k extra HVPs, not the cheap Lanczos
+    estimate, so they stay honest in float32.
+  """
+  if which not in WHICH:
+    raise ValueError(f"which={which!r} is invalid; choose from {WHICH}")
+  matvec, p = flat_hvp(loss_fn, params)
+  flat_P, unravel = ravel_pytree(params)
+  m = min(num_iterations, p)
+  if not 1 <= k <= m:
+    raise ValueError(f"k={k} must be between 1 and the number of Lanczos steps m={m}")
+  dtype = flat_P.dtype
+  init_key, restart_key = jax.random.split(key)
+  v0_P = _unit(jax.random.normal(init_key, (p,), dtype))
+  basis_MxP = jnp.zeros((m + 1, p), dtype).at[0].set(v0_P)
+  # A product this close to zero after orthogonalization is rounding: the Krylov space is
+  # invariant and the iteration restarts.
+  breakdown = 100 * jnp.finfo(dtype).eps
+
+  def step(j, carry):
+    basis_MxP, alpha_M, beta_M = carry
+    w_P = matvec(basis_MxP[j])
+    alpha_j = jnp.vdot(basis_MxP[j], w_P)
+    scale = jnp.linalg.norm(w_P)
+    w_P = _orthogonalize(basis_MxP, w_P)
+    beta_j = jnp.linalg.norm(w_P)
+    broke = beta_j <= breakdown * scale
+    fresh_P = jax.random.normal(jax.random.fold_in(restart_key, j), (p,), dtype)
+    next_P = jnp.where(broke, fresh_P, w_P)
+    # One more pass after normalizing keeps v_{j+1} orthogonal when beta_j is small.
+    next_P = _unit(_orthogonalize(basis_MxP, _unit(next_P)))
+    basis_MxP = basis_MxP.at[j + 1].set(next_P)
+    beta_j = jnp.where(broke, 0.0, beta_j)
+    return basis_MxP, alpha_M.at[j].set(alpha_j), beta_M.at[j].set(beta_j)
+
+  alpha_M, beta_M = jnp.zeros((m,), dtype), jnp.zeros((m,), dtype)
+  basis_MxP, alpha_M, beta_M = jax.lax.fori_loop(0, m, step, (basis_MxP, alpha_M, beta_M))
+  beta_M1 = beta_M[: m - 1]
+  t_MxM = jnp.diag(alpha_M) + jnp.diag(beta_M1, 1) + jnp.diag(beta_M1, -1)
+  theta_M, s_MxM = jnp.linalg.eigh(t_MxM)
+  order = jnp.argsort(-theta_M if which == "largest" else -jnp.abs(theta_M))[:k]
+  theta_K = theta_M[order]
+  y_KxP = jax.vmap(_unit)(s_MxM[:, order].T @ basis_MxP[:m])
+
+  def residual(pair):
+    y_P, theta = pair
+    return jnp.linalg.norm(matvec(y_P) - theta * y_P)
+
+  residuals_K = jax.lax.map(residual, (y_KxP, theta_K))
+  spectral_scale = jnp.maximum(jnp.max(jnp.abs(theta_M)), jnp.finfo(dtype).tiny)
+  return LanczosResult(
+    eigenvalues=theta_K,
+    eigenvectors=jax.vmap(unravel)(y_KxP),
+    residuals=residuals_K,
+    converged=residuals_K <= tol * spectral_scale,
+    num_iterations=jnp.asarray(m, jnp.int32),
+    alpha=alpha_M,
+    beta=beta_M1,
+  )
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "num_probes", "chunk_size"))
+def hutchinson_trace(
+  loss_fn: LossFn,
+  params: PyTree,
+  key: jax.Array,
+  *,
+  num_probes: int = 100,
+  chunk_size: int | None = 16,
+) -> TraceResult:
+  """tr(H) ~ (1/n) sum_i z_i^T H z_i, z_i i.i.d. Rademacher (+-1) over all P parameters.
+
+  Unbiased (Hutchinson 1989); Var(z^T H z) = 2 sum_{i != j} H_ij^2 (Avron and Toledo
+  2011), so a diagonal H is recovered exactly by any probe. Probes run `chunk_size` at a
+  time under vmap inside one `lax.map` (None: all at once), bounding memory.
+  """
+  if num_probes < 2:
+    raise ValueError(f"num_probes={num_probes} must be >= 2 to estimate a standard error")
+  matvec, p = flat_hvp(loss_fn, params)
+  dtype = ravel_pytree(params)[0].dtype
+
+  def sample(probe_key):
+    z_P = jax.random.rademacher(probe_key, (p,), dtype)
+    return jnp.vdot(z_P, matvec(z_P))
+
+  samples_N = jax.lax.map(sample, jax.random.split(key, num_probes), batch_size=chunk_size)
+  return TraceResult(
+    trace=jnp.mean(samples_N),
+    stderr=jnp.std(samples_N, ddof=1) / jnp.sqrt(num_probes),
+    samples=samples_N,
+    num_probes=jnp.asarray(num_probes, jnp.int32),
+  )
+
+
+def model_loss_fn(
+  model: model_lib.Transformer,
+  batch_stats: PyTree,
+  tokens: jax.Array | Sequence[jax.Array],
+  labels: jax.Array | Sequence[jax.Array],
+) -> LossFn:
+  """params -> evaluation-mode cross-entropy of `model` on a fixed evaluation set.
+
+  The set is one batch (tokens (N, L), labels (N,)) or K equal-sized batches, given
+  stacked (tokens (K, B, L), labels (K, B)) or as lists of (B, L) / (B,) arrays. K
+  batches are evaluated one after another (`lax.map`, bounded memory) and their mean
+  losses averaged, which equals the mean loss over all K * B examples. Uses
+  `jaxnorm.train.eval_loss`: BatchNorm normalizes with, and does not change, its running
+  statistics, so the loss is a deterministic function of the parameters alone.
+  """
+  if isinstance(tokens, (list, tuple)):
+    tokens, labels = jnp.stack(tokens), jnp.stack(labels)
+  tokens, labels = jnp.asarray(tokens), jnp.asarray(labels)
+  if tokens.ndim == 2 and labels.shape == tokens.shape[:1]:
+    return lambda params: train.eval_loss(model, params, batch_stats, tokens, labels)
+  if tokens.ndim == 3 and labels.shape == tokens.shape[:2]:
+
+    def loss(params):
+      per_batch = lambda batch: train.eval_loss(model, params, batch_stats, *batch)
+      return jnp.mean(jax.lax.map(per_batch, (tokens, labels)))
+
+    return loss
+  raise ValueError(
+    f"tokens {tokens.shape} and labels {labels.shape} must be (N, L) and (N,), "
+    "or (K, B, L) and (K, B) for K batches"
+  )

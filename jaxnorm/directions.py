@@ -1,0 +1,215 @@
+"""Scale-aware directions, 2D loss surfaces and adaptive average sharpness.
+
+The reference's 1D slice (`jaxnorm.landscape`) moves along one Gaussian direction scaled to
+global norm 1. A loss surface plotted that way depends on the scale of the weights: a
+layer followed by a normalization can have its weights rescaled without changing the
+function, yet look flatter or sharper. Two remedies are provided:
+
+* filter-normalized directions (Li et al. 2018, "Visualizing the Loss Landscape of Neural
+  Nets"): d_f <- d_f * ||w_f|| / ||d_f|| for every filter f, so a step of 1 along d
+  changes each filter by its own norm;
+* adaptive average sharpness (Kwon et al. 2021, ASAM; studied by Andriushchenko et al.
+  2023, "A modern look at the relationship between sharpness and generalization"):
+  E_{delta ~ N(0, rho^2 diag(|w|^2))} [L(w + delta)] - L(w), the expected loss increase
+  under noise proportional to each weight's own magnitude.
+
+What a "filter" is here (one output unit, Li et al.'s convention for Dense layers):
+
+| parameter (Flax shape)              | filter                                         |
+|-------------------------------------|------------------------------------------------|
+| Dense kernel (in, out)              | column kernel[:, j]: the weights into output j |
+| attention `in_proj` kernel (D, 3D)  | column: one q, k or v output unit              |
+| `nn.Embed` table "embedding" (V, D) | row table[v]: one token's vector               |
+| any other >= 2-D leaf (..., out)    | slice [..., j] along the last axis             |
+| 1-D and 0-D leaves (biases, norm    | by `policy_1d`: "zero" (Li et al.'s default,   |
+| scale and bias)                     | not perturbed) or "filter" (the whole vector   |
+|                                     | is one filter, scaled to the parameter's norm) |
+
+Li et al.'s code offers a third 1-D option, copying the weights into the direction;
+it is not provided here.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxnorm import landscape, train
+from jaxnorm import model as model_lib
+
+PyTree = Any
+LossFn = Callable[[PyTree], jax.Array]
+
+POLICIES_1D = ("zero", "filter")
+EMBEDDING_NAMES = ("embedding",)  # leaves whose filters are rows (one per token)
+FILTER_EPS = 1e-10  # guards ||d_f|| = 0 in the rescaling, as in Li et al.'s code
+
+
+def gaussian_direction(key: jax.Array, params: PyTree) -> PyTree:
+  """A standard-normal direction over every leaf of `params`, not rescaled.
+
+  The keys are split per leaf exactly as in `landscape.random_direction`, so that
+  direction is this one divided by its global norm.
+  """
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(key, len(leaves))
+  noise = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)]
+  return jax.tree.unflatten(treedef, noise)
+
+
+def _leaf_name(path) -> str | None:
+  last = path[-1] if path else None
+  return getattr(last, "key", getattr(last, "name", None))
+
+
+def filter_axis(path, leaf: jax.Array) -> int | None:
+  """The axis that indexes filters of a leaf (see the module table); None for 1-D/0-D."""
+  if leaf.ndim <= 1:
+    return None
+  return 0 if _leaf_name(path) in EMBEDDING_NAMES else leaf.ndim - 1
+
+
+@functools.partial(jax.jit, static_argnames=("policy_1d",))
+def filter_normalize(direction: PyTree, params: PyTree, *, policy_1d: str = "zero") -> PyTree:
+  """Rescales each filter of `direction` to the norm of the same filter of `params`.
+
+  d_f <- d_f * ||w_f||_2 / (||d_f||_2 + 1e-10) (Li et al. 2018, Sec. 4), filters as in the
+  module table. 1-D and 0-D leaves: policy_1d="zero" sets them to 0; "filter" rescales
+  the whole leaf as one filter, d <- d * ||w|| / (||d|| + 1e-10).
+  """
+  if policy_1d not in POLICIES_1D:
+    raise ValueError(f"policy_1d={policy_1d!r} is invalid; choose from {POLICIES_1D}")
+
+  def normalize(path, d, w):
+    axis = filter_axis(path, w)
+    if axis is None:
+      if policy_1d == "zero":
+        return jnp.zeros_like(d)
+      return d * (jnp.linalg.norm(w) / (jnp.linalg.norm(d) + FILTER_EPS))
+    others = tuple(i for i in range(w.ndim) if i != axis)
+    w_norm = jnp.sqrt(jnp.sum(jnp.square(w), axis=others, keepdims=True))
+    d_norm = jnp.sqrt(jnp.sum(jnp.square(d), axis=others, keepdims=True))
+    return d * (w_norm / (d_norm + FILTER_EPS))
+
+  return jax.tree_util.tree_map_with_path(normalize, direction, params)
+
+
+@functools.partial(jax.jit, static_argnames=("policy_1d",))
+def filter_normalized_direction(
+  key: jax.Array, params: PyTree, *, policy_1d: str = "zero"
+) -> PyTree:
+  """A Gaussian direction, filter-normalized to `params` (Li et al. 2018)."""
+  return filter_normalize(gaussian_direction(key, params), params, policy_1d=policy_1d)
+
+
+def loss_surface(
+  loss_fn: LossFn,
+  params: PyTree,
+  direction1: PyTree,
+  direction2: PyTree,
+  alphas_A: jax.Array,
+  betas_B: jax.Array,
+  chunk_size: int | None = landscape.DEFAULT_CHUNK,
+) -> jax.Array:
+  """loss_fn(params + a * direction1 + b * direction2) on the grid alphas x betas: (A, B).
+
+  Entry [i, j] is at a = alphas_A[i], b = betas_B[j]. The A * B points are flattened and
+  evaluated by vmap in chunks of `chunk_size` (None: all at once) inside one `lax.map`, so
+  memory stays bounded. Traceable; jit the caller (or use `model_surface`).
+  """
+  n_a, n_b = alphas_A.shape[0], betas_B.shape[0]
+  a_G = jnp.repeat(alphas_A, n_b)
+  b_G = jnp.tile(betas_B, n_a)
+
+  def at(ab):
+    a, b = ab
+    return loss_fn(jax.tree.map(lambda p, u, v: p + a * u + b * v, params, direction1, direction2))
+
+  return jax.lax.map(at, (a_G, b_G), batch_size=chunk_size).reshape(n_a, n_b)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 9))
+def model_surface(
+  model: model_lib.Transformer,
+  params: PyTree,
+  batch_stats: PyTree,
+  direction1: PyTree,
+  direction2: PyTree,
+  tokens_BxL: jax.Array,
+  labels_B: jax.Array,
+  alphas_A: jax.Array,
+  betas_B: jax.Array,
+  chunk_size: int | None = landscape.DEFAULT_CHUNK,
+) -> jax.Array:
+  """Evaluation-mode loss of `model` on one batch over a 2D grid: (A, B), one compiled call."""
+  loss_fn = lambda p: train.eval_loss(model, p, batch_stats, tokens_BxL, labels_B)
+  return loss_surface(loss_fn, params, direction1, direction2, alphas_A, betas_B, chunk_size)
+
+
+class SharpnessResult(NamedTuple):
+  """Monte Carlo estimate of the average sharpness."""
+
+  sharpness: jax.Array  # () mean of the samples, in loss units.
+  stderr: jax.Array  # () std(samples, ddof=1) / sqrt(n).
+  samples: jax.Array  # (n,) L(w + delta_i) - L(w).
+  base_loss: jax.Array  # () L(w).
+  num_samples: jax.Array  # () int32: n.
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "num_samples", "adaptive", "chunk_size"))
+def average_sharpness(
+  loss_fn: LossFn,
+  params: PyTree,
+  key: jax.Array,
+  *,
+  rho: float | jax.Array,
+  num_samples: int = 100,
+  adaptive: bool = True,
+  mask: PyTree | None = None,
+  chunk_size: int | None = landscape.DEFAULT_CHUNK,
+) -> SharpnessResult:
+  """E_delta[L(w + delta)] - L(w), delta = rho * c * z, z ~ N(0, I), by Monte Carlo.
+
+  adaptive=True: c = |w| elementwise, delta ~ N(0, rho^2 diag(|w|^2)), the average-case
+  adaptive sharpness of Andriushchenko et al. 2023 (after Kwon et al. 2021). It is
+  invariant to any rescaling w -> s * w (s > 0, elementwise) that leaves the function
+  unchanged, e.g. the weights feeding a normalization or a ReLU unit's in/out weights,
+  because then w + delta -> s * (w + delta) with the same z. adaptive=False: c = 1, the
+  plain average sharpness, which is not. For a quadratic 0.5 sum_i c_i (w_i - m_i)^2 the
+  adaptive value is 0.5 rho^2 sum_i c_i w_i^2.
+
+  Args:
+    loss_fn: params -> scalar loss; a static argument (build it once and reuse it).
+    params: w.
+    key: PRNG key; sample i uses split(key, n)[i], split again per leaf.
+    rho: noise scale (relative to |w| when adaptive), e.g. 0.01 to 0.1.
+    num_samples: n >= 2 Monte Carlo samples.
+    adaptive: scale the noise by |w| elementwise.
+    mask: optional pytree like params with bool or 0/1 leaves (scalars or full shape);
+      only where it is true is the loss perturbed. Default: every parameter, as in
+      Andriushchenko et al.'s code.
+    chunk_size: samples evaluated together by vmap; None: all at once.
+  """
+  if num_samples < 2:
+    raise ValueError(f"num_samples={num_samples} must be >= 2 to estimate a standard error")
+  base = loss_fn(params)
+
+  def sample(sample_key):
+    z = gaussian_direction(sample_key, params)
+    delta = jax.tree.map(lambda w, z: rho * (jnp.abs(w) if adaptive else 1.0) * z, params, z)
+    if mask is not None:
+      delta = jax.tree.map(lambda d, m: d * jnp.asarray(m, d.dtype), delta, mask)
+    return loss_fn(jax.tree.map(jnp.add, params, delta)) - base
+
+  samples_N = jax.lax.map(sample, jax.random.split(key, num_samples), batch_size=chunk_size)
+  return SharpnessResult(
+    sharpness=jnp.mean(samples_N),
+    stderr=jnp.std(samples_N, ddof=1) / jnp.sqrt(num_samples),
+    samples=samples_N,
+    base_loss=base,
+    num_samples=jnp.asarray(num_samples, jnp.int32),
+  )

@@ -1,0 +1,185 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from jaxnorm import config, curvature, data, model
+
+# Smaller than TINY so that the dense Hessian (P ~ 1.2k) is cheap: 4 x 4 keys, D = 8.
+HESSIAN_CFG = config.TINY.replace(n_entities=4, m_attributes=4, embed_dim=8, num_heads=1)
+
+
+def _symmetric(key, eigenvalues):
+  """Q diag(eigenvalues) Q^T with a random orthogonal Q; returns (A, Q)."""
+  n = len(eigenvalues)
+  q, _ = jnp.linalg.qr(jax.random.normal(key, (n, n)))
+  return (q * jnp.asarray(eigenvalues)[None, :]) @ q.T, q
+
+
+def _pytree_params(key):
+  """Params with P = 4 * 3 + 8 = 20 scalars in two leaves of different shapes."""
+  k1, k2 = jax.random.split(key)
+  return {"w": jax.random.normal(k1, (4, 3)), "b": jax.random.normal(k2, (8,))}
+
+
+def _quadratic(a_PxP):
+  """0.5 x^T A x over the ravelled params: its Hessian is A everywhere."""
+
+  def loss(params):
+    x_P = ravel_pytree(params)[0]
+    return 0.5 * x_P @ a_PxP @ x_P
+
+  return loss
+
+
+EIGS_20 = [10.0, 5.0, 3.0, 2.0, -4.0] + list(np.linspace(0.1, 1.0, 15))
+
+
+def test_hvp_of_a_quadratic_is_a_times_v(key):
+  params = _pytree_params(key)
+  a, _ = _symmetric(jax.random.key(1), EIGS_20)
+  v = _pytree_params(jax.random.key(2))
+  hv = curvature.hvp(_quadratic(a), params, v)
+  chex.assert_trees_all_equal_shapes(hv, params)
+  np.testing.assert_allclose(ravel_pytree(hv)[0], a @ ravel_pytree(v)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_lanczos_finds_known_top_eigenpairs_of_a_pytree_quadratic(key):
+  params = _pytree_params(key)
+  a, q = _symmetric(jax.random.key(1), EIGS_20)
+  res = curvature.lanczos(_quadratic(a), params, key, k=3, num_iterations=20)
+  np.testing.assert_allclose(res.eigenvalues, [10.0, 5.0, 3.0], rtol=1e-5)
+  assert int(res.num_iterations) == 20
+  assert bool(res.converged.all())
+  assert float(res.residuals.max()) < 1e-4 * 10
+  assert jax.tree.map(jnp.shape, res.eigenvectors) == {"w": (3, 4, 3), "b": (3, 8)}
+  vecs = jax.vmap(lambda t: ravel_pytree(t)[0])(res.eigenvectors)
+  # Up to sign, the i-th eigenvector is the i-th column of Q.
+  np.testing.assert_allclose(jnp.abs(jnp.sum(vecs * q[:, :3].T, axis=1)), 1.0, atol=1e-4)
+
+
+def test_lanczos_with_fewer_steps_than_parameters_finds_separated_top_eigenvalues(key):
+  bulk = list(np.linspace(0.0, 1.0, 197))
+  a, _ = _symmetric(jax.random.key(3), [100.0, 50.0, 25.0] + bulk)
+  params = jnp.zeros((200,))
+  res = curvature.lanczos(_quadratic(a), params, key, k=3, num_iterations=30)
+  assert int(res.num_iterations) == 30
+  np.testing.assert_allclose(res.eigenvalues, [100.0, 50.0, 25.0], rtol=1e-4)
+  assert bool(res.converged.all())
+
+
+def test_lanczos_restarts_cleanly_on_a_low_rank_hessian(key):
+  # rank 3 in P = 10: the Krylov space is exhausted after 3 steps.
+  a, _ = _symmetric(jax.random.key(4), [7.0, 3.0, -2.0] + [0.0] * 7)
+  res = curvature.lanczos(_quadratic(a), jnp.ones((10,)), key, k=10, num_iterations=50)
+  assert int(res.num_iterations) == 10  # capped at P
+  chex.assert_tree_all_finite(res)
+  np.testing.assert_allclose(res.eigenvalues, [7.0, 3.0] + [0.0] * 7 + [-2.0], atol=1e-5)
+  assert float(res.residuals.max()) < 1e-4
+
+
+def test_lanczos_which_magnitude_prefers_the_largest_negative_eigenvalue(key):
+  a, _ = _symmetric(jax.random.key(5), [-20.0, 10.0, 1.0, 0.5, 0.2])
+  loss = _quadratic(a)
+  x = jnp.zeros((5,))
+  by_value = curvature.lanczos(loss, x, key, k=2, num_iterations=5)
+  by_magnitude = curvature.lanczos(loss, x, key, k=2, num_iterations=5, which="magnitude")
+  np.testing.assert_allclose(by_value.eigenvalues, [10.0, 1.0], rtol=1e-5)
+  np.testing.assert_allclose(by_magnitude.eigenvalues, [-20.0, 10.0], rtol=1e-5)
+  with pytest.raises(ValueError, match="choose from"):
+    curvature.lanczos(loss, x, key, which="smallest")
+  with pytest.raises(ValueError, match="between 1"):
+    curvature.lanczos(loss, x, key, k=6)
+
+
+def test_lanczos_unconverged_pairs_are_flagged(key):
+  a, _ = _symmetric(jax.random.key(6), list(np.linspace(1.0, 2.0, 100)))
+  res = curvature.lanczos(_quadratic(a), jnp.zeros((100,)), key, k=1, num_iterations=3)
+  assert not bool(res.converged[0])  # 3 steps cannot resolve a dense spectrum
+  assert float(res.residuals[0]) > 1e-3 * 2.0
+
+
+def test_hutchinson_is_exact_for_a_diagonal_hessian(key):
+  c = jnp.arange(1.0, 21.0)
+  loss = lambda p: 0.5 * jnp.sum(c * jnp.square(ravel_pytree(p)[0]))
+  res = curvature.hutchinson_trace(loss, _pytree_params(key), key, num_probes=4)
+  np.testing.assert_allclose(res.trace, 210.0, rtol=1e-6)  # sum 1..20
+  np.testing.assert_allclose(res.stderr, 0.0, atol=1e-4)
+  chex.assert_shape(res.samples, (4,))
+  assert int(res.num_probes) == 4
+
+
+def test_hutchinson_is_unbiased_with_the_known_variance(key):
+  a, _ = _symmetric(jax.random.key(7), EIGS_20)
+  n = 2000
+  res = curvature.hutchinson_trace(
+    _quadratic(a), _pytree_params(key), key, num_probes=n, chunk_size=256
+  )
+  exact = float(jnp.trace(a))
+  assert abs(float(res.trace) - exact) < 4 * float(res.stderr)
+  # Var(z^T A z) = 2 sum_{i != j} A_ij^2 for Rademacher z.
+  off_diagonal = a - jnp.diag(jnp.diag(a))
+  expected_stderr = float(jnp.sqrt(2 * jnp.sum(jnp.square(off_diagonal)) / n))
+  np.testing.assert_allclose(res.stderr, expected_stderr, rtol=0.1)
+  with pytest.raises(ValueError, match=">= 2"):
+    curvature.hutchinson_trace(_quadratic(a), _pytree_params(key), key, num_probes=1)
+
+
+def _tiny_model_problem(norm, key):
+  cfg = HESSIAN_CFG
+  m = model.build(cfg, norm)
+  tokens, labels = data.batch(jax.random.fold_in(key, 1), cfg)
+  variables = model.init(m, jax.random.fold_in(key, 2), tokens)
+  return m, variables, tokens, labels
+
+
+def test_lanczos_and_hutchinson_agree_with_the_dense_hessian_of_a_tiny_model(key):
+  m, variables, tokens, labels = _tiny_model_problem("layernorm", key)
+  params = variables["params"]
+  loss = curvature.model_loss_fn(m, variables["batch_stats"], tokens, labels)
+  flat, unravel = ravel_pytree(params)
+  dense = jax.jit(jax.hessian(lambda f: loss(unravel(f))))(flat)
+  dense = 0.5 * (dense + dense.T)
+  exact_eigs = jnp.linalg.eigvalsh(dense)[::-1]
+  p = flat.size
+
+  res = curvature.lanczos(loss, params, key, k=3, num_iterations=100)
+  scale = float(jnp.max(jnp.abs(exact_eigs)))
+  np.testing.assert_allclose(res.eigenvalues, exact_eigs[:3], rtol=1e-3, atol=1e-4 * scale)
+  assert bool(res.converged.all()), res.residuals
+  # The returned vectors are eigenvectors of the dense Hessian too.
+  vecs = jax.vmap(lambda t: ravel_pytree(t)[0])(res.eigenvectors)
+  dense_residuals = jnp.linalg.norm(vecs @ dense - res.eigenvalues[:, None] * vecs, axis=1)
+  assert float(dense_residuals.max()) < 1e-2 * scale
+
+  tr = curvature.hutchinson_trace(loss, params, key, num_probes=256, chunk_size=64)
+  exact_trace = float(jnp.trace(dense))
+  assert abs(float(tr.trace) - exact_trace) < 4 * float(tr.stderr), (tr, exact_trace, p)
+
+
+def test_model_loss_fn_averages_equal_batches_like_one_concatenated_batch(key):
+  m, variables, _, _ = _tiny_model_problem("batchnorm", key)
+  batches = [data.batch(jax.random.fold_in(key, 10 + i), HESSIAN_CFG) for i in range(3)]
+  tokens = [b[0] for b in batches]
+  labels = [b[1] for b in batches]
+  bs = variables["batch_stats"]
+  as_list = curvature.model_loss_fn(m, bs, tokens, labels)
+  stacked = curvature.model_loss_fn(m, bs, jnp.stack(tokens), jnp.stack(labels))
+  concatenated = curvature.model_loss_fn(m, bs, jnp.concatenate(tokens), jnp.concatenate(labels))
+  params = variables["params"]
+  np.testing.assert_allclose(as_list(params), concatenated(params), rtol=1e-6)
+  np.testing.assert_allclose(stacked(params), concatenated(params), rtol=1e-6)
+  with pytest.raises(ValueError, match=r"\(K, B, L\)"):
+    curvature.model_loss_fn(m, bs, tokens[0], labels[0][:3])
+
+
+def test_lanczos_compiles_once_per_loss_function(key):
+  a, _ = _symmetric(jax.random.key(8), EIGS_20)
+  loss = _quadratic(a)
+  x = jnp.zeros((20,))
+  curvature.lanczos(loss, x, key, k=2, num_iterations=8, tol=1e-3)
+  before = curvature.lanczos._cache_size()
+  curvature.lanczos(loss, x + 1.0, jax.random.key(9), k=2, num_iterations=8, tol=1e-2)
+  assert curvature.lanczos._cache_size() == before
