@@ -49,16 +49,7 @@ EMBEDDING_NAMES = ("embedding",)  # leaves whose filters are rows (one per token
 FILTER_EPS = 1e-10  # guards ||d_f|| = 0 in the rescaling, as in Li et al.'s code
 
 
-def gaussian_direction(key: jax.Array, params: PyTree) -> PyTree:
-  """A standard-normal direction over every leaf of `params`, not rescaled.
-
-  The keys are split per leaf exactly as in `landscape.random_direction`, so that
-  direction is this one divided by its global norm.
-  """
-  leaves, treedef = jax.tree.flatten(params)
-  keys = jax.random.split(key, len(leaves))
-  noise = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)]
-  return jax.tree.unflatten(treedef, noise)
+gaussian_direction = landscape.gaussian_direction
 
 
 def _leaf_name(path) -> str | None:

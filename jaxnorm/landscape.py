@@ -28,12 +28,17 @@ PyTree = Any
 DEFAULT_CHUNK = 16  # slice points evaluated together by vmap; bounds memory.
 
 
-def random_direction(key: jax.Array, params: PyTree) -> PyTree:
-  """A standard-normal direction over every leaf of `params`, scaled to global norm 1."""
+def gaussian_direction(key: jax.Array, params: PyTree) -> PyTree:
+  """A standard-normal direction over every leaf of `params` (one key per leaf), unscaled."""
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(key, len(leaves))
   noise = [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)]
-  direction = jax.tree.unflatten(treedef, noise)
+  return jax.tree.unflatten(treedef, noise)
+
+
+def random_direction(key: jax.Array, params: PyTree) -> PyTree:
+  """The reference's direction: `gaussian_direction` scaled to global L2 norm 1."""
+  direction = gaussian_direction(key, params)
   return optax.tree.scale(1.0 / optax.tree.norm(direction), direction)
 
 

@@ -77,8 +77,6 @@ def test_filter_normalization_of_the_model_uses_columns_and_token_rows(key):
       np.testing.assert_array_equal(leaf, 0.0, err_msg=str(path))
 
 
-# landscape.random_direction still calls optax.global_norm, deprecated in this optax.
-@pytest.mark.filterwarnings("ignore:optax.global_norm is deprecated:DeprecationWarning")
 def test_gaussian_direction_matches_the_reference_global_direction(key):
   params = _toy_params(key)
   g = directions.gaussian_direction(jax.random.key(3), params)
