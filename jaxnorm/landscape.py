@@ -31,9 +31,12 @@ def random_direction(key: jax.Array, params: PyTree) -> PyTree:
   """A standard-normal direction over every leaf of `params`, scaled to global norm 1."""
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(key, len(leaves))
-  noise = [jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves)]
+  noise = [
+    jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves, strict=True)
+  ]
   direction = jax.tree.unflatten(treedef, noise)
-  return jax.tree.map(lambda d: d / optax.global_norm(direction), direction)
+  norm = optax.tree.norm(direction)
+  return jax.tree.map(lambda d: d / norm, direction)
 
 
 def alphas(points: int, span: float) -> jax.Array:
@@ -70,7 +73,7 @@ def loss_slice(
   return jax.lax.map(at, offsets_N, batch_size=chunk_size)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 7))
+@functools.partial(jax.jit, static_argnums=(0, 7, 8))
 def model_slice(
   model: model_lib.Transformer,
   params: PyTree,
@@ -80,7 +83,11 @@ def model_slice(
   labels_B: jax.Array,
   offsets_N: jax.Array,
   chunk_size: int | None = DEFAULT_CHUNK,
+  fast: bool = True,
 ) -> jax.Array:
-  """Evaluation-mode loss of `model` on one batch along a direction: (N,), one compiled call."""
-  loss_fn = lambda p: train.eval_loss(model, p, batch_stats, tokens_BxL, labels_B)
+  """Evaluation-mode loss of `model` on one batch along a direction: (N,), one compiled call.
+
+  `fast` as in `train.eval_loss`: the exact last-position path where it applies.
+  """
+  loss_fn = lambda p: train.eval_loss(model, p, batch_stats, tokens_BxL, labels_B, fast)
   return loss_slice(loss_fn, params, direction, offsets_N, chunk_size)
