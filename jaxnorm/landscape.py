@@ -76,7 +76,7 @@ def loss_slice(
   return jax.lax.map(at, offsets_N, batch_size=chunk_size)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 7))
+@functools.partial(jax.jit, static_argnums=(0, 7, 8))
 def model_slice(
   model: model_lib.Transformer,
   params: PyTree,
@@ -86,7 +86,11 @@ def model_slice(
   labels_B: jax.Array,
   offsets_N: jax.Array,
   chunk_size: int | None = DEFAULT_CHUNK,
+  fast: bool = True,
 ) -> jax.Array:
-  """Evaluation-mode loss of `model` on one batch along a direction: (N,), one compiled call."""
-  loss_fn = lambda p: train.eval_loss(model, p, batch_stats, tokens_BxL, labels_B)
+  """Evaluation-mode loss of `model` on one batch along a direction: (N,), one compiled call.
+
+  `fast` as in `train.eval_loss`: the exact last-position path where it applies.
+  """
+  loss_fn = lambda p: train.eval_loss(model, p, batch_stats, tokens_BxL, labels_B, fast)
   return loss_slice(loss_fn, params, direction, offsets_N, chunk_size)

@@ -88,6 +88,36 @@ class SelfAttention(nn.Module):
     out_BxQxHxK = jnp.einsum("bhql,blhk->bqhk", att_BxHxQxL, v_BxLxHxK)
     return self.out_proj(out_BxQxHxK.reshape(b, n_q, d))
 
+  def attend_counts(
+    self, q_BxQxD: jax.Array, k_VxD: jax.Array, v_VxD: jax.Array, counts_BxV: jax.Array
+  ) -> jax.Array:
+    """`attend` over a multiset of table rows: example b holds row v counts_BxV[b, v] times.
+
+    Without a mask or positional encoding, attention sees its keys only as a multiset:
+    with k_VxD, v_VxD the projected embedding table and counts_BxV the token counts,
+    this equals `attend(q, k_VxD[tokens], v_VxD[tokens])`, with
+      softmax_l(s_l) v_l = sum_v c_v exp(s_v - m) v_v / sum_v c_v exp(s_v - m),
+    m the largest logit of a present row. Dense (B Q x V) products replace the gathers,
+    whose gradient is a slow scatter on CPU.
+    """
+    b, n_q, d = q_BxQxD.shape
+    h = self.num_heads
+    q_BxQxHxK = q_BxQxD.reshape(b, n_q, h, d // h)
+    k_VxHxK = k_VxD.reshape(-1, h, d // h)
+    v_VxHxK = v_VxD.reshape(-1, h, d // h)
+    logits_BxHxQxV = jnp.einsum("bqhk,vhk->bhqv", q_BxQxHxK, k_VxHxK) / math.sqrt(d // h)
+    counts_Bx1x1xV = counts_BxV[:, None, None, :]
+    present = counts_Bx1x1xV > 0
+    # Softmax is shift-invariant, so the shift carries no gradient (as in jax.nn.softmax).
+    m = jax.lax.stop_gradient(
+      jnp.max(jnp.where(present, logits_BxHxQxV, -jnp.inf), axis=-1, keepdims=True)
+    )
+    # Absent rows get exp(-inf) = 0, with a zero gradient, even where their logit is large.
+    e_BxHxQxV = counts_Bx1x1xV * jnp.exp(jnp.where(present, logits_BxHxQxV - m, -jnp.inf))
+    att_BxHxQxV = e_BxHxQxV / jnp.sum(e_BxHxQxV, axis=-1, keepdims=True)
+    out_BxQxHxK = jnp.einsum("bhqv,vhk->bqhk", att_BxHxQxV, v_VxHxK)
+    return self.out_proj(out_BxQxHxK.reshape(b, n_q, d))
+
   def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
     q, k, v = jnp.split(self.in_proj(x_BxLxD), 3, axis=-1)
     return self.attend(q, k, v)
@@ -122,13 +152,35 @@ class Block(nn.Module):
     self.norm2 = make_norm()
 
   def __call__(self, x_BxLxD: jax.Array, train: bool) -> jax.Array:
-    x_BxLxD = self.norm1(x_BxLxD + self.attention(x_BxLxD), train)
-    return self.norm2(x_BxLxD + self.ffn(x_BxLxD), train)
+    return self.after_attention(x_BxLxD, self.attention(x_BxLxD), train)
+
+  def after_attention(self, x_BxQxD: jax.Array, att_BxQxD: jax.Array, train: bool) -> jax.Array:
+    """The rest of the block at Q positions, given their inputs and attention outputs.
+
+    With all positions this is `__call__`; with fewer it is exact only where both norms
+    act on each token alone (see `last_token_is_exact`).
+    """
+    x_BxQxD = self.norm1(x_BxQxD + att_BxQxD, train)
+    return self.norm2(x_BxQxD + self.ffn(x_BxQxD), train)
 
 
 class Transformer(nn.Module):
   """Embedding, one `Block`, readout of the last position. Apply with `train=True`
-  and `mutable=['batch_stats']` to train; with `train=False` to evaluate."""
+  and `mutable=['batch_stats']` to train; with `train=False` to evaluate.
+
+  Three exact ways to get the logits, all with the same parameters:
+
+  * `__call__`: the reference's computation, every position projected and normalized.
+  * `__call__(..., project_table=True)`: the same, but q, k, v are gathered from the
+    embedding table projected once (V x 3D) instead of projecting every token
+    (B L x 3D); cheaper whenever B L > V. Keeps every position (BatchNorm training).
+  * `last_token_logits`: only the last position's query, residual, norms, FFN and
+    readout, attending to the projected table weighted by token counts. Exact when
+    both norms act on each token alone in this mode (no positional encoding, and the
+    loss reads only the last position).
+
+  `fast_logits` picks the cheapest exact one.
+  """
 
   vocab_size: int
   embed_dim: int
@@ -142,13 +194,62 @@ class Transformer(nn.Module):
     self.transformer_block = Block(self.embed_dim, self.num_heads, self.norm)
     self.to_vocab = torch_linear(self.vocab_size, fan_in=self.embed_dim, name="to_vocab")
 
-  def features(self, tokens_BxL: jax.Array, train: bool) -> jax.Array:
-    """The block's output, (B, L, D): the activations whose spectrum Figure 2 shows."""
-    return self.transformer_block(self.token_embeddings(tokens_BxL), train)
+  def _qkv_table(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """q, k, v of every vocabulary entry, each (V, D): the embedding table projected once."""
+    qkv_Vx3D = self.transformer_block.attention.in_proj(self.token_embeddings.embedding)
+    return tuple(jnp.split(qkv_Vx3D, 3, axis=-1))
 
-  def __call__(self, tokens_BxL: jax.Array, train: bool) -> jax.Array:
+  def features(self, tokens_BxL: jax.Array, train: bool, project_table: bool = False) -> jax.Array:
+    """The block's output, (B, L, D): the activations whose spectrum Figure 2 shows."""
+    x_BxLxD = self.token_embeddings(tokens_BxL)
+    if not project_table:
+      return self.transformer_block(x_BxLxD, train)
+    q, k, v = (jnp.take(t_VxD, tokens_BxL, axis=0) for t_VxD in self._qkv_table())
+    att_BxLxD = self.transformer_block.attention.attend(q, k, v)
+    return self.transformer_block.after_attention(x_BxLxD, att_BxLxD, train)
+
+  def __call__(self, tokens_BxL: jax.Array, train: bool, project_table: bool = False) -> jax.Array:
     """Logits (B, V) read from the last position, where the query sits."""
-    return self.to_vocab(self.features(tokens_BxL, train)[:, -1])
+    return self.to_vocab(self.features(tokens_BxL, train, project_table)[:, -1])
+
+  def last_token_logits(self, tokens_BxL: jax.Array, train: bool) -> jax.Array:
+    """The logits of `__call__`, computing only what the last position needs.
+
+    Keys and values enter through the token counts (`SelfAttention.attend_counts`); the
+    query, residual, norms, FFN and readout run at the last position only. Raises
+    ValueError where that is not exact: a norm that mixes tokens in this mode
+    (BatchNorm in training).
+    """
+    if not last_token_is_exact(self.norm, train):
+      raise ValueError(
+        f"last_token_logits is not exact for norm={self.norm!r} with train={train}: its "
+        "statistics mix positions; use __call__ (or fast_logits, which picks for you)"
+      )
+    b = tokens_BxL.shape[0]
+    q_VxD, k_VxD, v_VxD = self._qkv_table()
+    last_Bx1 = tokens_BxL[:, -1:]
+    counts_BxV = jnp.zeros((b, self.vocab_size), k_VxD.dtype)
+    counts_BxV = counts_BxV.at[jnp.arange(b)[:, None], tokens_BxL].add(1)
+    att_Bx1xD = self.transformer_block.attention.attend_counts(
+      jnp.take(q_VxD, last_Bx1, axis=0), k_VxD, v_VxD, counts_BxV
+    )
+    x_Bx1xD = self.transformer_block.after_attention(
+      self.token_embeddings(last_Bx1), att_Bx1xD, train
+    )
+    return self.to_vocab(x_Bx1xD[:, 0])
+
+  def fast_logits(self, tokens_BxL: jax.Array, train: bool) -> jax.Array:
+    """The logits of `__call__` by the cheapest exact path for this norm and mode."""
+    if last_token_is_exact(self.norm, train):
+      return self.last_token_logits(tokens_BxL, train)
+    return self(tokens_BxL, train, project_table=True)
+
+
+def last_token_is_exact(norm: str, train: bool) -> bool:
+  """Whether the last position's output depends on the other tokens only through
+  attention, so that `Transformer.last_token_logits` equals `Transformer.__call__`."""
+  spec = norms.get(norm)
+  return spec.per_token_in_train if train else spec.per_token_in_eval
 
 
 def build(cfg: Config, norm: str) -> Transformer:

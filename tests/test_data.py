@@ -53,3 +53,14 @@ def test_jittable():
   cfg = config.TINY
   tokens, _ = jax.jit(data.batch, static_argnums=(1, 2))(jax.random.key(0), cfg, 5)
   chex.assert_shape(tokens, (5, cfg.seq_len))
+
+
+def test_draw_is_the_stable_descending_order_of_the_uniforms(key):
+  """The batch is exactly the top-k of the uniforms, ties to the lower key (as a stable
+  sort), whichever kernel XLA picks for it."""
+  cfg = config.PAPER
+  tokens, labels = data.batch(key, cfg)
+  scores = np.asarray(jax.random.uniform(key, (cfg.batch_size, cfg.num_keys)))
+  drawn = np.argsort(-scores, axis=1, kind="stable")[:, : cfg.theoretical_rank]
+  np.testing.assert_array_equal(labels, drawn[:, 0])
+  np.testing.assert_array_equal(tokens[:, : cfg.theoretical_rank - 1], drawn[:, 1:])

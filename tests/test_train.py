@@ -83,3 +83,16 @@ def test_eval_loss_leaves_batch_stats_alone(key):
 def test_bad_chunk_size():
   with pytest.raises(ValueError, match="chunk_size"):
     train.train(config.TINY, "none", jax.random.key(0), chunk_size=0)
+
+
+def test_jitted_init_equals_eager(key):
+  cfg = config.TINY
+  m, tx, state = _setup(cfg, "batchnorm", key)
+  jitted = train.init_state_jit(m, tx, cfg, key)
+  chex.assert_trees_all_equal(
+    (state.params, state.batch_stats, state.opt_state),
+    (jitted.params, jitted.batch_stats, jitted.opt_state),
+  )
+  np.testing.assert_array_equal(
+    jax.random.key_data(state.data_key), jax.random.key_data(jitted.data_key)
+  )

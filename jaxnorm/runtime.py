@@ -1,0 +1,45 @@
+"""Process-wide JAX settings that experiments opt into.
+
+`enable_compilation_cache` turns on JAX's persistent compilation cache, so a second run
+of an experiment (same code, shapes, JAX version and device) loads its compiled train
+loop and analyses from disk instead of compiling them again.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import jax
+
+CACHE_ENV = "JAXNORM_CACHE_DIR"
+
+
+def default_cache_dir() -> pathlib.Path:
+  """$JAXNORM_CACHE_DIR, else $XDG_CACHE_HOME/jaxnorm/xla, else ~/.cache/jaxnorm/xla."""
+  if os.environ.get(CACHE_ENV):
+    return pathlib.Path(os.environ[CACHE_ENV]).expanduser()
+  base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+  return pathlib.Path(base).expanduser() / "jaxnorm" / "xla"
+
+
+def enable_compilation_cache(
+  path: str | os.PathLike | None = None,
+  *,
+  min_compile_time_secs: float = 0.5,
+  min_entry_size_bytes: int = -1,
+) -> pathlib.Path:
+  """Stores every compilation that took at least `min_compile_time_secs` under `path`
+  (default: `default_cache_dir()`) and reuses it in later processes. Returns the path.
+
+  Call it before the first jitted call whose compilation should be cached. The
+  threshold (JAX's default is 1 s) keeps programs that are cheap to compile out of the
+  cache; `min_entry_size_bytes=-1` accepts entries of any size. The cache is trusted
+  code: do not point it at a directory that others can write to.
+  """
+  cache_dir = pathlib.Path(path).expanduser() if path is not None else default_cache_dir()
+  cache_dir.mkdir(parents=True, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_secs))
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", int(min_entry_size_bytes))
+  return cache_dir
