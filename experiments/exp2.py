@@ -3,22 +3,43 @@ Expression: The Dual-Mechanism of Normalization in Deep Learning").
 
 Trains the one-block post-norm Transformer on low-rank associative recall with each
 normalization, then draws the training loss, a 1D loss-landscape slice along a random
-direction and the singular-value spectrum of the block's activations.
+direction and the singular-value spectrum of the block's activations, and measures
+flatness (Hessian, adaptive sharpness, filter-normalized slice) and isotropy (effective
+rank and kin).
 
-    python experiments/exp2.py              # the reference configuration, 3 x 4000 steps
-    python experiments/exp2.py --quick      # a smoke run in well under a minute on 2 cores
+    python experiments/exp2.py                 # the reference configuration, 3 x 4000 steps
+    python experiments/exp2.py --quick         # a smoke run
+    python experiments/exp2.py --seeds 8       # 8 seeds at once, mean ± CI
     python experiments/exp2.py --replot runs/exp2
 
-Writes runs/exp2/{figure2.png, figure2.pdf, results.npz, summary.json, variables_*.msgpack}.
-Expected: all three models drive the training loss close to zero (the task copies the
-query token, see README); the normalized models' slices rise less than No Norm's and
-their spectra are flatter. Runtime and the measured figure: see README.
+Writes runs/exp2/{figure2.png, figure2.pdf, results.npz, summary.json, measures.md,
+variables_*.msgpack}. Runtime and the measured figure: README.md.
 """
 
 import sys
 
-from jaxnorm import cli
+from jaxnorm import cli, report
 from jaxnorm.config import PAPER
+
+PREDICTIONS = [
+  report.flatter(
+    ("layernorm", "batchnorm"),
+    "none",
+    "LayerNorm and BatchNorm converge to flatter minima than No Norm",
+  ),
+  report.more_isotropic(
+    ("layernorm", "batchnorm"),
+    "none",
+    "LayerNorm and BatchNorm keep more isotropic representations than No Norm",
+  ),
+  report.Prediction(
+    "LayerNorm and BatchNorm behave nearly identically",
+    ("batchnorm",),
+    "layernorm",
+    "similar",
+    ("final_loss", *report.LOWER_IS_FLATTER, *report.HIGHER_IS_ISOTROPIC),
+  ),
+]
 
 if __name__ == "__main__":
   sys.exit(
@@ -30,5 +51,6 @@ if __name__ == "__main__":
       default_out="runs/exp2",
       name="exp2",
       title="Comparative Analysis of Normalization Techniques",
+      predictions=PREDICTIONS,
     )
   )

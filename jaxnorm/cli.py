@@ -9,7 +9,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from jaxnorm import experiment, plotting, results
+from tqdm.auto import tqdm
+
+from jaxnorm import experiment, measures, plotting, report, results, runtime
 from jaxnorm.config import QUICK, Config
 
 EXIT_DIVERGED = 1
@@ -74,6 +76,11 @@ def build_parser(prog: str, description: str, default_out: str) -> argparse.Argu
     "--replot", metavar="DIR", help="redraw the figure from the results saved in DIR; no training"
   )
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
+  p.add_argument(
+    "--no-measures",
+    action="store_true",
+    help="skip the Hessian, sharpness and isotropy measures (measures.md)",
+  )
   return p
 
 
@@ -141,7 +148,9 @@ def main(
   default_out: str,
   name: str,
   title: str,
+  predictions: Sequence[report.Prediction] = (),
 ) -> int:
+  """Parses `argv`, runs the experiment, saves results, figure and measures; exit status."""
   parser = build_parser(prog, description, default_out)
   args = parser.parse_args(argv)
   if args.replot:
@@ -155,15 +164,23 @@ def main(
     parser.error(str(e))
   out = Path(args.out)
   print(f"{name}: {len(cfg.norms)} models x {cfg.steps} steps; results -> {out.resolve()}")
+  runtime.enable_compilation_cache()
   start = time.perf_counter()
   runs = experiment.run(
     cfg, args.seeds, seeds_per_call=args.seeds_per_call, progress=not args.no_progress
   )
+  norms = {norm: experiment.summarize(cfg, norm, r) for norm, r in runs.items()}
+  if not args.no_measures:
+    for norm, r in tqdm(runs.items(), desc="measures", disable=args.no_progress):
+      t0 = time.perf_counter()
+      per_seed = measures.measure(cfg, norm, r.variables, r.seeds)
+      norms[norm]["measures"] = experiment.across_seeds_all(per_seed)
+      norms[norm]["seconds"]["measures"] = time.perf_counter() - t0
   summary = {
     "experiment": name,
     "config": results.config_to_dict(cfg),
     "seeds": args.seeds,
-    "norms": {norm: experiment.summarize(cfg, norm, r) for norm, r in runs.items()},
+    "norms": norms,
     "seconds": {"total": time.perf_counter() - start},
     "environment": results.environment(),
   }
@@ -172,6 +189,11 @@ def main(
   paths = plotting.save_figure(plotting.figure2(arrays, title), out / "figure2")
   print(format_table(summary))
   print("figure:", ", ".join(map(str, paths)))
+  if not args.no_measures:
+    labels = {n: plotting.label(n) for n in cfg.norms}
+    text = report.markdown(summary, list(predictions), labels)
+    results.atomic_write(out / "measures.md", lambda f: f.write(text.encode()))
+    print("measures:", out / "measures.md")
   diverged = False
   for norm, r in runs.items():
     for seed, step in zip(r.seeds, r.first_nonfinite_step, strict=True):

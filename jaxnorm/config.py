@@ -145,4 +145,9 @@ TINY = Config(
   learning_rate_overrides=(("none", 1e-2),),
 )
 
-PRESETS = {"paper": PAPER, "quick": QUICK, "tiny": TINY}
+# Experiment 1 of the paper: LayerNorm vs No Norm, a 50-point slice.
+EXP1 = Config(norms=("layernorm", "none"), landscape_points=50)
+# Experiment 3: Experiment 2 plus the parameter-free "Manual L2 Norm", trained at 1e-4.
+EXP3 = Config(norms=("layernorm", "batchnorm", "none", "l2"))
+
+PRESETS = {"paper": PAPER, "quick": QUICK, "tiny": TINY, "exp1": EXP1, "exp3": EXP3}

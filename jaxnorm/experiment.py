@@ -69,6 +69,18 @@ def across_seeds(values: list[float | None]) -> dict[str, Any]:
   return out
 
 
+def across_seeds_all(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+  """Per-seed measure dicts -> the values themselves for one seed; for several, each
+  numeric measure's `across_seeds` statistics and each boolean's per-seed list."""
+  if len(per_seed) == 1:
+    return per_seed[0]
+  out = {}
+  for name in per_seed[0]:
+    values = [s[name] for s in per_seed]
+    out[name] = values if isinstance(values[0], bool) else across_seeds(values)
+  return out
+
+
 def summarize(cfg: Config, norm: str, run: seeds_lib.SeedRun) -> dict[str, Any]:
   """summary.json's entry for one normalization: plain scalars for one seed; mean, std and
   95% CI for several."""

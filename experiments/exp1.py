@@ -1,0 +1,40 @@
+"""Experiment 1: LayerNorm vs no normalization (Figure 1 of "Stability and Expression: The
+Dual-Mechanism of Normalization in Deep Learning").
+
+The same task, model and training as Experiment 2 with two models; the landscape slice has
+50 points and, as in that notebook, the weights are restored between points. Its
+notebook's exact hyper-parameters are not in this repository: jaxnorm uses Experiment 2's
+(including No Norm's learning rate of 5e-4).
+
+    python experiments/exp1.py            # 2 x 4000 steps
+    python experiments/exp1.py --quick    # a smoke run
+
+Writes runs/exp1/{figure2.png, figure2.pdf, results.npz, summary.json, measures.md, ...}.
+Expected, per the paper: LayerNorm's minimum is flatter and its spectrum flatter.
+"""
+
+import sys
+
+from jaxnorm import cli, report
+from jaxnorm.config import EXP1
+
+PREDICTIONS = [
+  report.flatter(("layernorm",), "none", "LayerNorm converges to a flatter minimum than No Norm"),
+  report.more_isotropic(
+    ("layernorm",), "none", "LayerNorm keeps more isotropic representations than No Norm"
+  ),
+]
+
+if __name__ == "__main__":
+  sys.exit(
+    cli.main(
+      sys.argv[1:],
+      prog="exp1.py",
+      description=__doc__.split("\n\n")[0],
+      default=EXP1,
+      default_out="runs/exp1",
+      name="exp1",
+      title="LayerNorm vs No Normalization",
+      predictions=PREDICTIONS,
+    )
+  )
