@@ -3,9 +3,10 @@
 This is the yardstick the parity tests hold jaxnorm against, and what a benchmark times.
 The modules are the notebook's own (`MinimalistTransformerBlock`, `TransformerModel`);
 the functions take what the notebook kept in globals (config, RNG, hooked activation) as
-arguments. The one deliberate change: `loss_landscape` restores the weights before every
-point unless `cumulative=True`, which reproduces the notebook's slice (it never restores
-them, so point i sits at cumsum(alphas)[i]).
+arguments. Deliberate changes: `loss_landscape` restores the weights before every point
+unless `cumulative=True`, which reproduces the notebook's slice (it never restores them,
+so point i sits at cumsum(alphas)[i]); `torch.linalg.svdvals` replaces the deprecated
+`torch.svd`. The caller picks the thread count (`torch.set_num_threads`) and device.
 
     model = make_model(jaxnorm.PAPER, "layernorm", seed=0)
     optimizer = make_optimizer(model, 1e-4)
