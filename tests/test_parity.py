@@ -234,7 +234,8 @@ def test_adam_training_trajectories_match(norm):
         mask = torch.from_numpy(flat[name])
         p[mask] = torch.from_numpy(final_j[name][flat[name]])
   X, Y = batches[-1]
-  torch_model.train(), moved.train()
+  torch_model.train()
+  moved.train()
   with torch.no_grad():
     loss = torch.nn.functional.cross_entropy(torch_model(X), Y).item()
     loss_moved = torch.nn.functional.cross_entropy(moved(X), Y).item()
@@ -308,7 +309,8 @@ def test_layernorm_layer_matches_torch(offset, scale, atol):
   x = _layer_input(offset, scale)
   layer = torch.nn.LayerNorm(x.shape[-1])
   with torch.no_grad():
-    layer.weight.normal_(1.0, 0.5), layer.bias.normal_(0.0, 0.5)
+    layer.weight.normal_(1.0, 0.5)
+    layer.bias.normal_(0.0, 0.5)
   params = {"ln": {"scale": layer.weight.detach().numpy(), "bias": layer.bias.detach().numpy()}}
   y_j = norms.LayerNorm().apply({"params": params}, jnp.asarray(x), train=True)
   with torch.no_grad():
@@ -321,7 +323,8 @@ def test_batchnorm_layer_matches_torch_over_steps(offset, scale, atol):
   """Three training calls (statistics compound through the momentum), then evaluation."""
   layer = torch.nn.BatchNorm1d(16)
   with torch.no_grad():
-    layer.weight.normal_(1.0, 0.5), layer.bias.normal_(0.0, 0.5)
+    layer.weight.normal_(1.0, 0.5)
+    layer.bias.normal_(0.0, 0.5)
   params = {"scale": layer.weight.detach().numpy(), "bias": layer.bias.detach().numpy()}
   stats = {"mean": np.zeros(16, np.float32), "var": np.ones(16, np.float32)}
   module = norms.BatchNorm()
