@@ -21,7 +21,15 @@ def _run(*args):
 def test_quick_run_end_to_end_then_replot(tmp_path):
   out = tmp_path / "run"
   proc = _run(
-    "--quick", "--steps", "4", "--landscape-points", "5", "--no-progress", "--out", str(out)
+    "--quick",
+    "--steps",
+    "4",
+    "--landscape-points",
+    "5",
+    "--no-progress",
+    "--no-measures",
+    "--out",
+    str(out),
   )
   assert proc.returncode == 0, proc.stderr
   for name in (
@@ -77,7 +85,7 @@ def test_bad_options_exit_2_with_one_line(args, words):
 def test_divergence_is_reported_and_the_run_goes_on(tmp_path, capsys):
   bad = config.TINY.replace(steps=10, learning_rate_overrides=(("none", 1e6),))
   status = cli.main(
-    ["--out", str(tmp_path), "--no-progress", "--norms", "layernorm,none"],
+    ["--out", str(tmp_path), "--no-progress", "--no-measures", "--norms", "layernorm,none"],
     prog="t",
     description="",
     default=bad,

@@ -2,7 +2,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnorm import config, isotropy, measures, seeds
+from jaxnorm import cli, config, isotropy, measures, report, results, seeds
 
 CFG = config.TINY.replace(steps=10, landscape_points=5)
 
@@ -38,3 +38,22 @@ def test_bad_measure_config():
     measures.MeasureConfig(trace_probes=1)
   with pytest.raises(ValueError, match="sharpness_rho"):
     measures.MeasureConfig(sharpness_rho=0.0)
+
+
+def test_experiment_writes_measures_and_verdicts(tmp_path):
+  pred = report.flatter(("none",), "none", "a prediction about None")
+  status = cli.main(
+    ["--out", str(tmp_path), "--no-progress", "--norms", "none"],
+    prog="t",
+    description="",
+    default=CFG,
+    default_out="",
+    name="t",
+    title="t",
+    predictions=[pred],
+  )
+  assert status == 0
+  _, summary = results.load(tmp_path)
+  assert np.isfinite(summary["norms"]["none"]["measures"]["hessian_trace"])
+  text = (tmp_path / "measures.md").read_text()
+  assert "| Hessian trace |" in text and "**a prediction about None**" in text

@@ -95,7 +95,16 @@ def test_confidence_interval_known_answer():
 
 def test_cli_with_seeds_writes_seed_axes_and_intervals(tmp_path, capsys):
   status = cli.main(
-    ["--out", str(tmp_path), "--no-progress", "--seeds", "3", "--norms", "layernorm,none"],
+    [
+      "--out",
+      str(tmp_path),
+      "--no-progress",
+      "--no-measures",
+      "--seeds",
+      "3",
+      "--norms",
+      "layernorm,none",
+    ],
     prog="t",
     description="",
     default=CFG,
