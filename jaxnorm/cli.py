@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from jaxnorm import experiment, measures, plotting, report, results, runtime
@@ -76,6 +77,13 @@ def build_parser(prog: str, description: str, default_out: str) -> argparse.Argu
     "--replot", metavar="DIR", help="redraw the figure from the results saved in DIR; no training"
   )
   p.add_argument("--no-progress", action="store_true", help="no progress bars")
+  p.add_argument(
+    "--surface",
+    type=_positive_int,
+    metavar="N",
+    help="also draw a 2D slice on an N x N grid along two filter-normalized directions "
+    "(surfaces.png, surfaces.npz), for the first seed",
+  )
   p.add_argument(
     "--no-measures",
     action="store_true",
@@ -189,6 +197,16 @@ def main(
   paths = plotting.save_figure(plotting.figure2(arrays, title), out / "figure2")
   print(format_table(summary))
   print("figure:", ", ".join(map(str, paths)))
+  if args.surface:
+    grids = {n: experiment.surface(cfg, n, r, args.surface) for n, r in runs.items()}
+    flat = {
+      f"{n}/{k}": v
+      for n, g in grids.items()
+      for k, v in zip(("alphas", "betas", "loss"), g, strict=True)
+    }
+    results.atomic_write(out / "surfaces.npz", lambda f: np.savez(f, **flat))
+    plotting.save_figure(plotting.surfaces(grids), out / "surfaces", formats=("png",))
+    print("2D slices:", out / "surfaces.png")
   if not args.no_measures:
     labels = {n: plotting.label(n) for n in cfg.norms}
     text = report.markdown(summary, list(predictions), labels)

@@ -15,7 +15,8 @@ import jax
 import numpy as np
 import scipy.stats
 
-from jaxnorm import landscape
+from jaxnorm import data, directions, landscape
+from jaxnorm import model as model_lib
 from jaxnorm import seeds as seeds_lib
 from jaxnorm.config import Config
 
@@ -124,3 +125,21 @@ def arrays(cfg: Config, run: seeds_lib.SeedRun) -> dict[str, np.ndarray]:
     "landscape": squeeze(run.landscape),
     "spectrum": squeeze(run.spectrum),
   }
+
+
+def surface(cfg: Config, norm: str, run: seeds_lib.SeedRun, points: int):
+  """(alphas, betas, losses (points, points)) of the first seed's trained model on its
+  landscape batch, along two filter-normalized directions (Li et al. 2018), over
+  [-landscape_range, landscape_range] on both axes."""
+  keys = seeds_lib.experiment_keys(int(run.seeds[0]))
+  variables = jax.tree.map(lambda x: jax.numpy.asarray(x[0]), run.variables)
+  params = variables["params"]
+  k1, k2 = jax.random.split(jax.random.fold_in(keys.direction, 2))
+  d1 = directions.filter_normalized_direction(k1, params)
+  d2 = directions.filter_normalized_direction(k2, params)
+  tokens, labels = data.batch(keys.landscape_batch, cfg)
+  grid = landscape.alphas(points, cfg.landscape_range)
+  losses = directions.model_surface(
+    model_lib.build(cfg, norm), params, variables["batch_stats"], d1, d2, tokens, labels, grid, grid
+  )
+  return np.asarray(grid), np.asarray(grid), np.asarray(losses)

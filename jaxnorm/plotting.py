@@ -105,3 +105,25 @@ def save_figure(fig: Figure, path_stem: str | Path, formats=("png", "pdf")) -> l
     atomic_write(path, lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=100))
     paths.append(path)
   return paths
+
+
+def surfaces(grids: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Figure:
+  """Contour plots of 2D loss slices, one panel per normalization.
+
+  grids: norm -> (alphas (A,), betas (B,), losses (A, B)) as from
+  `directions.model_surface`; entry [i, j] is at alpha = alphas[i], beta = betas[j].
+  """
+  fig = Figure(figsize=(7 * len(grids), 6))
+  axes = fig.subplots(1, len(grids), squeeze=False)[0]
+  for ax, (norm, (a, b, z)) in zip(axes, grids.items(), strict=True):
+    cs = ax.contourf(np.asarray(b), np.asarray(a), np.asarray(z), levels=20, cmap="viridis")
+    ax.contour(np.asarray(b), np.asarray(a), np.asarray(z), levels=10, colors="k", linewidths=0.5)
+    fig.colorbar(cs, ax=ax, label="Loss")
+    ax.plot([0], [0], "r*", markersize=12)
+    ax.set(
+      title=f"{label(norm)}: 2D slice, filter-normalized directions",
+      xlabel="β (second direction)",
+      ylabel="α (first direction)",
+    )
+  fig.tight_layout()
+  return fig

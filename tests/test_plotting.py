@@ -40,3 +40,13 @@ def test_non_finite_values_still_plot(tmp_path):
   arrays["none"]["landscape"][:] = np.nan
   plotting.save_figure(plotting.figure2(arrays), tmp_path / "f", formats=("png",))
   assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_surfaces_draw_one_contour_panel_per_model(tmp_path):
+  a = np.linspace(-1, 1, 5)
+  z = a[:, None] ** 2 + 2 * a[None, :] ** 2
+  fig = plotting.surfaces({"layernorm": (a, a, z), "none": (a, a, 3 * z)})
+  panels = [ax for ax in fig.get_axes() if ax.get_title()]
+  assert [ax.get_title().split(":")[0] for ax in panels] == ["LayerNorm", "No Norm"]
+  plotting.save_figure(fig, tmp_path / "s", formats=("png",))
+  assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"

@@ -100,6 +100,8 @@ def test_cli_with_seeds_writes_seed_axes_and_intervals(tmp_path, capsys):
       str(tmp_path),
       "--no-progress",
       "--no-measures",
+      "--surface",
+      "3",
       "--seeds",
       "3",
       "--norms",
@@ -120,6 +122,10 @@ def test_cli_with_seeds_writes_seed_axes_and_intervals(tmp_path, capsys):
   assert final["n"] == 3 and final["ci95"][0] < final["mean"] < final["ci95"][1]
   assert summary["norms"]["layernorm"]["seeds"] == [0, 1, 2]
   assert "±" in capsys.readouterr().out
+  with np.load(tmp_path / "surfaces.npz") as grids:
+    assert grids["none/loss"].shape == (3, 3)
+    np.testing.assert_allclose(grids["none/alphas"], [-CFG.landscape_range, 0, CFG.landscape_range])
+  assert (tmp_path / "surfaces.png").is_file()
   loaded = results.load_variables(tmp_path, "none")
   assert jax.tree.leaves(loaded)[0].shape[0] == 3
 
