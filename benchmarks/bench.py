@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnorm import config, data, landscape, model, seeds, spectrum, train
+from jaxnorm import config, data, landscape, loss, model, pipeline, spectrum, train
 
 ROOT = Path(__file__).resolve().parents[1]
 NORMS = ("layernorm", "batchnorm", "none")
@@ -56,10 +56,9 @@ def matmul_gflops(repeats: int, n: int = 1024) -> float:
 
 def step_flops(cfg, norm, fast) -> float:
   m = model.build(cfg, norm)
-  tx = train.optimizer(cfg.learning_rate_for(norm))
-  state = train.init_state_jit(m, tx, cfg, jax.random.key(0))
+  state = train.init_state(m, cfg.task, jax.random.key(0), cfg.learning_rate_for(norm))
   tokens, labels = data.batch(jax.random.key(1), cfg)
-  f = jax.jit(lambda s, t, y: train.train_step(m, tx, s, t, y, fast))
+  f = jax.jit(lambda s, t, y: train.train_step(m, s, t, y, fast))
   cost = f.lower(state, tokens, labels).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost["flops"])
@@ -68,16 +67,16 @@ def step_flops(cfg, norm, fast) -> float:
 def jax_train_timing(cfg, norm, fast, chunk, repeats):
   """(compile seconds, seconds per step) of the scanned training loop."""
   m = model.build(cfg, norm)
-  tx = train.optimizer(cfg.learning_rate_for(norm))
-  state = train.init_state_jit(m, tx, cfg, jax.random.key(0))
+  state = train.init_state(m, cfg.task, jax.random.key(0), cfg.learning_rate_for(norm))
+  steps = jax.jit(train.train_steps, static_argnums=(0, 1, 3, 4), donate_argnums=(2,))
   start = time.perf_counter()
-  state, losses = train.train_steps_jit(m, tx, cfg, state, chunk, fast)
+  state, losses = steps(m, cfg.task, state, chunk, fast)
   losses.block_until_ready()
   first = time.perf_counter() - start
   box = [state]
 
   def run():
-    box[0], losses = train.train_steps_jit(m, tx, cfg, box[0], chunk, fast)
+    box[0], losses = steps(m, cfg.task, box[0], chunk, fast)
     losses.block_until_ready()
 
   per_step = median_time(run, repeats) / chunk
@@ -106,16 +105,16 @@ def torch_step_time(cfg, norm, steps):
 def analysis_timing(cfg, norm, repeats):
   """(compile s, run s) for the landscape slice and for the spectrum."""
   m = model.build(cfg, norm)
-  state = train.init_state_jit(m, train.optimizer(1e-4), cfg, jax.random.key(0))
+  state = train.init_state(m, cfg.task, jax.random.key(0), 1e-4)
   tokens, labels = data.batch(jax.random.key(1), cfg)
   d = landscape.random_direction(jax.random.key(2), state.params)
   offs = landscape.alphas(cfg.landscape_points, cfg.landscape_range)
-  sl = lambda: landscape.model_slice(  # noqa: E731
-    m, state.params, state.batch_stats, d, tokens, labels, offs
-  ).block_until_ready()
-  sp = lambda: spectrum.activation_spectrum(  # noqa: E731
-    m, state.params, state.batch_stats, tokens
-  ).block_until_ready()
+  slice_fn = jax.jit(
+    lambda p, b: landscape.loss_slice(loss.eval_loss_fn(m, b, tokens, labels), p, d, offs)
+  )
+  spectrum_fn = jax.jit(lambda p, b: spectrum.activation_spectrum(m, p, b, tokens))
+  sl = lambda: slice_fn(state.params, state.batch_stats).block_until_ready()  # noqa: E731
+  sp = lambda: spectrum_fn(state.params, state.batch_stats).block_until_ready()  # noqa: E731
   out = []
   for f in (sl, sp):
     start = time.perf_counter()
@@ -128,17 +127,16 @@ def analysis_timing(cfg, norm, repeats):
 
 def seeds_timing(cfg, norm, k, steps):
   """Seconds for K seeds in one vmapped run, and for K single runs (compile excluded)."""
-  seeds.run(cfg.replace(steps=steps), norm, list(range(k)), chunk_size=steps, progress=False)
-  seeds.run(cfg.replace(steps=steps), norm, [0], chunk_size=steps, progress=False)
-  many = median_time(
-    lambda: seeds.run(
-      cfg.replace(steps=steps), norm, list(range(k)), chunk_size=steps, progress=False
-    ),
-    2,
-  )
-  one = median_time(
-    lambda: seeds.run(cfg.replace(steps=steps), norm, [0], chunk_size=steps, progress=False), 2
-  )
+  cfg = cfg.replace(steps=steps, norms=(norm,))
+
+  def run(num_seeds):
+    spec = pipeline.ExperimentSpec(cfg, num_seeds=num_seeds, measures=None, chunk_size=steps)
+    pipeline.run_norm(spec, norm, progress=False)
+
+  run(k)
+  run(1)
+  many = median_time(lambda: run(k), 2)
+  one = median_time(lambda: run(1), 2)
   return many, k * one
 
 

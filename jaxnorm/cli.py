@@ -1,19 +1,18 @@
-"""The command line shared by the experiment scripts: options -> Config -> run -> save ->
-plot -> table. Bad options exit with status 2 and one line; a diverged model, with 1."""
+"""The command line shared by the experiment scripts: options -> ExperimentSpec ->
+`pipeline.run` -> save, plot, report -> exit status. Bad options exit with status 2 and
+one line; a diverged model, with 1."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-from tqdm.auto import tqdm
-
-from jaxnorm import experiment, measures, plotting, report, results, runtime
+from jaxnorm import pipeline, plotting, report, results, runtime
 from jaxnorm.config import QUICK, Config
+from jaxnorm.measures import MeasureConfig
 
 EXIT_DIVERGED = 1
 EXIT_USAGE = 2
@@ -89,6 +88,12 @@ def build_parser(prog: str, description: str, default_out: str) -> argparse.Argu
     action="store_true",
     help="skip the Hessian, sharpness and isotropy measures (measures.md)",
   )
+  p.add_argument(
+    "--no-compilation-cache",
+    action="store_true",
+    help="do not read or write JAX's persistent compilation cache (default folder: "
+    f"${runtime.CACHE_ENV}, else $XDG_CACHE_HOME/jaxnorm/xla, else ~/.cache/jaxnorm/xla)",
+  )
   return p
 
 
@@ -111,39 +116,32 @@ def config_from_args(args: argparse.Namespace, default: Config) -> Config:
   return cfg
 
 
-def _cell(value) -> str:
-  """A scalar, or mean ± 95% CI half-width for a value summarized across seeds."""
-  if isinstance(value, dict):
-    mean, (low, high) = value["mean"], value["ci95"]
-    if mean is None:
-      return "nan"
-    return f"{mean:.4g}" if low is None else f"{mean:.4g} ± {(high - low) / 2:.2g}"
-  return "nan" if value is None else f"{value:.4g}"
-
-
-def format_table(summary: dict) -> str:
-  """Per normalization: final loss, landscape rise, spectrum ratio, train time. With
-  several seeds each cell is the mean ± the half-width of its 95% confidence interval."""
-  columns = (
-    ("final loss", "final_loss"),
-    ("landscape rise", "landscape_max_rise"),
-    ("s_max/s_min", "spectrum_top_bottom_ratio"),
+def spec_from_args(
+  args: argparse.Namespace, default: Config, name: str, title: str, predictions
+) -> pipeline.ExperimentSpec:
+  """The experiment the options describe."""
+  return pipeline.ExperimentSpec(
+    config=config_from_args(args, default),
+    num_seeds=args.seeds,
+    name=name,
+    title=title,
+    predictions=tuple(predictions),
+    measures=None if args.no_measures else MeasureConfig(),
+    surface_points=args.surface,
+    seeds_per_call=args.seeds_per_call,
   )
-  width = 22 if summary.get("seeds", 1) > 1 else 15
-  header = f"{'normalization':<16}" + "".join(f"{c:>{width}}" for c, _ in columns)
-  header += f"{'train s':>10}"
-  rows = [header, "-" * len(header)]
-  for norm, s in summary["norms"].items():
-    cells = "".join(f"{_cell(s[key]):>{width}}" for _, key in columns)
-    rows.append(f"{plotting.label(norm):<16}{cells}{s['seconds']['train']:>10.1f}")
-  return "\n".join(rows)
+
+
+def _print_outputs(result: pipeline.ExperimentResult, paths: list[Path]) -> None:
+  print(report.terminal_table(result))
+  print("figure:", ", ".join(map(str, paths)))
 
 
 def replot(out_dir: str, title: str) -> int:
-  arrays, summary = results.load(out_dir)
-  paths = plotting.save_figure(plotting.figure2(arrays, title), Path(out_dir) / "figure2")
-  print(format_table(summary))
-  print("figure:", ", ".join(map(str, paths)))
+  result = results.load(out_dir)
+  result = result._replace(spec=dataclasses.replace(result.spec, title=title))
+  paths = plotting.save_figure(plotting.figure2(result), Path(out_dir) / "figure2")
+  _print_outputs(result, paths)
   return 0
 
 
@@ -161,65 +159,41 @@ def main(
   """Parses `argv`, runs the experiment, saves results, figure and measures; exit status."""
   parser = build_parser(prog, description, default_out)
   args = parser.parse_args(argv)
-  if args.replot:
+  if args.replot is not None:
+    if not args.replot:
+      parser.error("--replot needs a folder, got an empty string")
     try:
       return replot(args.replot, title)
-    except FileNotFoundError as e:
+    except results.ResultsError as e:
       parser.error(str(e))
   try:
-    cfg = config_from_args(args, default)
+    spec = spec_from_args(args, default, name, title, predictions)
   except ValueError as e:
     parser.error(str(e))
   out = Path(args.out)
+  cfg = spec.config
   print(f"{name}: {len(cfg.norms)} models x {cfg.steps} steps; results -> {out.resolve()}")
-  runtime.enable_compilation_cache()
-  start = time.perf_counter()
-  runs = experiment.run(
-    cfg, args.seeds, seeds_per_call=args.seeds_per_call, progress=not args.no_progress
-  )
-  norms = {norm: experiment.summarize(cfg, norm, r) for norm, r in runs.items()}
-  if not args.no_measures:
-    for norm, r in tqdm(runs.items(), desc="measures", disable=args.no_progress):
-      t0 = time.perf_counter()
-      per_seed = measures.measure(cfg, norm, r.variables, r.seeds)
-      norms[norm]["measures"] = experiment.across_seeds_all(per_seed)
-      norms[norm]["seconds"]["measures"] = time.perf_counter() - t0
-  summary = {
-    "experiment": name,
-    "config": results.config_to_dict(cfg),
-    "seeds": args.seeds,
-    "norms": norms,
-    "seconds": {"total": time.perf_counter() - start},
-    "environment": results.environment(),
-  }
-  arrays = {norm: experiment.arrays(cfg, r) for norm, r in runs.items()}
-  results.save(out, arrays, summary, {n: experiment.variables(r) for n, r in runs.items()})
-  paths = plotting.save_figure(plotting.figure2(arrays, title), out / "figure2")
-  print(format_table(summary))
-  print("figure:", ", ".join(map(str, paths)))
-  if args.surface:
-    grids = {n: experiment.surface(cfg, n, r, args.surface) for n, r in runs.items()}
-    flat = {
-      f"{n}/{k}": v
-      for n, g in grids.items()
-      for k, v in zip(("alphas", "betas", "loss"), g, strict=True)
-    }
-    results.atomic_write(out / "surfaces.npz", lambda f: np.savez(f, **flat))
-    plotting.save_figure(plotting.surfaces(grids), out / "surfaces", formats=("png",))
+  if not args.no_compilation_cache:
+    runtime.enable_compilation_cache()
+  result = pipeline.run(spec, progress=not args.no_progress)
+  results.save(out, result)
+  paths = plotting.save_figure(plotting.figure2(result), out / "figure2")
+  _print_outputs(result, paths)
+  if spec.surface_points:
+    plotting.save_figure(plotting.surfaces(result), out / "surfaces", formats=("png",))
     print("2D slices:", out / "surfaces.png")
-  if not args.no_measures:
-    labels = {n: plotting.label(n) for n in cfg.norms}
-    text = report.markdown(summary, list(predictions), labels)
+  if spec.measures is not None:
+    text = report.markdown(result)
     results.atomic_write(out / "measures.md", lambda f: f.write(text.encode()))
     print("measures:", out / "measures.md")
   diverged = False
-  for norm, r in runs.items():
+  for norm, r in result.norms.items():
     for seed, step in zip(r.seeds, r.first_nonfinite_step, strict=True):
-      if step is not None:
+      if step >= 0:
         diverged = True
         print(
-          f"WARNING: {plotting.label(norm)} (seed {seed}) diverged: loss non-finite "
-          f"from step {step}",
+          f"WARNING: {report.label(norm)} (seed {seed}) diverged: loss non-finite "
+          f"from step {step} (0-based)",
           file=sys.stderr,
         )
   return EXIT_DIVERGED if diverged else 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from jaxnorm import norms
+from jaxnorm import data, norms
 
 PAPER_NORMS = ("layernorm", "batchnorm", "none")
 
@@ -62,6 +62,11 @@ class Config:
   def seq_len(self) -> int:
     """39 context keys, one padding 0, the query: 41."""
     return self.theoretical_rank + 1
+
+  @property
+  def task(self) -> data.Task:
+    """The sizes that fix a batch's shape, a small static argument for jitted code."""
+    return data.Task(self.num_keys, self.theoretical_rank, self.batch_size)
 
   def learning_rate_for(self, norm: str) -> float:
     """The learning rate the model with normalization `norm` trains at."""

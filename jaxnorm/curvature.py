@@ -23,21 +23,23 @@ with and without BatchNorm.
 
 Units: eigenvalues and the trace are in loss units per squared parameter units (nats per
 parameter^2 for the cross-entropy). BatchNorm running statistics are state, not
-parameters: `model_loss_fn` holds them fixed (evaluation mode).
+parameters: `jaxnorm.loss.eval_loss_fn` holds them fixed (evaluation mode).
+
+Nothing here is jitted: these functions are traced inside the caller's compiled program
+(`jaxnorm.analysis.analyze_seeds`), or jit them yourself (`k`, `num_iterations`, `which`
+and `num_probes` fix shapes and must then be static).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jaxnorm import model as model_lib
-from jaxnorm import train
+from jaxnorm import landscape
 
 PyTree = Any
 LossFn = Callable[[PyTree], jax.Array]
@@ -96,7 +98,6 @@ def _unit(w_P: jax.Array) -> jax.Array:
   return jnp.where(norm > 0, w_P / jnp.where(norm > 0, norm, 1.0), 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "k", "num_iterations", "which"))
 def lanczos(
   loss_fn: LossFn,
   params: PyTree,
@@ -118,8 +119,7 @@ def lanczos(
   the Ritz values theta_i and vectors y_i = V s_i; k of them are returned.
 
   Args:
-    loss_fn: params -> scalar loss; hashable (it is a static argument: build it once and
-      reuse it, e.g. with `model_loss_fn`, to avoid recompiling).
+    loss_fn: params -> scalar loss, e.g. from `jaxnorm.loss.eval_loss_fn`.
     params: the point, any pytree of float arrays (P scalars in total).
     key: PRNG key for the starting vector and restarts.
     k: how many eigenpairs to return (k <= m).
@@ -190,7 +190,6 @@ def lanczos(
   )
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "num_probes", "chunk_size"))
 def hutchinson_trace(
   loss_fn: LossFn,
   params: PyTree,
@@ -203,7 +202,7 @@ def hutchinson_trace(
 
   Unbiased (Hutchinson 1989); Var(z^T H z) = 2 sum_{i != j} H_ij^2 (Avron and Toledo
   2011), so a diagonal H is recovered exactly by any probe. Probes run `chunk_size` at a
-  time under vmap inside one `lax.map` (None: all at once), bounding memory.
+  time under vmap (None: all at once), bounding memory.
   """
   if num_probes < 2:
     raise ValueError(f"num_probes={num_probes} must be >= 2 to estimate a standard error")
@@ -214,43 +213,10 @@ def hutchinson_trace(
     z_P = jax.random.rademacher(probe_key, (p,), dtype)
     return jnp.vdot(z_P, matvec(z_P))
 
-  samples_N = jax.lax.map(sample, jax.random.split(key, num_probes), batch_size=chunk_size)
+  samples_N = landscape.chunked_map(sample, jax.random.split(key, num_probes), chunk_size)
   return TraceResult(
     trace=jnp.mean(samples_N),
     stderr=jnp.std(samples_N, ddof=1) / jnp.sqrt(num_probes),
     samples=samples_N,
     num_probes=jnp.asarray(num_probes, jnp.int32),
-  )
-
-
-def model_loss_fn(
-  model: model_lib.Transformer,
-  batch_stats: PyTree,
-  tokens: jax.Array | Sequence[jax.Array],
-  labels: jax.Array | Sequence[jax.Array],
-) -> LossFn:
-  """params -> evaluation-mode cross-entropy of `model` on a fixed evaluation set.
-
-  The set is one batch (tokens (N, L), labels (N,)) or K equal-sized batches, given
-  stacked (tokens (K, B, L), labels (K, B)) or as lists of (B, L) / (B,) arrays. K
-  batches are evaluated one after another (`lax.map`, bounded memory) and their mean
-  losses averaged, which equals the mean loss over all K * B examples. Uses
-  `jaxnorm.train.eval_loss`: BatchNorm normalizes with, and does not change, its running
-  statistics, so the loss is a deterministic function of the parameters alone.
-  """
-  if isinstance(tokens, (list, tuple)):
-    tokens, labels = jnp.stack(tokens), jnp.stack(labels)
-  tokens, labels = jnp.asarray(tokens), jnp.asarray(labels)
-  if tokens.ndim == 2 and labels.shape == tokens.shape[:1]:
-    return lambda params: train.eval_loss(model, params, batch_stats, tokens, labels)
-  if tokens.ndim == 3 and labels.shape == tokens.shape[:2]:
-
-    def loss(params):
-      per_batch = lambda batch: train.eval_loss(model, params, batch_stats, *batch)
-      return jnp.mean(jax.lax.map(per_batch, (tokens, labels)))
-
-    return loss
-  raise ValueError(
-    f"tokens {tokens.shape} and labels {labels.shape} must be (N, L) and (N,), "
-    "or (K, B, L) and (K, B) for K batches"
   )

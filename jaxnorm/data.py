@@ -13,14 +13,39 @@ last token through the block, not to recall an association from the context.
 
 from __future__ import annotations
 
+from typing import NamedTuple, Protocol
+
 import jax
 import jax.numpy as jnp
 
-from jaxnorm.config import Config
+
+class TaskShape(Protocol):
+  """What a batch needs to know: a `Task`, or a `jaxnorm.Config` (which has the same names)."""
+
+  num_keys: int
+  theoretical_rank: int
+  batch_size: int
+
+
+class Task(NamedTuple):
+  """The sizes that fix a batch's shape: hashable, so it is a cheap static jit argument.
+
+  `Config.task` gives the Task of a config; jitted functions take this instead of the
+  whole Config, so that changing a seed or a landscape option does not recompile training.
+  """
+
+  num_keys: int  # keys 0 .. num_keys - 1 (400)
+  theoretical_rank: int  # distinct keys drawn per example (40)
+  batch_size: int  # examples per batch (128)
+
+  @property
+  def seq_len(self) -> int:
+    """Context keys, one padding 0, the query: theoretical_rank + 1 (41)."""
+    return self.theoretical_rank + 1
 
 
 def batch(
-  key: jax.Array, cfg: Config, batch_size: int | None = None
+  key: jax.Array, cfg: TaskShape, batch_size: int | None = None
 ) -> tuple[jax.Array, jax.Array]:
   """One batch: (tokens_BxL int32, labels_B int32), B = cfg.batch_size by default.
 
@@ -39,3 +64,11 @@ def batch(
   padding_Bx1 = jnp.zeros((b, 1), jnp.int32)
   tokens_BxL = jnp.concatenate([drawn_BxR[:, 1:], padding_Bx1, query_B[:, None]], axis=1)
   return tokens_BxL, query_B
+
+
+def batch_at(data_key: jax.Array, step: int | jax.Array, cfg: TaskShape):
+  """Batch number `step` (0-based) of a training run whose batches come from `data_key`:
+  `batch(fold_in(data_key, step), cfg)`. Training draws every batch this way, so batch t
+  depends only on the run's data key and t, never on how the steps are chunked.
+  `jaxnorm.train.training_batch` gives it from a run's training key."""
+  return batch(jax.random.fold_in(data_key, step), cfg)

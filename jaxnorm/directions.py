@@ -27,19 +27,20 @@ What a "filter" is here (one output unit, Li et al.'s convention for Dense layer
 
 Li et al.'s code offers a third 1-D option, copying the weights into the direction;
 it is not provided here.
+
+Nothing here is jitted: these functions are traced inside the caller's compiled program
+(`jaxnorm.analysis.analyze_seeds`), or jit them yourself.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jaxnorm import landscape, train
-from jaxnorm import model as model_lib
+from jaxnorm import landscape
 
 PyTree = Any
 LossFn = Callable[[PyTree], jax.Array]
@@ -64,7 +65,6 @@ def filter_axis(path, leaf: jax.Array) -> int | None:
   return 0 if _leaf_name(path) in EMBEDDING_NAMES else leaf.ndim - 1
 
 
-@functools.partial(jax.jit, static_argnames=("policy_1d",))
 def filter_normalize(direction: PyTree, params: PyTree, *, policy_1d: str = "zero") -> PyTree:
   """Rescales each filter of `direction` to the norm of the same filter of `params`.
 
@@ -89,7 +89,6 @@ def filter_normalize(direction: PyTree, params: PyTree, *, policy_1d: str = "zer
   return jax.tree_util.tree_map_with_path(normalize, direction, params)
 
 
-@functools.partial(jax.jit, static_argnames=("policy_1d",))
 def filter_normalized_direction(
   key: jax.Array, params: PyTree, *, policy_1d: str = "zero"
 ) -> PyTree:
@@ -109,8 +108,7 @@ def loss_surface(
   """loss_fn(params + a * direction1 + b * direction2) on the grid alphas x betas: (A, B).
 
   Entry [i, j] is at a = alphas_A[i], b = betas_B[j]. The A * B points are flattened and
-  evaluated by vmap in chunks of `chunk_size` (None: all at once) inside one `lax.map`, so
-  memory stays bounded. Traceable; jit the caller (or use `model_surface`).
+  evaluated by vmap, `chunk_size` at a time (None: all at once), so memory stays bounded.
   """
   n_a, n_b = alphas_A.shape[0], betas_B.shape[0]
   a_G = jnp.repeat(alphas_A, n_b)
@@ -120,25 +118,7 @@ def loss_surface(
     a, b = ab
     return loss_fn(jax.tree.map(lambda p, u, v: p + a * u + b * v, params, direction1, direction2))
 
-  return jax.lax.map(at, (a_G, b_G), batch_size=chunk_size).reshape(n_a, n_b)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 9))
-def model_surface(
-  model: model_lib.Transformer,
-  params: PyTree,
-  batch_stats: PyTree,
-  direction1: PyTree,
-  direction2: PyTree,
-  tokens_BxL: jax.Array,
-  labels_B: jax.Array,
-  alphas_A: jax.Array,
-  betas_B: jax.Array,
-  chunk_size: int | None = landscape.DEFAULT_CHUNK,
-) -> jax.Array:
-  """Evaluation-mode loss of `model` on one batch over a 2D grid: (A, B), one compiled call."""
-  loss_fn = lambda p: train.eval_loss(model, p, batch_stats, tokens_BxL, labels_B)
-  return loss_surface(loss_fn, params, direction1, direction2, alphas_A, betas_B, chunk_size)
+  return landscape.chunked_map(at, (a_G, b_G), chunk_size).reshape(n_a, n_b)
 
 
 class SharpnessResult(NamedTuple):
@@ -151,7 +131,6 @@ class SharpnessResult(NamedTuple):
   num_samples: jax.Array  # () int32: n.
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "num_samples", "adaptive", "chunk_size"))
 def average_sharpness(
   loss_fn: LossFn,
   params: PyTree,
@@ -174,11 +153,11 @@ def average_sharpness(
   adaptive value is 0.5 rho^2 sum_i c_i w_i^2.
 
   Args:
-    loss_fn: params -> scalar loss; a static argument (build it once and reuse it).
+    loss_fn: params -> scalar loss.
     params: w.
     key: PRNG key; sample i uses split(key, n)[i], split again per leaf.
     rho: noise scale (relative to |w| when adaptive), e.g. 0.01 to 0.1.
-    num_samples: n >= 2 Monte Carlo samples.
+    num_samples: n >= 2 Monte Carlo samples (a Python int: it fixes shapes).
     adaptive: scale the noise by |w| elementwise.
     mask: optional pytree like params with bool or 0/1 leaves (scalars or full shape);
       only where it is true is the loss perturbed. Default: every parameter, as in
@@ -196,7 +175,7 @@ def average_sharpness(
       delta = jax.tree.map(lambda d, m: d * jnp.asarray(m, d.dtype), delta, mask)
     return loss_fn(jax.tree.map(jnp.add, params, delta)) - base
 
-  samples_N = jax.lax.map(sample, jax.random.split(key, num_samples), batch_size=chunk_size)
+  samples_N = landscape.chunked_map(sample, jax.random.split(key, num_samples), chunk_size)
   return SharpnessResult(
     sharpness=jnp.mean(samples_N),
     stderr=jnp.std(samples_N, ddof=1) / jnp.sqrt(num_samples),

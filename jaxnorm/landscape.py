@@ -8,11 +8,14 @@ running statistics are state, not parameters: they are neither perturbed nor upd
 The reference notebook adds `alpha * d` to the weights at each point without restoring
 them first, so its published slice is evaluated at theta* + cumsum(alphas)[i] d.
 `offsets(alphas, cumulative=True)` reproduces that; the default is the intended slice.
+
+Nothing here is jitted: these functions are traced inside the caller's compiled program
+(`jaxnorm.analysis.analyze_seeds`), or jit them yourself.
 """
 
 from __future__ import annotations
 
-import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -21,11 +24,27 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnorm import model as model_lib
-from jaxnorm import train
-
 PyTree = Any
 DEFAULT_CHUNK = 16  # slice points evaluated together by vmap; bounds memory.
+
+
+def chunked_map(f: Callable, xs: PyTree, chunk_size: int | None = DEFAULT_CHUNK) -> PyTree:
+  """`jax.vmap(f)(xs)` over the leading axis (N), at most `chunk_size` points at a time.
+
+  Like `lax.map(f, xs, batch_size=chunk_size)`, but `lax.map` compiles a second copy of
+  `f` for the N % chunk_size leftover points. Here the chunks are evened out
+  (ceil(N / ceil(N / chunk_size)) points each) and the last one is filled up with copies
+  of the last point, whose outputs are dropped: one copy of `f` in the program.
+  """
+  n = jax.tree.leaves(xs)[0].shape[0]
+  if chunk_size is None or chunk_size >= n:
+    return jax.vmap(f)(xs)
+  size = math.ceil(n / math.ceil(n / chunk_size))
+  extra = -n % size
+  if extra:
+    xs = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)]), xs)
+  out = jax.lax.map(f, xs, batch_size=size)
+  return jax.tree.map(lambda y: y[:n], out)
 
 
 def gaussian_direction(key: jax.Array, params: PyTree) -> PyTree:
@@ -66,31 +85,11 @@ def loss_slice(
 ) -> jax.Array:
   """loss_fn(params + t * direction) for every t in offsets_N: (N,).
 
-  Points are evaluated by vmap in chunks of `chunk_size` (None: all at once) inside one
-  `lax.map`, so memory stays bounded as N grows. Traceable; jit the caller.
+  Points are evaluated by vmap, `chunk_size` at a time (None: all at once), so memory
+  stays bounded as N grows (`chunked_map`).
   """
 
   def at(t):
     return loss_fn(jax.tree.map(lambda p, d: p + t * d, params, direction))
 
-  return jax.lax.map(at, offsets_N, batch_size=chunk_size)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 7, 8))
-def model_slice(
-  model: model_lib.Transformer,
-  params: PyTree,
-  batch_stats: PyTree,
-  direction: PyTree,
-  tokens_BxL: jax.Array,
-  labels_B: jax.Array,
-  offsets_N: jax.Array,
-  chunk_size: int | None = DEFAULT_CHUNK,
-  fast: bool = True,
-) -> jax.Array:
-  """Evaluation-mode loss of `model` on one batch along a direction: (N,), one compiled call.
-
-  `fast` as in `train.eval_loss`: the exact last-position path where it applies.
-  """
-  loss_fn = lambda p: train.eval_loss(model, p, batch_stats, tokens_BxL, labels_B, fast)
-  return loss_slice(loss_fn, params, direction, offsets_N, chunk_size)
+  return chunked_map(at, offsets_N, chunk_size)

@@ -1,14 +1,17 @@
-"""Scalar flatness and isotropy measures of a trained model, one call per model.
+"""What jaxnorm reports about a trained model: one table of measures, and how hard the
+estimators work. Pure Python, no JAX: summaries, `measures.md`, the terminal table and the
+verdicts all read their names, labels, units and directions from `MEASURES`.
 
 Flatness, all on the landscape batch in evaluation mode (BatchNorm statistics fixed):
-  * hessian_top_eigenvalue: lambda_max of the Hessian by Lanczos (`curvature.lanczos`),
-    with its relative residual as the convergence check;
-  * hessian_trace: Hutchinson's estimate of tr(H) with its standard error;
+  * landscape_max_rise: the largest rise of the reference's 1D slice, along one Gaussian
+    direction of global norm 1;
+  * filter_landscape_max_rise: the same along a filter-normalized direction (Li et al. 2018);
   * adaptive_sharpness: E[L(w + delta)] - L(w), delta ~ N(0, rho^2 |w|^2) elementwise
-    (Andriushchenko et al. 2023), invariant to the rescalings normalization layers allow;
-  * filter_landscape_max_rise: the largest rise of the 1D slice along a filter-normalized
-    direction (Li et al. 2018), next to the reference's global-norm slice rise.
-Isotropy, from the singular values of the block output (`isotropy.from_spectrum`): effective
+    (Andriushchenko et al. 2023);
+  * hessian_top_eigenvalue: lambda_max of the Hessian by Lanczos, with its relative
+    residual as the convergence check; hessian_trace: Hutchinson's estimate of tr(H) with
+    its standard error.
+Isotropy, from the singular values of the block output (`jaxnorm.isotropy`): effective
 rank, stable rank, participation ratio, condition number and numerical rank, both of the
 raw activations (as the reference) and of the centered ones.
 
@@ -16,23 +19,158 @@ lambda_max and tr(H) are not comparable across normalizations that make weights
 scale-invariant (Dinh et al. 2017): a LayerNorm or BatchNorm model can be made arbitrarily
 sharp or flat by rescaling the weights before the norm without changing its function. The
 adaptive sharpness and the filter-normalized slice are the scale-aware counterparts.
+`jaxnorm.analysis` computes them; `jaxnorm.summary` adds the ones read off the arrays.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+KINDS = ("fit", "flatness", "isotropy", "diagnostic")
 
-from jaxnorm import curvature, data, directions, isotropy, landscape, seeds, spectrum, train
-from jaxnorm import model as model_lib
-from jaxnorm.config import Config
 
-PyTree = Any
+@dataclasses.dataclass(frozen=True)
+class Measure:
+  """One reported number per trained model (and seed).
+
+  Attributes:
+    name: key in summary.json, results.npz and `NormResult.measures`.
+    label: how tables and reports name it.
+    unit: its unit ("" for pure numbers).
+    kind: "fit", "flatness", "isotropy" or "diagnostic" (an estimator's own error).
+    better: "lower" or "higher", the direction that means a better fit, a flatter
+      minimum or a more isotropic representation; None where no direction is claimed.
+    citation: where its definition comes from.
+    shown: a row of `measures.md`.
+    comparable: meaningful across normalizations (False for the Hessian's scale-dependent
+      λ_max and trace, Dinh et al. 2017).
+  """
+
+  name: str
+  label: str
+  unit: str
+  kind: str
+  better: str | None
+  citation: str = ""
+  shown: bool = True
+  comparable: bool = True
+
+
+_NATS = "nats"
+_CURVATURE = "nats / parameter²"
+_DIMS = "dimensions"
+
+MEASURES: tuple[Measure, ...] = (
+  Measure("final_loss", "final training loss", _NATS, "fit", "lower", "mean of the last 100 steps"),
+  Measure("loss_at_alpha0", "evaluation loss at α = 0", _NATS, "fit", "lower", shown=False),
+  Measure(
+    "landscape_max_rise",
+    "slice rise, global-norm direction",
+    _NATS,
+    "flatness",
+    "lower",
+    "Goodfellow et al. 2015; the reference's Figure 2",
+  ),
+  Measure(
+    "filter_landscape_max_rise",
+    "slice rise, filter-normalized direction",
+    _NATS,
+    "flatness",
+    "lower",
+    "Li et al. 2018",
+  ),
+  Measure(
+    "adaptive_sharpness",
+    "adaptive average sharpness",
+    _NATS,
+    "flatness",
+    "lower",
+    "Andriushchenko et al. 2023",
+  ),
+  Measure(
+    "hessian_top_eigenvalue",
+    "Hessian λ_max",
+    _CURVATURE,
+    "flatness",
+    "lower",
+    "Lanczos 1950; Pearlmutter 1994",
+    comparable=False,
+  ),
+  Measure(
+    "hessian_trace",
+    "Hessian trace",
+    _CURVATURE,
+    "flatness",
+    "lower",
+    "Hutchinson 1989; Avron and Toledo 2011",
+    comparable=False,
+  ),
+  Measure("effective_rank", "effective rank", _DIMS, "isotropy", "higher", "Roy and Vetterli 2007"),
+  Measure("stable_rank", "stable rank", _DIMS, "isotropy", "higher", "Rudelson and Vershynin 2007"),
+  Measure(
+    "participation_ratio", "participation ratio", _DIMS, "isotropy", "higher", "Gao et al. 2017"
+  ),
+  Measure("condition_number", "condition number", "", "isotropy", None),
+  Measure(
+    "centered_effective_rank",
+    "effective rank, centered",
+    _DIMS,
+    "isotropy",
+    "higher",
+    "Roy and Vetterli 2007",
+  ),
+  Measure("numerical_rank", "numerical rank", _DIMS, "isotropy", None, shown=False),
+  Measure("centered_stable_rank", "stable rank, centered", _DIMS, "isotropy", None, shown=False),
+  Measure(
+    "centered_participation_ratio",
+    "participation ratio, centered",
+    _DIMS,
+    "isotropy",
+    None,
+    shown=False,
+  ),
+  Measure(
+    "centered_condition_number", "condition number, centered", "", "isotropy", None, shown=False
+  ),
+  Measure(
+    "centered_numerical_rank", "numerical rank, centered", _DIMS, "isotropy", None, shown=False
+  ),
+  Measure("spectrum_top_bottom_ratio", "s_max/s_min", "", "isotropy", None, shown=False),
+  Measure(
+    "adaptive_sharpness_stderr",
+    "adaptive sharpness, std. error",
+    _NATS,
+    "diagnostic",
+    None,
+    shown=False,
+  ),
+  Measure(
+    "hessian_top_relative_residual",
+    "Hessian λ_max, relative residual",
+    "",
+    "diagnostic",
+    None,
+    shown=False,
+  ),
+  Measure("hessian_top_converged", "Hessian λ_max converged", "", "diagnostic", None, shown=False),
+  Measure(
+    "hessian_trace_stderr", "Hessian trace, std. error", _CURVATURE, "diagnostic", None, shown=False
+  ),
+)
+
+BY_NAME: dict[str, Measure] = {m.name: m for m in MEASURES}
+# Read off the training losses, the 1D slice and the spectrum, with or without measures.
+BASIC = ("final_loss", "loss_at_alpha0", "landscape_max_rise", "spectrum_top_bottom_ratio")
+# Computed by `jaxnorm.analysis` when measures are asked for.
+ANALYZED = tuple(m.name for m in MEASURES if m.name not in BASIC)
+# The measures a prediction about flatness or isotropy is judged on.
+FLATNESS = tuple(m.name for m in MEASURES if m.kind == "flatness" and m.better)
+ISOTROPY = tuple(m.name for m in MEASURES if m.kind == "isotropy" and m.better)
+
+
+def label(name: str) -> str:
+  """The measure's label, or the name itself for a name not in the table."""
+  return BY_NAME[name].label if name in BY_NAME else name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,96 +190,3 @@ class MeasureConfig:
         raise ValueError(f"MeasureConfig.{field}={getattr(self, field)} must be >= 2")
     if not self.sharpness_rho > 0:
       raise ValueError(f"MeasureConfig.sharpness_rho={self.sharpness_rho} must be > 0")
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def measure_one(
-  cfg: Config,
-  mcfg: MeasureConfig,
-  model: model_lib.Transformer,
-  params: PyTree,
-  batch_stats: PyTree,
-  keys: seeds.ExperimentKeys,
-) -> dict[str, jax.Array]:
-  """Every measure of one trained model (see the module docstring), as () arrays."""
-  tokens, labels = data.batch(keys.landscape_batch, cfg)
-  loss_fn = lambda p: train.eval_loss(model, p, batch_stats, tokens, labels)  # noqa: E731
-  lanczos_key, trace_key, sharp_key, filter_key = jax.random.split(
-    jax.random.fold_in(keys.direction, 1), 4
-  )
-  top = curvature.lanczos(
-    loss_fn, params, lanczos_key, k=1, num_iterations=mcfg.lanczos_iterations, tol=mcfg.lanczos_tol
-  )
-  trace = curvature.hutchinson_trace(loss_fn, params, trace_key, num_probes=mcfg.trace_probes)
-  sharp = directions.average_sharpness(
-    loss_fn, params, sharp_key, rho=mcfg.sharpness_rho, num_samples=mcfg.sharpness_samples
-  )
-  direction = directions.filter_normalized_direction(
-    filter_key, params, policy_1d=mcfg.filter_policy_1d
-  )
-  alphas = landscape.alphas(cfg.landscape_points, cfg.landscape_range)
-  filter_slice = landscape.loss_slice(loss_fn, params, direction, alphas)
-  base = loss_fn(params)
-  spectrum_tokens, _ = data.batch(keys.spectrum_batch, cfg)
-  acts = spectrum.block_activations(model, params, batch_stats, spectrum_tokens)
-  raw = isotropy.measures(acts, center=False)
-  centered = isotropy.measures(acts, center=True)
-  out = {
-    "hessian_top_eigenvalue": top.eigenvalues[0],
-    "hessian_top_relative_residual": top.residuals[0] / jnp.abs(top.eigenvalues[0]),
-    "hessian_top_converged": top.converged[0],
-    "hessian_trace": trace.trace,
-    "hessian_trace_stderr": trace.stderr,
-    "adaptive_sharpness": sharp.sharpness,
-    "adaptive_sharpness_stderr": sharp.stderr,
-    "filter_landscape_max_rise": jnp.max(filter_slice) - base,
-  }
-  for prefix, m in (("", raw), ("centered_", centered)):
-    for name in (
-      "effective_rank",
-      "stable_rank",
-      "participation_ratio",
-      "condition_number",
-      "numerical_rank",
-    ):
-      out[prefix + name] = getattr(m, name)
-  return out
-
-
-# The measures a table shows, with the direction that means "flatter" or "more isotropic".
-FLATNESS = (
-  "landscape_max_rise",
-  "filter_landscape_max_rise",
-  "adaptive_sharpness",
-  "hessian_top_eigenvalue",
-  "hessian_trace",
-)
-ISOTROPY = ("effective_rank", "stable_rank", "participation_ratio", "centered_effective_rank")
-
-
-def measure(
-  cfg: Config, norm: str, variables: dict, seed_list, mcfg: MeasureConfig | None = None
-) -> list[dict[str, Any]]:
-  """Per seed, the measures of the `norm` model trained from that seed, as Python scalars.
-
-  `variables` leaves have a leading seed axis matching `seed_list`.
-  """
-  mcfg = mcfg or MeasureConfig()
-  model = model_lib.build(cfg, norm)
-  out = []
-  for i, seed in enumerate(seed_list):
-    one = jax.tree.map(lambda x, i=i: jnp.asarray(x[i]), variables)
-    values = measure_one(
-      cfg, mcfg, model, one["params"], one["batch_stats"], seeds.experiment_keys(int(seed))
-    )
-    out.append({k: _python(v) for k, v in jax.device_get(values).items()})
-  return out
-
-
-def _python(x):
-  x = np.asarray(x)
-  if x.dtype == bool:
-    return bool(x)
-  if np.issubdtype(x.dtype, np.integer):
-    return int(x)
-  return float(x) if np.isfinite(x) else None

@@ -22,7 +22,6 @@ Flax kernels are (in, out), the transpose of PyTorch's (out, in) weights;
 
 from __future__ import annotations
 
-import functools
 import math
 
 import flax.linen as nn
@@ -256,10 +255,3 @@ def build(cfg: Config, norm: str) -> Transformer:
   """The Experiment 2 model with normalization `norm` at the sizes of `cfg`."""
   norms.get(norm)
   return Transformer(cfg.vocab_size, cfg.embed_dim, cfg.num_heads, norm)
-
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def init(model: Transformer, key: jax.Array, tokens_BxL: jax.Array) -> dict:
-  """Fresh variables {'params': ..., 'batch_stats': ... (possibly empty)}."""
-  variables = model.init(key, tokens_BxL, train=False)
-  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}

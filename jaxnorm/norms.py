@@ -19,7 +19,9 @@ Every entry matches the PyTorch layer the reference uses, not Flax's defaults:
   as `torch.nn.functional.normalize(x, dim=-1, eps=1e-9)`.
 * `none`: identity.
 
-Adding a normalization is one `NormSpec` entry here (and one test).
+Adding a normalization is one `NormSpec` entry in `REGISTRY` (its module, label, colour,
+line style and PyTorch names); the tests are parametrized over the registry, so the new
+entry is then trained, fast-path-checked, converted and saved by the existing tests.
 """
 
 from __future__ import annotations
@@ -36,12 +38,24 @@ TORCH_MOMENTUM = 0.1  # PyTorch's BatchNorm momentum: new = (1 - m) * old + m * 
 
 
 class LayerNorm(nn.Module):
-  """Per-token LayerNorm with PyTorch's eps and exact two-pass variance."""
+  """`torch.nn.LayerNorm(D)`: per token, y = (x - mean) / sqrt(var + 1e-5) * scale + bias.
+
+  The variance is the exact two-pass mean((x - mean)^2), not E[x^2] - E[x]^2 (Flax's fast
+  variance, which loses precision when |mean| >> std). Written out rather than wrapping
+  `nn.LayerNorm` so that `scale` and `bias` sit directly under the norm's own name, as for
+  every other entry of the registry.
+  """
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     del train  # Same in training and evaluation; accepted for a common signature.
-    return nn.LayerNorm(epsilon=TORCH_EPS, use_fast_variance=False, name="ln")(x)
+    features = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (features,))
+    bias = self.param("bias", nn.initializers.zeros, (features,))
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    per_feature = lambda v: v.reshape((1,) * (x.ndim - 1) + (features,))  # noqa: E731
+    return (x - mean) * (jax.lax.rsqrt(var + TORCH_EPS) * per_feature(scale)) + per_feature(bias)
 
 
 class BatchNorm(nn.Module):
@@ -129,11 +143,17 @@ class Identity(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class NormSpec:
-  """A normalization: its module factory and the facts other code relies on.
+  """A normalization: its module factory, how it is drawn, its PyTorch names, and the
+  facts other code relies on. The model places each norm's variables directly under
+  `norm1` / `norm2` of the block.
 
   Attributes:
     make: builds the module, called as `module(x_BxLxD, train)`.
     label: name in figures and tables.
+    color, linestyle: how its curves are drawn (matplotlib color and line style).
+    torch_params: (Flax parameter name, PyTorch parameter name) pairs, e.g.
+      ("scale", "weight"): how `jaxnorm.torch_compat` names its parameters.
+    torch_buffers: the same for its `batch_stats` entries and PyTorch buffers.
     needs_batch: training statistics mix examples (needs batch size >= 2).
     per_token_in_eval: in evaluation mode each token is normalized on its own, so the
       last position's output depends on other tokens only through attention.
@@ -142,17 +162,33 @@ class NormSpec:
 
   make: Callable[..., nn.Module]
   label: str
+  color: str = "black"
+  linestyle: str | tuple = "-"
+  torch_params: tuple[tuple[str, str], ...] = ()
+  torch_buffers: tuple[tuple[str, str], ...] = ()
   needs_batch: bool = False
   per_token_in_eval: bool = True
   per_token_in_train: bool = True
 
 
+_AFFINE = (("scale", "weight"), ("bias", "bias"))
+
+# Colours and line styles: the reference's for its three models, the paper's for the L2 model.
 REGISTRY: dict[str, NormSpec] = {
-  "layernorm": NormSpec(LayerNorm, "LayerNorm"),
-  "batchnorm": NormSpec(BatchNorm, "BatchNorm", needs_batch=True, per_token_in_train=False),
-  "none": NormSpec(Identity, "No Norm"),
-  "rmsnorm": NormSpec(RMSNorm, "RMSNorm"),
-  "l2": NormSpec(L2Norm, "Manual L2 Norm"),
+  "layernorm": NormSpec(LayerNorm, "LayerNorm", "blue", "-", torch_params=_AFFINE),
+  "batchnorm": NormSpec(
+    BatchNorm,
+    "BatchNorm",
+    "green",
+    (0, (3, 3)),
+    torch_params=_AFFINE,
+    torch_buffers=(("mean", "running_mean"), ("var", "running_var")),
+    needs_batch=True,
+    per_token_in_train=False,
+  ),
+  "none": NormSpec(Identity, "No Norm", "red", "-"),
+  "rmsnorm": NormSpec(RMSNorm, "RMSNorm", "orange", "-.", torch_params=(("scale", "weight"),)),
+  "l2": NormSpec(L2Norm, "Manual L2 Norm", "purple", ":"),
 }
 
 

@@ -1,75 +1,57 @@
-"""Figure 2 of the paper from saved results: loss curves, landscape slice, spectrum.
+"""Figure 2 of the paper and the 2D slices, from an `ExperimentResult`.
 
 Drawn with matplotlib's object-oriented API on a bare `Figure` (no pyplot, no window), so
-it never blocks and needs no display. Arrays with a leading seed axis are drawn as the
+it never blocks and needs no display. Each normalization is drawn in the colour and line
+style of its registry entry. With one seed a curve is that seed's; with several it is the
 mean across seeds with a shaded band of +- one standard deviation.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.style
 import numpy as np
 from matplotlib.figure import Figure
 
 from jaxnorm import norms
+from jaxnorm.report import label
 from jaxnorm.results import atomic_write
 
-# The reference's colours and line styles, and the paper's for Experiment 3's L2 model.
-COLORS = {
-  "layernorm": "blue",
-  "batchnorm": "green",
-  "none": "red",
-  "l2": "purple",
-  "rmsnorm": "orange",
-}
-LINESTYLES = {"layernorm": "-", "batchnorm": (0, (3, 3)), "none": "-", "l2": ":", "rmsnorm": "-."}
+if TYPE_CHECKING:
+  from jaxnorm.pipeline import ExperimentResult
 
 
-def label(norm: str) -> str:
+def _draw(ax, x, y_SxN, norm: str, **kwargs) -> None:
+  """The seed's line for (1, N) values, or the mean +- std band for (S, N) values."""
+  y_SxN = np.asarray(y_SxN, dtype=np.float64)
   spec = norms.REGISTRY.get(norm)
-  return spec.label if spec else norm
-
-
-def _draw(ax, x, y, norm: str, **kwargs) -> None:
-  """A line for (N,) values, or mean +- std band for (S, N) values over S seeds."""
-  y = np.asarray(y, dtype=np.float64)
-  style = dict(color=COLORS.get(norm), linestyle=LINESTYLES.get(norm, "-"), label=label(norm))
-  if y.ndim == 1:
-    ax.plot(x, y, **style, **kwargs)
+  style = dict(
+    color=spec.color if spec else None,
+    linestyle=spec.linestyle if spec else "-",
+    label=label(norm),
+  )
+  if y_SxN.shape[0] == 1:
+    ax.plot(x, y_SxN[0], **style, **kwargs)
     return
-  mean, std = np.nanmean(y, axis=0), np.nanstd(y, axis=0)
+  mean, std = np.nanmean(y_SxN, axis=0), np.nanstd(y_SxN, axis=0)
   ax.plot(x, mean, **style, **kwargs)
   ax.fill_between(x, mean - std, mean + std, color=style["color"], alpha=0.2, linewidth=0)
 
 
-def figure2(arrays: dict[str, dict[str, np.ndarray]], title: str | None = None) -> Figure:
+def figure2(result: ExperimentResult) -> Figure:
   """The 1x3 figure: training loss (log y), landscape slice, spectrum (log y)."""
   with matplotlib.style.context("seaborn-v0_8-whitegrid"):
     fig = Figure(figsize=(24, 7))
     axes = fig.subplots(1, 3)
-    fig.suptitle(
-      title or "Comparative Analysis of Normalization Techniques", fontsize=20, weight="bold"
-    )
-    seeds = None
-    for norm, a in arrays.items():
-      loss = np.asarray(a["loss"])
-      seeds = loss.shape[0] if loss.ndim == 2 else None
-      _draw(axes[0], np.arange(loss.shape[-1]), loss, norm, linewidth=2.5)
-      alphas = np.asarray(a["alphas"])
-      _draw(
-        axes[1],
-        alphas if alphas.ndim == 1 else alphas[0],
-        a["landscape"],
-        norm,
-        marker="o",
-        markersize=5,
-        alpha=0.9,
-      )
-      spec = np.asarray(a["spectrum"])
-      _draw(axes[2], np.arange(spec.shape[-1]), spec, norm, linewidth=2.5)
-    band = f" (mean and ±1 std over {seeds} seeds)" if seeds else ""
+    fig.suptitle(result.spec.title, fontsize=20, weight="bold")
+    for norm, r in result.norms.items():
+      _draw(axes[0], np.arange(r.losses.shape[-1]), r.losses, norm, linewidth=2.5)
+      _draw(axes[1], r.alphas, r.landscape, norm, marker="o", markersize=5, alpha=0.9)
+      _draw(axes[2], np.arange(r.spectrum.shape[-1]), r.spectrum, norm, linewidth=2.5)
+    seeds = result.spec.num_seeds
+    band = f" (mean and ±1 std over {seeds} seeds)" if seeds > 1 else ""
     axes[0].set(
       title=f"Training Loss Curves{band}",
       xlabel="Training Step",
@@ -107,21 +89,25 @@ def save_figure(fig: Figure, path_stem: str | Path, formats=("png", "pdf")) -> l
   return paths
 
 
-def surfaces(grids: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Figure:
-  """Contour plots of 2D loss slices, one panel per normalization.
+def surfaces(result: ExperimentResult) -> Figure:
+  """Contour plots of the first seed's 2D loss slice, one panel per normalization.
 
-  grids: norm -> (alphas (A,), betas (B,), losses (A, B)) as from
-  `directions.model_surface`; entry [i, j] is at alpha = alphas[i], beta = betas[j].
+  Entry [i, j] of a surface is at alpha = grid[i] (first direction), beta = grid[j].
   """
-  fig = Figure(figsize=(7 * len(grids), 6))
-  axes = fig.subplots(1, len(grids), squeeze=False)[0]
-  for ax, (norm, (a, b, z)) in zip(axes, grids.items(), strict=True):
-    cs = ax.contourf(np.asarray(b), np.asarray(a), np.asarray(z), levels=20, cmap="viridis")
-    ax.contour(np.asarray(b), np.asarray(a), np.asarray(z), levels=10, colors="k", linewidths=0.5)
+  drawn = {n: r for n, r in result.norms.items() if r.surface is not None}
+  if not drawn:
+    raise ValueError("the result holds no 2D slice (run with surface_points / --surface N)")
+  fig = Figure(figsize=(7 * len(drawn), 6))
+  axes = fig.subplots(1, len(drawn), squeeze=False)[0]
+  for ax, (norm, r) in zip(axes, drawn.items(), strict=True):
+    a = b = np.asarray(r.surface_grid)
+    z = np.asarray(r.surface[0])
+    cs = ax.contourf(b, a, z, levels=20, cmap="viridis")
+    ax.contour(b, a, z, levels=10, colors="k", linewidths=0.5)
     fig.colorbar(cs, ax=ax, label="Loss")
     ax.plot([0], [0], "r*", markersize=12)
     ax.set(
-      title=f"{label(norm)}: 2D slice, filter-normalized directions",
+      title=f"{label(norm)}: 2D slice, filter-normalized directions (seed {r.seeds[0]})",
       xlabel="β (second direction)",
       ylabel="α (first direction)",
     )

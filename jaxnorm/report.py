@@ -1,34 +1,25 @@
-"""The measures table and the verdict on each of the paper's predictions, as Markdown.
+"""What a run prints and writes as text: the terminal table and `measures.md` with the
+verdict on each of the paper's predictions. Pure functions of a `pipeline.ExperimentResult`.
 
 A prediction compares normalizations on named measures. Each comparison is judged from
-summary.json's numbers: with one seed, by the point values ("1 seed": no error bar); with
-several, by the 95% confidence intervals of the means: "supported" when they are disjoint in
-the predicted direction, "contradicted" when disjoint the other way, else "inconclusive".
-A "similar" prediction holds on a measure when the two means are within a factor of 2.
+the measures across seeds (`summary.stats`): with one seed, by the point values ("1 seed":
+no error bar); with several, by the 95% confidence intervals of the means: "supported" when
+they are disjoint in the predicted direction, "contradicted" when disjoint the other way,
+else "inconclusive". A "similar" prediction holds on a measure when the two means are
+within a factor of 2.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jaxnorm import measures
+from jaxnorm import measures, norms, summary
+
+if TYPE_CHECKING:
+  from jaxnorm.pipeline import ExperimentResult
 
 SIMILAR_FACTOR = 2.0
-
-LABELS = {
-  "final_loss": "final training loss",
-  "landscape_max_rise": "slice rise, global-norm direction",
-  "filter_landscape_max_rise": "slice rise, filter-normalized direction",
-  "adaptive_sharpness": "adaptive average sharpness",
-  "hessian_top_eigenvalue": "Hessian λ_max",
-  "hessian_trace": "Hessian trace",
-  "effective_rank": "effective rank",
-  "stable_rank": "stable rank",
-  "participation_ratio": "participation ratio",
-  "condition_number": "condition number",
-  "centered_effective_rank": "effective rank, centered",
-}
 LOWER_IS_FLATTER = measures.FLATNESS
 HIGHER_IS_ISOTROPIC = measures.ISOTROPY
 
@@ -55,12 +46,13 @@ def more_isotropic(subjects, baseline, text) -> Prediction:
   return Prediction(text, tuple(subjects), baseline, "higher", HIGHER_IS_ISOTROPIC)
 
 
-def _value(summary_norm: dict, name: str) -> tuple[float | None, float | None, float | None]:
-  """(mean, ci low, ci high) of a measure; the CI is None for one seed."""
-  v = summary_norm.get(name, summary_norm.get("measures", {}).get(name))
-  if isinstance(v, dict):
-    return v["mean"], v["ci95"][0], v["ci95"][1]
-  return v, None, None
+def _value(stats_norm: dict, name: str) -> tuple[float | None, float | None, float | None]:
+  """(mean, ci low, ci high) of a measure from `summary.stats`; the CI is None for one
+  seed, everything is None for a measure that was not taken."""
+  v = stats_norm.get(name)
+  if v is None:
+    return None, None, None
+  return v["mean"], v["ci95"][0], v["ci95"][1]
 
 
 def _judge(a, b, relation: str) -> str:
@@ -81,7 +73,8 @@ def _judge(a, b, relation: str) -> str:
 
 
 def judge(prediction: Prediction, norms: dict[str, dict]) -> list[dict[str, Any]]:
-  """One verdict per (subject, measure) pair present in the summary."""
+  """One verdict per (subject, measure) pair; `norms` maps a normalization to its
+  `summary.stats`."""
   rows = []
   for subject in prediction.subjects:
     if subject not in norms or prediction.baseline not in norms:
@@ -101,40 +94,41 @@ def judge(prediction: Prediction, norms: dict[str, dict]) -> list[dict[str, Any]
   return rows
 
 
-def _cell(mean, low, high) -> str:
+def _cell(mean, low, high, empty: str = "n/a") -> str:
   if mean is None:
-    return "n/a"
+    return empty
   return f"{mean:.4g}" if low is None else f"{mean:.4g} ± {(high - low) / 2:.2g}"
 
 
-def markdown(summary: dict, predictions: list[Prediction], labels: dict[str, str]) -> str:
-  """measures.md: the table of every measure per normalization, then the verdicts."""
-  norms = summary["norms"]
-  names = [
-    "final_loss",
-    "landscape_max_rise",
-    *[m for m in LABELS if m not in ("final_loss", "landscape_max_rise")],
-  ]
-  seeds = summary.get("seeds", 1)
+def label(norm: str) -> str:
+  """The normalization's label from the registry, or its name if it is not registered."""
+  spec = norms.REGISTRY.get(norm)
+  return spec.label if spec else norm
+
+
+def markdown(result: ExperimentResult) -> str:
+  """measures.md: the table of every shown measure per normalization, then the verdicts
+  on the spec's predictions."""
+  stats = {norm: summary.stats(r) for norm, r in result.norms.items()}
+  seeds = result.spec.num_seeds
   lines = [
-    f"# Measures: {summary.get('experiment', '')}",
+    f"# Measures: {result.spec.name}",
     "",
     f"{seeds} seed(s); cells are the value"
     + (" (mean ± 95% CI half-width)" if seeds > 1 else "")
     + ".",
     "",
-    "| measure | " + " | ".join(labels.get(n, n) for n in norms) + " |",
-    "|---|" + "---|" * len(norms),
+    "| measure | " + " | ".join(label(n) for n in stats) + " |",
+    "|---|" + "---|" * len(stats),
   ]
-  for name in names:
-    lines.append(
-      f"| {LABELS.get(name, name)} | "
-      + " | ".join(_cell(*_value(norms[n], name)) for n in norms)
-      + " |"
-    )
+  for m in measures.MEASURES:
+    if m.shown:
+      lines.append(
+        f"| {m.label} | " + " | ".join(_cell(*_value(stats[n], m.name)) for n in stats) + " |"
+      )
   lines += ["", "## The paper's predictions", ""]
-  for p in predictions:
-    rows = judge(p, norms)
+  for p in result.spec.predictions:
+    rows = judge(p, stats)
     if not rows:
       continue
     tally = {}
@@ -149,8 +143,7 @@ def markdown(summary: dict, predictions: list[Prediction], labels: dict[str, str
     lines.append("")
     for r in rows:
       lines.append(
-        f"- {labels.get(r['subject'], r['subject'])} vs "
-        f"{labels.get(p.baseline, p.baseline)}, {LABELS.get(r['measure'], r['measure'])}:"
+        f"- {label(r['subject'])} vs {label(p.baseline)}, {measures.label(r['measure'])}:"
         f" {r['verdict']}"
       )
     lines.append("")
@@ -161,3 +154,25 @@ def markdown(summary: dict, predictions: list[Prediction], labels: dict[str, str
     "2017); the adaptive sharpness and the filter-normalized slice are."
   )
   return "\n".join(lines) + "\n"
+
+
+TABLE_COLUMNS = ("final_loss", "landscape_max_rise", "spectrum_top_bottom_ratio")
+
+
+def terminal_table(result: ExperimentResult) -> str:
+  """Per normalization: final loss, slice rise, spectrum ratio, training time. With
+  several seeds each cell is the mean ± the half-width of its 95% confidence interval."""
+  headers = {"final_loss": "final loss", "landscape_max_rise": "landscape rise"}
+  width = 22 if result.spec.num_seeds > 1 else 15
+  header = f"{'normalization':<16}" + "".join(
+    f"{headers.get(name, measures.label(name)):>{width}}" for name in TABLE_COLUMNS
+  )
+  header += f"{'train s':>10}"
+  rows = [header, "-" * len(header)]
+  for norm, r in result.norms.items():
+    stats = summary.stats(r)
+    cells = "".join(
+      f"{_cell(*_value(stats, name), empty='nan'):>{width}}" for name in TABLE_COLUMNS
+    )
+    rows.append(f"{label(norm):<16}{cells}{r.seconds['train']:>10.1f}")
+  return "\n".join(rows)

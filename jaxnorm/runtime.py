@@ -1,4 +1,4 @@
-"""Process-wide JAX settings that experiments opt into.
+"""Process-wide JAX settings that experiments opt into, and the environment a run records.
 
 `enable_compilation_cache` turns on JAX's persistent compilation cache, so a second run
 of an experiment (same code, shapes, JAX version and device) loads its compiled train
@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import os
 import pathlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
+import flax
 import jax
+import numpy as np
+import optax
 
 CACHE_ENV = "JAXNORM_CACHE_DIR"
 
@@ -43,3 +48,26 @@ def enable_compilation_cache(
   jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_secs))
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", int(min_entry_size_bytes))
   return cache_dir
+
+
+def environment() -> dict[str, Any]:
+  """Versions and the devices a run used."""
+  device = jax.devices()[0]
+  return {
+    "jaxnorm": version("jaxnorm") if _installed("jaxnorm") else None,
+    "jax": jax.__version__,
+    "flax": flax.__version__,
+    "optax": optax.__version__,
+    "numpy": np.__version__,
+    "platform": device.platform,
+    "device": device.device_kind,
+    "device_count": jax.device_count(),
+  }
+
+
+def _installed(name: str) -> bool:
+  try:
+    version(name)
+  except PackageNotFoundError:
+    return False
+  return True

@@ -3,12 +3,12 @@
 The reference hooks the Transformer block's output for one fresh batch in evaluation
 mode, reshapes it to (batch x sequence, D) and takes its singular values. Here the
 activation comes from `Transformer.features`, a method of the model, with no global state.
-The activations are not centered, as in the reference.
+The activations are not centered, as in the reference. Not jitted: traced inside the
+caller's compiled program, or jit it yourself (the model is then a static argument).
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -24,7 +24,6 @@ def singular_values(x_NxD: jax.Array) -> jax.Array:
   return jnp.linalg.svd(x_NxD, compute_uv=False)
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
 def block_activations(
   model: model_lib.Transformer, params: PyTree, batch_stats: PyTree, tokens_BxL: jax.Array
 ) -> jax.Array:
@@ -34,7 +33,6 @@ def block_activations(
   return x_BxLxD.reshape(-1, x_BxLxD.shape[-1])
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
 def activation_spectrum(
   model: model_lib.Transformer, params: PyTree, batch_stats: PyTree, tokens_BxL: jax.Array
 ) -> jax.Array:

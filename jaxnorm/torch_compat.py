@@ -18,6 +18,7 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from jaxnorm import norms
 
@@ -26,8 +27,9 @@ BLOCK = "transformer_block"
 
 
 def _param_table(norm: str) -> list[tuple[tuple[str, ...], str, bool]]:
-  """(path in `params`, PyTorch name, transposed) for every parameter of the `norm` model."""
-  norms.get(norm)
+  """(path in `params`, PyTorch name, transposed) for every parameter of the `norm` model;
+  the norms' own parameters are named by their registry entry (`NormSpec.torch_params`)."""
+  spec = norms.get(norm)
   table = [
     (("token_embeddings", "embedding"), "token_embeddings.weight", False),
     ((BLOCK, "attention", "in_proj", "kernel"), f"{BLOCK}.attention.in_proj_weight", True),
@@ -40,12 +42,8 @@ def _param_table(norm: str) -> list[tuple[tuple[str, ...], str, bool]]:
     ((BLOCK, "ffn", "down", "bias"), f"{BLOCK}.ffn.2.bias", False),
   ]
   for i in (1, 2):
-    # LayerNorm wraps Flax's nn.LayerNorm as submodule "ln"; BatchNorm owns its params.
-    inner = {"layernorm": ("ln",), "batchnorm": (), "none": None}[norm]
-    if inner is not None:
-      prefix = (BLOCK, f"norm{i}", *inner)
-      table.append(((*prefix, "scale"), f"{BLOCK}.norm{i}.weight", False))
-      table.append(((*prefix, "bias"), f"{BLOCK}.norm{i}.bias", False))
+    for flax_name, torch_name in spec.torch_params:
+      table.append(((BLOCK, f"norm{i}", flax_name), f"{BLOCK}.norm{i}.{torch_name}", False))
   table.append((("to_vocab", "kernel"), "to_vocab.weight", True))
   table.append((("to_vocab", "bias"), "to_vocab.bias", False))
   return table
@@ -53,46 +51,39 @@ def _param_table(norm: str) -> list[tuple[tuple[str, ...], str, bool]]:
 
 def _stats_table(norm: str) -> list[tuple[tuple[str, ...], str]]:
   """(path in `batch_stats`, PyTorch buffer name) for the `norm` model's running statistics."""
-  if norm != "batchnorm":
-    return []
   return [
     ((BLOCK, f"norm{i}", stat), f"{BLOCK}.norm{i}.{buffer}")
     for i in (1, 2)
-    for stat, buffer in (("mean", "running_mean"), ("var", "running_var"))
+    for stat, buffer in norms.get(norm).torch_buffers
   ]
+
+
+def _counters(norm: str) -> list[str]:
+  """PyTorch's `num_batches_tracked` buffers, which a norm with running statistics has."""
+  return [f"{BLOCK}.norm{i}.num_batches_tracked" for i in (1, 2)] if _stats_table(norm) else []
 
 
 def torch_names(norm: str, *, buffers: bool = True) -> list[str]:
   """The reference model's `state_dict` keys for `norm`, in jaxnorm's table order."""
   names = [name for _, name, _ in _param_table(norm)]
-  if buffers and norm == "batchnorm":
-    names += [name for _, name in _stats_table(norm)]
-    names += [f"{BLOCK}.norm{i}.num_batches_tracked" for i in (1, 2)]
+  if buffers:
+    names += [name for _, name in _stats_table(norm)] + _counters(norm)
   return names
 
 
 def _flatten(tree: PyTree) -> dict[tuple[str, ...], Any]:
-  flat = {}
+  return traverse_util.flatten_dict(_as_dict(tree))
 
-  def visit(prefix, node):
-    if isinstance(node, Mapping):
-      for k, v in node.items():
-        visit((*prefix, k), v)
-    else:
-      flat[prefix] = node
 
-  visit((), tree)
-  return flat
+def _as_dict(tree: PyTree) -> dict:
+  """Nested Mappings (FrozenDict included) as plain dicts, for flax.traverse_util."""
+  if isinstance(tree, Mapping):
+    return {k: _as_dict(v) for k, v in tree.items()}
+  return tree
 
 
 def _unflatten(flat: dict[tuple[str, ...], Any]) -> dict:
-  tree: dict = {}
-  for path, value in flat.items():
-    node = tree
-    for k in path[:-1]:
-      node = node.setdefault(k, {})
-    node[path[-1]] = value
-  return tree
+  return traverse_util.unflatten_dict(flat)
 
 
 def _check_keys(what: str, got, expected, norm: str):
@@ -149,11 +140,8 @@ def to_torch(variables: PyTree, norm: str, *, num_batches_tracked: int = 0) -> d
   _check_keys("batch_stats", flat_stats, [path for path, _ in stats_table], norm)
   for path, name in stats_table:
     state_dict[name] = _numpy(flat_stats[path])
-  if norm == "batchnorm":
-    for i in (1, 2):
-      state_dict[f"{BLOCK}.norm{i}.num_batches_tracked"] = np.array(
-        num_batches_tracked, dtype=np.int64
-      )
+  for name in _counters(norm):
+    state_dict[name] = np.array(num_batches_tracked, dtype=np.int64)
   return state_dict
 
 

@@ -1,8 +1,11 @@
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -10,16 +13,28 @@ from jaxnorm import cli, config, results
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP2 = ROOT / "experiments" / "exp2.py"
+DATA = Path(__file__).parent / "data"
 
 
-def _run(*args):
+def _run(*args, env=None):
   return subprocess.run(
-    [sys.executable, str(EXP2), *args], capture_output=True, text=True, cwd=ROOT, timeout=600
+    [sys.executable, str(EXP2), *args],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    timeout=600,
+    env=env,
   )
 
 
 def test_quick_run_end_to_end_then_replot(tmp_path):
+  """The script as a user runs it; the compilation cache goes where $JAXNORM_CACHE_DIR
+  says, and nothing is written into the home folder."""
   out = tmp_path / "run"
+  home, cache = tmp_path / "home", tmp_path / "cache"
+  home.mkdir()
+  env = {k: v for k, v in os.environ.items() if k != "XDG_CACHE_HOME"}
+  env.update(HOME=str(home), JAXNORM_CACHE_DIR=str(cache), MPLCONFIGDIR=str(tmp_path / "mpl"))
   proc = _run(
     "--quick",
     "--steps",
@@ -30,8 +45,10 @@ def test_quick_run_end_to_end_then_replot(tmp_path):
     "--no-measures",
     "--out",
     str(out),
+    env=env,
   )
   assert proc.returncode == 0, proc.stderr
+  assert any(cache.iterdir()) and not any(home.iterdir())
   for name in (
     "figure2.png",
     "figure2.pdf",
@@ -42,11 +59,12 @@ def test_quick_run_end_to_end_then_replot(tmp_path):
     "variables_none.msgpack",
   ):
     assert (out / name).is_file(), name
-  arrays, summary = results.load(out)
-  assert set(arrays) == {"layernorm", "batchnorm", "none"}
-  for a in arrays.values():
-    assert a["loss"].shape == (4,) and a["landscape"].shape == (5,)
-    assert a["spectrum"].shape == (128,)
+  loaded = results.load(out)
+  assert set(loaded.norms) == {"layernorm", "batchnorm", "none"}
+  for r in loaded.norms.values():
+    assert r.losses.shape == (1, 4) and r.landscape.shape == (1, 5)
+    assert r.spectrum.shape == (1, 128)
+  summary = json.loads((out / "summary.json").read_text())
   assert summary["config"]["steps"] == 4
   assert set(summary["norms"]["none"]) >= {
     "final_loss",
@@ -57,9 +75,17 @@ def test_quick_run_end_to_end_then_replot(tmp_path):
   }
   assert "LayerNorm" in proc.stdout and "final loss" in proc.stdout
   (out / "figure2.png").unlink()
-  proc = _run("--replot", str(out))
+  proc = _run("--replot", str(out), env=env)
   assert proc.returncode == 0, proc.stderr
   assert (out / "figure2.png").is_file()
+
+
+@pytest.mark.parametrize("folder", ["format1_one_seed", "format1_two_seeds"])
+def test_replot_of_a_folder_from_an_earlier_version(tmp_path, folder, capsys):
+  shutil.copytree(DATA / folder, tmp_path / "old")
+  assert cli.main(["--replot", str(tmp_path / "old")], **TEST_SCRIPT) == 0
+  assert (tmp_path / "old" / "figure2.png").is_file()
+  assert "No Norm" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -71,6 +97,7 @@ def test_quick_run_end_to_end_then_replot(tmp_path):
     (["--landscape-range", "-1"], "landscape_range"),
     (["--batch-size", "1"], "batch_size"),
     (["--replot", "/nonexistent/folder"], "no saved results"),
+    (["--replot", ""], "--replot"),
     (["--bogus"], "--bogus"),
   ],
 )
@@ -82,23 +109,47 @@ def test_bad_options_exit_2_with_one_line(args, words):
   assert "Traceback" not in proc.stderr
 
 
+TEST_SCRIPT = dict(
+  prog="t", description="", default=config.TINY, default_out="", name="t", title="t"
+)
+IN_PROCESS = ["--no-progress", "--no-compilation-cache"]
+
+
 def test_divergence_is_reported_and_the_run_goes_on(tmp_path, capsys):
   bad = config.TINY.replace(steps=10, learning_rate_overrides=(("none", 1e6),))
   status = cli.main(
-    ["--out", str(tmp_path), "--no-progress", "--no-measures", "--norms", "layernorm,none"],
-    prog="t",
-    description="",
-    default=bad,
-    default_out="",
-    name="t",
-    title="t",
+    ["--out", str(tmp_path), *IN_PROCESS, "--no-measures", "--norms", "layernorm,none"],
+    **{**TEST_SCRIPT, "default": bad},
   )
   assert status == cli.EXIT_DIVERGED
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["norms"]["none"]["diverged"]
-  assert isinstance(summary["norms"]["none"]["first_nonfinite_step"], int)
+  assert isinstance(summary["norms"]["none"]["first_nonfinite_step"][0], int)
   assert not summary["norms"]["layernorm"]["diverged"]
   assert (tmp_path / "figure2.png").is_file()
   assert "No Norm (seed 0) diverged" in capsys.readouterr().err
-  arrays, _ = results.load(tmp_path)
-  assert np.isfinite(arrays["layernorm"]["loss"]).all()
+  assert np.isfinite(results.load(tmp_path).norms["layernorm"].losses).all()
+
+
+def test_seeds_surface_and_measures_are_written(tmp_path, capsys):
+  cfg = config.TINY.replace(steps=12, landscape_points=5)
+  args = ["--out", str(tmp_path), *IN_PROCESS, "--surface", "3", "--seeds", "3"]
+  status = cli.main(
+    [*args, "--norms", "layernorm,none"],
+    **{**TEST_SCRIPT, "default": cfg},
+    predictions=[cli.report.flatter(("layernorm",), "none", "a prediction")],
+  )
+  assert status == 0
+  loaded = results.load(tmp_path)
+  assert loaded.norms["none"].losses.shape == (3, cfg.steps)
+  assert loaded.norms["none"].surface.shape == (3, 3, 3)
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  final = summary["norms"]["layernorm"]["final_loss"]
+  assert final["n"] == 3 and final["ci95"][0] < final["mean"] < final["ci95"][1]
+  assert summary["norms"]["layernorm"]["seeds"] == [0, 1, 2]
+  assert "±" in capsys.readouterr().out
+  assert (tmp_path / "surfaces.png").is_file()
+  text = (tmp_path / "measures.md").read_text()
+  assert "| Hessian trace |" in text and "**a prediction**" in text
+  loaded_variables = results.load_variables(tmp_path, "none")
+  assert jax.tree.leaves(loaded_variables)[0].shape[0] == 3

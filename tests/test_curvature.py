@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from jaxnorm import config, curvature, data, model
+from jaxnorm import config, curvature, data, loss, model
 
 # Smaller than TINY so that the dense Hessian (P ~ 1.2k) is cheap: 4 x 4 keys, D = 8.
 HESSIAN_CFG = config.TINY.replace(n_entities=4, m_attributes=4, embed_dim=8, num_heads=1)
@@ -27,11 +27,11 @@ def _pytree_params(key):
 def _quadratic(a_PxP):
   """0.5 x^T A x over the ravelled params: its Hessian is A everywhere."""
 
-  def loss(params):
+  def quadratic(params):
     x_P = ravel_pytree(params)[0]
     return 0.5 * x_P @ a_PxP @ x_P
 
-  return loss
+  return quadratic
 
 
 EIGS_20 = [10.0, 5.0, 3.0, 2.0, -4.0] + list(np.linspace(0.1, 1.0, 15))
@@ -82,16 +82,16 @@ def test_lanczos_restarts_cleanly_on_a_low_rank_hessian(key):
 
 def test_lanczos_which_magnitude_prefers_the_largest_negative_eigenvalue(key):
   a, _ = _symmetric(jax.random.key(5), [-20.0, 10.0, 1.0, 0.5, 0.2])
-  loss = _quadratic(a)
+  loss_fn = _quadratic(a)
   x = jnp.zeros((5,))
-  by_value = curvature.lanczos(loss, x, key, k=2, num_iterations=5)
-  by_magnitude = curvature.lanczos(loss, x, key, k=2, num_iterations=5, which="magnitude")
+  by_value = curvature.lanczos(loss_fn, x, key, k=2, num_iterations=5)
+  by_magnitude = curvature.lanczos(loss_fn, x, key, k=2, num_iterations=5, which="magnitude")
   np.testing.assert_allclose(by_value.eigenvalues, [10.0, 1.0], rtol=1e-5)
   np.testing.assert_allclose(by_magnitude.eigenvalues, [-20.0, 10.0], rtol=1e-5)
   with pytest.raises(ValueError, match="choose from"):
-    curvature.lanczos(loss, x, key, which="smallest")
+    curvature.lanczos(loss_fn, x, key, which="smallest")
   with pytest.raises(ValueError, match="between 1"):
-    curvature.lanczos(loss, x, key, k=6)
+    curvature.lanczos(loss_fn, x, key, k=6)
 
 
 def test_lanczos_unconverged_pairs_are_flagged(key):
@@ -103,8 +103,8 @@ def test_lanczos_unconverged_pairs_are_flagged(key):
 
 def test_hutchinson_is_exact_for_a_diagonal_hessian(key):
   c = jnp.arange(1.0, 21.0)
-  loss = lambda p: 0.5 * jnp.sum(c * jnp.square(ravel_pytree(p)[0]))
-  res = curvature.hutchinson_trace(loss, _pytree_params(key), key, num_probes=4)
+  loss_fn = lambda p: 0.5 * jnp.sum(c * jnp.square(ravel_pytree(p)[0]))
+  res = curvature.hutchinson_trace(loss_fn, _pytree_params(key), key, num_probes=4)
   np.testing.assert_allclose(res.trace, 210.0, rtol=1e-6)  # sum 1..20
   np.testing.assert_allclose(res.stderr, 0.0, atol=1e-4)
   chex.assert_shape(res.samples, (4,))
@@ -131,21 +131,23 @@ def _tiny_model_problem(norm, key):
   cfg = HESSIAN_CFG
   m = model.build(cfg, norm)
   tokens, labels = data.batch(jax.random.fold_in(key, 1), cfg)
-  variables = model.init(m, jax.random.fold_in(key, 2), tokens)
-  return m, variables, tokens, labels
+  variables = jax.jit(m.init, static_argnames="train")(
+    jax.random.fold_in(key, 2), tokens, train=False
+  )
+  return m, variables["params"], variables.get("batch_stats", {}), tokens, labels
 
 
 def test_lanczos_and_hutchinson_agree_with_the_dense_hessian_of_a_tiny_model(key):
-  m, variables, tokens, labels = _tiny_model_problem("layernorm", key)
-  params = variables["params"]
-  loss = curvature.model_loss_fn(m, variables["batch_stats"], tokens, labels)
+  m, params, bs, tokens, labels = _tiny_model_problem("layernorm", key)
+  loss_fn = loss.eval_loss_fn(m, bs, tokens, labels)
   flat, unravel = ravel_pytree(params)
-  dense = jax.jit(jax.hessian(lambda f: loss(unravel(f))))(flat)
+  dense = jax.jit(jax.hessian(lambda f: loss_fn(unravel(f))))(flat)
   dense = 0.5 * (dense + dense.T)
   exact_eigs = jnp.linalg.eigvalsh(dense)[::-1]
   p = flat.size
 
-  res = curvature.lanczos(loss, params, key, k=3, num_iterations=100)
+  top3 = jax.jit(lambda w, rng: curvature.lanczos(loss_fn, w, rng, k=3, num_iterations=100))
+  res = top3(params, key)
   scale = float(jnp.max(jnp.abs(exact_eigs)))
   np.testing.assert_allclose(res.eigenvalues, exact_eigs[:3], rtol=1e-3, atol=1e-4 * scale)
   assert bool(res.converged.all()), res.residuals
@@ -154,32 +156,39 @@ def test_lanczos_and_hutchinson_agree_with_the_dense_hessian_of_a_tiny_model(key
   dense_residuals = jnp.linalg.norm(vecs @ dense - res.eigenvalues[:, None] * vecs, axis=1)
   assert float(dense_residuals.max()) < 1e-2 * scale
 
-  tr = curvature.hutchinson_trace(loss, params, key, num_probes=256, chunk_size=64)
+  trace = jax.jit(
+    lambda w, rng: curvature.hutchinson_trace(loss_fn, w, rng, num_probes=256, chunk_size=64)
+  )
+  tr = trace(params, key)
   exact_trace = float(jnp.trace(dense))
   assert abs(float(tr.trace) - exact_trace) < 4 * float(tr.stderr), (tr, exact_trace, p)
 
 
-def test_model_loss_fn_averages_equal_batches_like_one_concatenated_batch(key):
-  m, variables, _, _ = _tiny_model_problem("batchnorm", key)
+def test_eval_loss_fn_averages_equal_batches_like_one_concatenated_batch(key):
+  m, params, bs, _, _ = _tiny_model_problem("batchnorm", key)
   batches = [data.batch(jax.random.fold_in(key, 10 + i), HESSIAN_CFG) for i in range(3)]
   tokens = [b[0] for b in batches]
   labels = [b[1] for b in batches]
-  bs = variables["batch_stats"]
-  as_list = curvature.model_loss_fn(m, bs, tokens, labels)
-  stacked = curvature.model_loss_fn(m, bs, jnp.stack(tokens), jnp.stack(labels))
-  concatenated = curvature.model_loss_fn(m, bs, jnp.concatenate(tokens), jnp.concatenate(labels))
-  params = variables["params"]
+  as_list = loss.eval_loss_fn(m, bs, tokens, labels)
+  stacked = loss.eval_loss_fn(m, bs, jnp.stack(tokens), jnp.stack(labels))
+  concatenated = loss.eval_loss_fn(m, bs, jnp.concatenate(tokens), jnp.concatenate(labels))
   np.testing.assert_allclose(as_list(params), concatenated(params), rtol=1e-6)
   np.testing.assert_allclose(stacked(params), concatenated(params), rtol=1e-6)
   with pytest.raises(ValueError, match=r"\(K, B, L\)"):
-    curvature.model_loss_fn(m, bs, tokens[0], labels[0][:3])
+    loss.eval_loss_fn(m, bs, tokens[0], labels[0][:3])
 
 
-def test_lanczos_compiles_once_per_loss_function(key):
+def test_jitted_lanczos_compiles_once_for_a_new_point_key_and_tol(key):
   a, _ = _symmetric(jax.random.key(8), EIGS_20)
-  loss = _quadratic(a)
+  loss_fn = _quadratic(a)
+  chex.clear_trace_counter()
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def top(x, rng, tol):
+    return curvature.lanczos(loss_fn, x, rng, k=2, num_iterations=8, tol=tol)
+
   x = jnp.zeros((20,))
-  curvature.lanczos(loss, x, key, k=2, num_iterations=8, tol=1e-3)
-  before = curvature.lanczos._cache_size()
-  curvature.lanczos(loss, x + 1.0, jax.random.key(9), k=2, num_iterations=8, tol=1e-2)
-  assert curvature.lanczos._cache_size() == before
+  top(x, key, 1e-3)
+  top(x + 1.0, jax.random.key(9), 1e-2)  # would raise on a second trace
+  assert top._cache_size() == 1

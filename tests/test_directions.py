@@ -1,3 +1,5 @@
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -5,7 +7,27 @@ import numpy as np
 import optax
 import pytest
 
-from jaxnorm import config, data, directions, landscape, model, train
+from jaxnorm import config, data, directions, landscape, loss, model
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _init(m, key, tokens):
+  """Fresh variables of `m`: {'params'} and, for BatchNorm, {'batch_stats'}."""
+  return m.init(key, tokens, train=False)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 9))
+def _model_surface(
+  m, params, bs, d1, d2, tokens, labels, alphas, betas, chunk_size=landscape.DEFAULT_CHUNK
+):
+  """Evaluation-mode loss of `m` on one batch over the 2D grid, one compiled call."""
+  loss_fn = loss.eval_loss_fn(m, bs, tokens, labels)
+  return directions.loss_surface(loss_fn, params, d1, d2, alphas, betas, chunk_size)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _model_slice(m, params, bs, d, tokens, labels, offsets):
+  return landscape.loss_slice(loss.eval_loss_fn(m, bs, tokens, labels), params, d, offsets)
 
 
 def _toy_params(key):
@@ -61,8 +83,8 @@ def test_zero_policy_zeroes_and_filter_policy_rescales_1d_params(key):
 def test_filter_normalization_of_the_model_uses_columns_and_token_rows(key):
   cfg = config.TINY
   m = model.build(cfg, "layernorm")
-  params = model.init(m, key, data.batch(key, cfg)[0])["params"]
-  d = directions.filter_normalized_direction(jax.random.key(1), params)
+  params = _init(m, key, data.batch(key, cfg)[0])["params"]
+  d = jax.jit(directions.filter_normalized_direction)(jax.random.key(1), params)
   in_proj = params["transformer_block"]["attention"]["in_proj"]["kernel"]  # (D, 3D)
   d_in_proj = d["transformer_block"]["attention"]["in_proj"]["kernel"]
   np.testing.assert_allclose(
@@ -88,8 +110,8 @@ def _tiny_problem(key, norm="batchnorm"):
   cfg = config.TINY
   m = model.build(cfg, norm)
   tokens, labels = data.batch(jax.random.fold_in(key, 1), cfg)
-  variables = model.init(m, jax.random.fold_in(key, 2), tokens)
-  return m, variables["params"], variables["batch_stats"], tokens, labels
+  variables = _init(m, jax.random.fold_in(key, 2), tokens)
+  return m, variables["params"], variables.get("batch_stats", {}), tokens, labels
 
 
 def test_surface_equals_a_loop_of_single_evaluations(key):
@@ -98,14 +120,14 @@ def test_surface_equals_a_loop_of_single_evaluations(key):
   d2 = directions.filter_normalized_direction(jax.random.key(2), params)
   alphas = jnp.array([-0.5, 0.0, 0.25, 1.0])
   betas = jnp.array([-1.0, 0.0, 0.5])
-  grid = directions.model_surface(m, params, bs, d1, d2, tokens, labels, alphas, betas, 5)
+  grid = _model_surface(m, params, bs, d1, d2, tokens, labels, alphas, betas, 5)
   chex.assert_shape(grid, (4, 3))
   shift = lambda a, b: jax.tree.map(lambda w, u, v: w + a * u + b * v, params, d1, d2)
-  loss_at = jax.jit(lambda a, b: train.eval_loss(m, shift(a, b), bs, tokens, labels))
+  loss_at = jax.jit(lambda a, b: loss.eval_loss(m, shift(a, b), bs, tokens, labels))
   for i, a in enumerate(alphas):
     for j, b in enumerate(betas):
       np.testing.assert_allclose(grid[i, j], loss_at(a, b), rtol=1e-5, err_msg=f"{i}, {j}")
-  unperturbed = train.eval_loss(m, params, bs, tokens, labels)
+  unperturbed = loss.eval_loss(m, params, bs, tokens, labels)
   np.testing.assert_allclose(grid[1, 1], unperturbed, rtol=1e-6)
   assert not np.allclose(grid, grid[1, 1])
 
@@ -116,10 +138,8 @@ def test_surface_row_with_a_zero_second_direction_is_the_1d_slice(key):
   d1 = jax.tree.map(lambda x: x / optax.tree.norm(g), g)  # the reference's global direction
   zero = jax.tree.map(jnp.zeros_like, params)
   alphas = landscape.alphas(7, 0.5)
-  grid = directions.model_surface(
-    m, params, bs, d1, zero, tokens, labels, alphas, jnp.array([0.0, 0.3])
-  )
-  line = landscape.model_slice(m, params, bs, d1, tokens, labels, alphas)
+  grid = _model_surface(m, params, bs, d1, zero, tokens, labels, alphas, jnp.array([0.0, 0.3]))
+  line = _model_slice(m, params, bs, d1, tokens, labels, alphas)
   np.testing.assert_allclose(grid[:, 0], line, rtol=1e-6)
   np.testing.assert_allclose(grid[:, 1], line, rtol=1e-6)  # d2 = 0: beta does nothing
 
@@ -132,7 +152,7 @@ def test_adaptive_sharpness_of_a_quadratic_has_the_known_expectation(key):
   c = {"a": jnp.arange(1.0, 7.0), "b": jnp.full((2, 3), 3.0)}
   centre = jax.tree.map(lambda w: 0.5 * w + 0.1, params)
 
-  def loss(p):
+  def loss_fn(p):
     terms = jax.tree.map(lambda w, ci, mi: 0.5 * jnp.sum(ci * jnp.square(w - mi)), p, c, centre)
     return sum(jax.tree.leaves(terms))
 
@@ -140,14 +160,16 @@ def test_adaptive_sharpness_of_a_quadratic_has_the_known_expectation(key):
   expected = (
     0.5 * rho**2 * sum(jax.tree.leaves(jax.tree.map(lambda w, ci: jnp.sum(ci * w**2), params, c)))
   )
-  res = directions.average_sharpness(loss, params, key, rho=rho, num_samples=4000, chunk_size=500)
+  res = directions.average_sharpness(
+    loss_fn, params, key, rho=rho, num_samples=4000, chunk_size=500
+  )
   chex.assert_shape(res.samples, (4000,))
-  np.testing.assert_allclose(res.base_loss, loss(params), rtol=1e-6)
+  np.testing.assert_allclose(res.base_loss, loss_fn(params), rtol=1e-6)
   assert abs(float(res.sharpness) - float(expected)) < 4 * float(res.stderr)
   assert float(res.stderr) < 0.2 * float(expected)  # the test has power
   # Masking a leaf removes its contribution.
   masked = directions.average_sharpness(
-    loss, params, key, rho=rho, num_samples=4000, chunk_size=500, mask={"a": True, "b": False}
+    loss_fn, params, key, rho=rho, num_samples=4000, chunk_size=500, mask={"a": True, "b": False}
   )
   expected_a = 0.5 * rho**2 * float(jnp.sum(c["a"] * params["a"] ** 2))
   assert abs(float(masked.sharpness) - expected_a) < 4 * float(masked.stderr)
@@ -178,12 +200,18 @@ def test_adaptive_sharpness_is_invariant_to_function_preserving_rescaling(key):
   }
   np.testing.assert_allclose(_relu_net_loss(rescaled), _relu_net_loss(params), rtol=1e-5)
   kw = dict(rho=0.05, num_samples=64)
-  adaptive = directions.average_sharpness(_relu_net_loss, params, key, **kw)
-  adaptive_rescaled = directions.average_sharpness(_relu_net_loss, rescaled, key, **kw)
+  sharpness = jax.jit(
+    lambda p, k, adaptive: directions.average_sharpness(
+      _relu_net_loss, p, k, adaptive=adaptive, **kw
+    ),
+    static_argnums=(2,),
+  )
+  adaptive = sharpness(params, key, True)
+  adaptive_rescaled = sharpness(rescaled, key, True)
   np.testing.assert_allclose(adaptive_rescaled.samples, adaptive.samples, rtol=1e-4, atol=1e-6)
   # The plain (non-adaptive) average sharpness is not invariant.
-  plain = directions.average_sharpness(_relu_net_loss, params, key, adaptive=False, **kw)
-  plain_rescaled = directions.average_sharpness(_relu_net_loss, rescaled, key, adaptive=False, **kw)
+  plain = sharpness(params, key, False)
+  plain_rescaled = sharpness(rescaled, key, False)
   assert abs(float(plain_rescaled.sharpness) / float(plain.sharpness) - 1) > 0.5
   with pytest.raises(ValueError, match=">= 2"):
     directions.average_sharpness(_relu_net_loss, params, key, rho=0.1, num_samples=1)

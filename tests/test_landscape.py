@@ -1,3 +1,5 @@
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -5,16 +7,32 @@ import numpy as np
 import optax
 import pytest
 
-from jaxnorm import config, data, landscape, model, train
+from jaxnorm import config, data, landscape, loss, model, norms, train
+
+NORMS = sorted(norms.REGISTRY)
+
+_init_state = jax.jit(train.init_state, static_argnums=(0, 1))
+_train_steps = jax.jit(train.train_steps, static_argnums=(0, 1, 3, 4))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def _model_slice(
+  m, params, batch_stats, d, tokens, labels, offsets, chunk_size=landscape.DEFAULT_CHUNK
+):
+  """Evaluation-mode loss of `m` on one batch along `d`, one compiled call."""
+  loss_fn = loss.eval_loss_fn(m, batch_stats, tokens, labels)
+  return landscape.loss_slice(loss_fn, params, d, offsets, chunk_size)
 
 
 @pytest.fixture(scope="module")
 def trained():
   cfg = config.TINY.replace(steps=20)
   out = {}
-  for norm in ("layernorm", "batchnorm", "none"):
-    r = train.train(cfg, norm, jax.random.key(0), progress=False)
-    out[norm] = (model.build(cfg, norm), r.state)
+  for norm in NORMS:
+    m = model.build(cfg, norm)
+    state = _init_state(m, cfg.task, jax.random.key(0), cfg.learning_rate_for(norm))
+    state, _ = _train_steps(m, cfg.task, state, cfg.steps, True)
+    out[norm] = (m, state)
   return cfg, out
 
 
@@ -33,16 +51,16 @@ def test_reference_alphas():
   chex.assert_trees_all_equal(landscape.offsets(a), a)
 
 
-@pytest.mark.parametrize("norm", ["layernorm", "batchnorm", "none"])
+@pytest.mark.parametrize("norm", NORMS)
 def test_slice_at_zero_is_the_trained_eval_loss(trained, norm, key):
   cfg, models = trained
   m, state = models[norm]
   tokens, labels = data.batch(key, cfg)
   d = landscape.random_direction(jax.random.key(5), state.params)
-  values = landscape.model_slice(
+  values = _model_slice(
     m, state.params, state.batch_stats, d, tokens, labels, jnp.array([0.0, 0.1])
   )
-  base = train.eval_loss(m, state.params, state.batch_stats, tokens, labels)
+  base = loss.eval_loss(m, state.params, state.batch_stats, tokens, labels)
   np.testing.assert_allclose(values[0], base, rtol=1e-6)
   assert values[1] != values[0]
 
@@ -54,11 +72,9 @@ def test_vmapped_slice_equals_a_python_loop(trained, chunk_size, key):
   tokens, labels = data.batch(key, cfg)
   d = landscape.random_direction(jax.random.key(5), state.params)
   offs = landscape.alphas(7, 0.5)
-  values = landscape.model_slice(
-    m, state.params, state.batch_stats, d, tokens, labels, offs, chunk_size
-  )
+  values = _model_slice(m, state.params, state.batch_stats, d, tokens, labels, offs, chunk_size)
   loop = [
-    train.eval_loss(
+    loss.eval_loss(
       m,
       jax.tree.map(lambda p, u, t=t: p + t * u, state.params, d),
       state.batch_stats,
@@ -76,10 +92,10 @@ def test_cumulative_option_equals_evaluation_at_cumsum(trained, key):
   tokens, labels = data.batch(key, cfg)
   d = landscape.random_direction(jax.random.key(5), state.params)
   a = landscape.alphas(7, 0.5)
-  cumulative = landscape.model_slice(
+  cumulative = _model_slice(
     m, state.params, state.batch_stats, d, tokens, labels, landscape.offsets(a, cumulative=True)
   )
-  at_cumsum = landscape.model_slice(
+  at_cumsum = _model_slice(
     m, state.params, state.batch_stats, d, tokens, labels, jnp.asarray(np.cumsum(np.asarray(a)))
   )
   np.testing.assert_allclose(cumulative, at_cumsum, rtol=1e-5)
@@ -87,7 +103,7 @@ def test_cumulative_option_equals_evaluation_at_cumsum(trained, key):
   params, loop = state.params, []
   for t in np.asarray(a):
     params = jax.tree.map(lambda p, u, t=t: p + t * u, params, d)
-    loop.append(train.eval_loss(m, params, state.batch_stats, tokens, labels))
+    loop.append(loss.eval_loss(m, params, state.batch_stats, tokens, labels))
   np.testing.assert_allclose(cumulative, np.array(loop), rtol=1e-4, atol=1e-5)
 
 
@@ -97,9 +113,7 @@ def test_slice_leaves_batch_stats_untouched(trained, key):
   before = jax.tree.map(np.array, state.batch_stats)
   tokens, labels = data.batch(key, cfg)
   d = landscape.random_direction(key, state.params)
-  landscape.model_slice(
-    m, state.params, state.batch_stats, d, tokens, labels, landscape.alphas(5, 0.5)
-  )
+  _model_slice(m, state.params, state.batch_stats, d, tokens, labels, landscape.alphas(5, 0.5))
   chex.assert_trees_all_equal(before, jax.tree.map(np.array, state.batch_stats))
 
 
@@ -109,3 +123,10 @@ def test_loss_slice_on_a_parabola():
   t = jnp.linspace(-2, 2, 9)
   values = landscape.loss_slice(lambda p: jnp.sum(p["w"] ** 2), {"w": jnp.zeros(2)}, d, t, 4)
   np.testing.assert_allclose(values, t**2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 3, 4, 7, 10])
+def test_chunked_map_equals_vmap_on_a_pytree(chunk_size):
+  xs = {"a": jnp.arange(7.0), "b": jnp.arange(14.0).reshape(7, 2)}
+  f = lambda x: {"s": 2.0 * x["a"], "t": jnp.sum(x["b"]) + x["a"]}
+  chex.assert_trees_all_close(landscape.chunked_map(f, xs, chunk_size), jax.vmap(f)(xs))

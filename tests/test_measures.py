@@ -1,36 +1,55 @@
+"""The table of measures: one entry per reported number, consistent with what is computed."""
+
 import jax
-import numpy as np
+import jax.numpy as jnp
 import pytest
 
-from jaxnorm import cli, config, isotropy, measures, report, results, seeds
+from jaxnorm import analysis, config, keys, landscape, measures, model, train
 
-CFG = config.TINY.replace(steps=10, landscape_points=5)
-
-
-@pytest.fixture(scope="module")
-def run():
-  return seeds.run(CFG, "batchnorm", [3], progress=False)
+CFG = config.TINY.replace(landscape_points=5)
 
 
-def test_measures_of_a_trained_model(run):
-  mcfg = measures.MeasureConfig(lanczos_iterations=8, trace_probes=4, sharpness_samples=4)
-  (m,) = measures.measure(CFG, "batchnorm", run.variables, run.seeds, mcfg)
-  d = CFG.embed_dim
-  assert 1 <= m["effective_rank"] <= d and 1 <= m["stable_rank"] <= d
-  assert 1 <= m["participation_ratio"] <= d and m["condition_number"] >= 1
-  assert isinstance(m["hessian_top_converged"], bool)
-  assert isinstance(m["numerical_rank"], int)
-  for name in (
-    "hessian_top_eigenvalue",
-    "hessian_trace",
-    "adaptive_sharpness",
-    "filter_landscape_max_rise",
-  ):
-    assert np.isfinite(m[name]), name
-  # The isotropy numbers are those of the run's own (uncentered) spectrum.
-  expected = isotropy.from_spectrum(jax.numpy.asarray(run.spectrum[0]))
-  np.testing.assert_allclose(m["effective_rank"], expected.effective_rank, rtol=1e-4)
-  np.testing.assert_allclose(m["stable_rank"], expected.stable_rank, rtol=1e-4)
+def test_the_table_is_well_formed():
+  names = [m.name for m in measures.MEASURES]
+  assert len(names) == len(set(names))
+  for m in measures.MEASURES:
+    assert m.kind in measures.KINDS, m.name
+    assert m.better in ("lower", "higher", None), m.name
+    assert m.label and isinstance(m.unit, str), m.name
+  assert set(measures.BASIC) | set(measures.ANALYZED) == set(names)
+  assert "hessian_trace" in measures.FLATNESS and "effective_rank" in measures.ISOTROPY
+  assert not measures.BY_NAME["hessian_trace"].comparable
+  assert measures.label("no_such_measure") == "no_such_measure"
+
+
+def test_analysis_computes_exactly_the_analyzed_measures():
+  """Every analyzed entry of the table is computed, and nothing else (shapes only)."""
+  m = model.build(CFG, "layernorm")
+  state = jax.eval_shape(lambda: train.init_state(m, CFG.task, jax.random.key(0), 1e-3))
+  alphas = landscape.alphas(CFG.landscape_points, CFG.landscape_range)
+  out = jax.eval_shape(
+    lambda p, b: analysis.analyze(
+      m, CFG.task, measures.MeasureConfig(), p, b, keys.run_keys(0), alphas, alphas
+    ),
+    state.params,
+    state.batch_stats,
+  )
+  assert set(out.measures) == set(measures.ANALYZED)
+  assert all(v.shape == () for v in out.measures.values())
+  assert out.landscape.shape == (CFG.landscape_points,) and out.surface is None
+  without = jax.eval_shape(
+    lambda p, b: analysis.analyze(m, CFG.task, None, p, b, keys.run_keys(0), alphas, alphas),
+    state.params,
+    state.batch_stats,
+  )
+  assert without.measures == {}
+  grid = jnp.linspace(-1.0, 1.0, 4)
+  with_surface = jax.eval_shape(
+    lambda p, b: analysis.analyze(m, CFG.task, None, p, b, keys.run_keys(0), alphas, alphas, grid),
+    state.params,
+    state.batch_stats,
+  )
+  assert with_surface.surface.shape == (4, 4)
 
 
 def test_bad_measure_config():
@@ -38,22 +57,3 @@ def test_bad_measure_config():
     measures.MeasureConfig(trace_probes=1)
   with pytest.raises(ValueError, match="sharpness_rho"):
     measures.MeasureConfig(sharpness_rho=0.0)
-
-
-def test_experiment_writes_measures_and_verdicts(tmp_path):
-  pred = report.flatter(("none",), "none", "a prediction about None")
-  status = cli.main(
-    ["--out", str(tmp_path), "--no-progress", "--norms", "none"],
-    prog="t",
-    description="",
-    default=CFG,
-    default_out="",
-    name="t",
-    title="t",
-    predictions=[pred],
-  )
-  assert status == 0
-  _, summary = results.load(tmp_path)
-  assert np.isfinite(summary["norms"]["none"]["measures"]["hessian_trace"])
-  text = (tmp_path / "measures.md").read_text()
-  assert "| Hessian trace |" in text and "**a prediction about None**" in text

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from jax.scipy.special import erf
 
-from jaxnorm import config, data, model
+from jaxnorm import config, data, model, norms
 
-NORMS = ("layernorm", "batchnorm", "none")
+NORMS = sorted(norms.REGISTRY)
 
 
 def _variables(cfg, norm, key):
@@ -28,7 +28,8 @@ def test_shapes_and_finiteness(norm, key):
   chex.assert_shape(feats, (cfg.batch_size, cfg.seq_len, cfg.embed_dim))
   logits_train, _ = m.apply(variables, tokens, train=True, mutable=["batch_stats"])
   chex.assert_tree_all_finite((logits, feats, logits_train))
-  assert ("batch_stats" in variables) == (norm == "batchnorm")
+  # Only a norm with running statistics (BatchNorm) has a `batch_stats` collection.
+  assert ("batch_stats" in variables) == bool(norms.get(norm).torch_buffers)
 
 
 def test_parameter_shapes_follow_the_reference():
@@ -42,6 +43,7 @@ def test_parameter_shapes_follow_the_reference():
   assert block["attention"]["out_proj"] == {"kernel": (d, d), "bias": (d,)}
   assert block["ffn"]["up"] == {"kernel": (d, 4 * d), "bias": (4 * d,)}
   assert block["ffn"]["down"] == {"kernel": (4 * d, d), "bias": (d,)}
+  assert block["norm1"] == block["norm2"] == {"scale": (d,), "bias": (d,)}  # LayerNorm
   assert shapes["to_vocab"] == {"kernel": (d, v), "bias": (v,)}
   n_params = sum(
     np.prod(s) for s in jax.tree.leaves(shapes, is_leaf=lambda x: isinstance(x, tuple))

@@ -40,7 +40,12 @@ def test_layernorm_output_has_zero_mean_unit_variance_per_token(key):
 def test_layernorm_uses_torch_eps(key):
   x = 1e-3 * jax.random.normal(key, (2, 3, 8))  # variance ~1e-6, comparable to eps
   module = norms.LayerNorm()
-  y = module.apply(module.init(key, x, train=False), x, train=False)
+  variables = module.init(key, x, train=False)
+  # torch.nn.LayerNorm's weight and bias, directly under the norm's own name.
+  chex.assert_trees_all_equal(
+    variables["params"], {"scale": jnp.ones((8,)), "bias": jnp.zeros((8,))}
+  )
+  y = module.apply(variables, x, train=False)
   mean = x.mean(-1, keepdims=True)
   expected = (x - mean) / jnp.sqrt(x.var(-1, keepdims=True) + 1e-5)
   np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)

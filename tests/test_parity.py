@@ -41,7 +41,17 @@ import torch_reference as ref  # noqa: E402  (after the skip: it imports torch)
 # XLA for the (few) cores; it does not change any tolerance.
 torch.set_num_threads(1)
 
-from jaxnorm import config, data, landscape, model, norms, spectrum, torch_compat, train  # noqa: E402
+from jaxnorm import (  # noqa: E402
+  config,
+  data,
+  landscape,
+  loss,
+  model,
+  norms,
+  spectrum,
+  torch_compat,
+  train,
+)
 
 NORMS = ("layernorm", "batchnorm", "none")
 CONFIGS = {"tiny": config.TINY, "paper": config.PAPER}
@@ -93,20 +103,22 @@ def _jax_forward_backward(m, variables, tokens, labels):
   """Eval logits and loss, train logits and loss, grads, updated batch_stats, eval logits
   with those statistics."""
   eval_logits = m.apply(variables, tokens, train=False)
-  eval_loss = train.eval_loss(m, variables["params"], variables["batch_stats"], tokens, labels)
+  eval_loss = loss.eval_loss(m, variables["params"], variables["batch_stats"], tokens, labels)
 
-  def loss_fn(params):  # as in train.train_step
+  def loss_fn(params):  # as loss.training_loss (what train.train_step differentiates)
     logits, updates = m.apply(
       {"params": params, "batch_stats": variables["batch_stats"]},
       tokens,
       train=True,
       mutable=["batch_stats"],
     )
-    return train.cross_entropy(logits, labels), (logits, updates.get("batch_stats", {}))
+    return loss.cross_entropy(logits, labels), (logits, updates.get("batch_stats", {}))
 
-  (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
+  (train_loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    variables["params"]
+  )
   eval_after = m.apply({"params": variables["params"], "batch_stats": stats}, tokens, train=False)
-  return eval_logits, eval_loss, logits, loss, grads, stats, eval_after
+  return eval_logits, eval_loss, logits, train_loss, grads, stats, eval_after
 
 
 def _torch_forward_backward(torch_model, X, Y):
@@ -192,20 +204,18 @@ def test_adam_training_trajectories_match(norm):
   """50 Adam steps, the library's scanned loop vs the notebook's loop, same batches."""
   cfg = config.TINY
   torch_model, m, variables = _pair(cfg, norm, seed=1)
-  tx = train.optimizer(cfg.learning_rate_for(norm))
-  state = train.TrainState(
-    step=jnp.zeros((), jnp.int32),
-    params=variables["params"],
-    batch_stats=variables["batch_stats"],
-    opt_state=tx.init(variables["params"]),
-    data_key=jax.random.key(2),
+  # A fresh Adam state at the norm's learning rate, holding the reference's weights.
+  state = train.init_state(m, cfg.task, jax.random.key(2), cfg.learning_rate_for(norm))
+  state = state._replace(
+    params=variables["params"], batch_stats=variables["batch_stats"], data_key=jax.random.key(2)
   )
-  # The batches train_steps draws: batch t from fold_in(data_key, t).
+  # The batches train.train_steps draws: batch t from fold_in(data_key, t).
   batches = [
     ref.as_torch_batch(*data.batch(jax.random.fold_in(state.data_key, t), cfg))
     for t in range(ADAM_STEPS)
   ]
-  state, losses_j = train.train_steps_jit(m, tx, cfg, state, ADAM_STEPS)
+  train_steps = jax.jit(train.train_steps, static_argnums=(0, 1, 3, 4))
+  state, losses_j = train_steps(m, cfg.task, state, ADAM_STEPS, True)
 
   optimizer = ref.make_optimizer(torch_model, cfg.learning_rate_for(norm))
   losses_t = ref.train_steps(torch_model, optimizer, batches)
@@ -263,11 +273,11 @@ def test_landscape_slice_matches(norm):
   direction_t = torch_compat.params_to_torch(direction, norm)
   direction_t = [torch.from_numpy(direction_t[n]) for n, _ in torch_model.named_parameters()]
   alphas = landscape.alphas(cfg.landscape_points, cfg.landscape_range)
+  loss_fn = loss.eval_loss_fn(m, variables["batch_stats"], tokens, labels)
+  model_slice = jax.jit(lambda p, d, o: landscape.loss_slice(loss_fn, p, d, o))
   for cumulative in (False, True):
     offsets = landscape.offsets(alphas, cumulative=cumulative)
-    losses_j = landscape.model_slice(
-      m, variables["params"], variables["batch_stats"], direction, tokens, labels, offsets
-    )
+    losses_j = model_slice(variables["params"], direction, offsets)
     losses_t = ref.loss_landscape(
       torch_model, direction_t, X, Y, np.asarray(alphas).tolist(), cumulative=cumulative
     )
@@ -286,7 +296,8 @@ def test_activation_spectrum_matches(norm):
     torch_model(ref.as_torch_batch(tokens, labels)[0])  # non-trivial BatchNorm statistics
   variables = torch_compat.from_torch(torch_model.state_dict(), norm)
   tokens, labels = data.batch(jax.random.key(6), cfg)
-  s_j = spectrum.activation_spectrum(m, variables["params"], variables["batch_stats"], tokens)
+  activation_spectrum = jax.jit(spectrum.activation_spectrum, static_argnums=0)
+  s_j = activation_spectrum(m, variables["params"], variables["batch_stats"], tokens)
   s_t = ref.activation_spectrum(torch_model, ref.as_torch_batch(tokens, labels)[0])
   np.testing.assert_allclose(s_j, s_t, rtol=0, atol=1e-5 * s_t[0])
 
@@ -311,7 +322,7 @@ def test_layernorm_layer_matches_torch(offset, scale, atol):
   with torch.no_grad():
     layer.weight.normal_(1.0, 0.5)
     layer.bias.normal_(0.0, 0.5)
-  params = {"ln": {"scale": layer.weight.detach().numpy(), "bias": layer.bias.detach().numpy()}}
+  params = {"scale": layer.weight.detach().numpy(), "bias": layer.bias.detach().numpy()}
   y_j = norms.LayerNorm().apply({"params": params}, jnp.asarray(x), train=True)
   with torch.no_grad():
     y_t = layer(torch.from_numpy(x)).numpy()
@@ -368,12 +379,12 @@ def test_initialization_matches_pytorch_in_distribution():
   cfg, norm = config.PAPER, "batchnorm"
   torch_model = ref.make_model(cfg, norm, seed=0)
   m = model.build(cfg, norm)
-  variables = model.init(m, jax.random.key(0), jnp.zeros((1, cfg.seq_len), jnp.int32))
+  variables = m.init(jax.random.key(0), jnp.zeros((1, cfg.seq_len), jnp.int32), train=False)
   init_j = torch_compat.to_torch(variables, norm)
   init_t = _numpy_state(torch_model)
   # LayerNorm's initial scale and bias: PyTorch's ones and zeros.
   x = jnp.zeros((1, 1, cfg.embed_dim))
-  ln_j = norms.LayerNorm().init(jax.random.key(0), x, train=False)["params"]["ln"]
+  ln_j = norms.LayerNorm().init(jax.random.key(0), x, train=False)["params"]
   ln_t = torch.nn.LayerNorm(cfg.embed_dim)
   np.testing.assert_array_equal(ln_j["scale"], ln_t.weight.detach().numpy())
   np.testing.assert_array_equal(ln_j["bias"], ln_t.bias.detach().numpy())

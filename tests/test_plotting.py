@@ -1,33 +1,52 @@
 import numpy as np
 import pytest
 
-from jaxnorm import plotting
+from jaxnorm import config, pipeline, plotting
+
+NORMS = ("layernorm", "batchnorm", "none")
 
 
-def _arrays(seeds=None):
-  lead = () if seeds is None else (seeds,)
+def _norm_result(norm, rng, seeds, surface_grid=None, surface=None):
+  """A hand-built NormResult with S = `seeds` seeds: 30 steps, a 7-point slice, K = 16."""
+  return pipeline.NormResult(
+    norm=norm,
+    learning_rate=1e-3,
+    seeds=np.arange(seeds),
+    losses=rng.uniform(0.1, 5, (seeds, 30)),
+    alphas=np.linspace(-0.5, 0.5, 7),
+    offsets=np.linspace(-0.5, 0.5, 7),
+    landscape=rng.uniform(0, 1, (seeds, 7)),
+    base_loss=rng.uniform(0, 1, (seeds,)),
+    spectrum=np.sort(rng.uniform(0.1, 10, (seeds, 16)))[..., ::-1],
+    measures={},
+    surface_grid=surface_grid,
+    surface=surface,
+    variables=None,
+    first_nonfinite_step=np.full(seeds, -1),
+    seconds={"train": 0.0, "analysis": 0.0},
+  )
+
+
+def _result(seeds=1, norm_results=None):
+  """An ExperimentResult of the three reference models (or of `norm_results`)."""
   rng = np.random.default_rng(0)
-  return {
-    norm: {
-      "loss": rng.uniform(0.1, 5, lead + (30,)),
-      "alphas": np.linspace(-0.5, 0.5, 7),
-      "landscape": rng.uniform(0, 1, lead + (7,)),
-      "spectrum": np.sort(rng.uniform(0.1, 10, lead + (16,)))[..., ::-1],
-    }
-    for norm in ("layernorm", "batchnorm", "none")
-  }
+  if norm_results is None:
+    norm_results = {norm: _norm_result(norm, rng, seeds) for norm in NORMS}
+  cfg = config.TINY.replace(norms=tuple(norm_results))
+  spec = pipeline.ExperimentSpec(cfg, num_seeds=seeds, measures=None)
+  return pipeline.ExperimentResult(spec, norm_results, 0.0, {})
 
 
-@pytest.mark.parametrize("seeds", [None, 3])
+@pytest.mark.parametrize("seeds", [1, 3])
 def test_figure2_has_three_panels_with_every_model(seeds, tmp_path):
-  fig = plotting.figure2(_arrays(seeds))
+  fig = plotting.figure2(_result(seeds))
   axes = fig.get_axes()
   assert len(axes) == 3
   for ax in axes:
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["LayerNorm", "BatchNorm", "No Norm"]
   assert axes[0].get_yscale() == axes[2].get_yscale() == "log"
-  assert len(axes[0].collections) == (3 if seeds else 0)  # shaded bands over seeds
+  assert len(axes[0].collections) == (3 if seeds > 1 else 0)  # shaded bands over seeds
   paths = plotting.save_figure(fig, tmp_path / "figure2")
   assert [p.name for p in paths] == ["figure2.png", "figure2.pdf"]
   assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -35,17 +54,24 @@ def test_figure2_has_three_panels_with_every_model(seeds, tmp_path):
 
 
 def test_non_finite_values_still_plot(tmp_path):
-  arrays = _arrays()
-  arrays["none"]["loss"][10:] = np.nan
-  arrays["none"]["landscape"][:] = np.nan
-  plotting.save_figure(plotting.figure2(arrays), tmp_path / "f", formats=("png",))
+  result = _result()
+  result.norms["none"].losses[:, 10:] = np.nan
+  result.norms["none"].landscape[:] = np.nan
+  plotting.save_figure(plotting.figure2(result), tmp_path / "f", formats=("png",))
   assert (tmp_path / "f.png").stat().st_size > 0
 
 
 def test_surfaces_draw_one_contour_panel_per_model(tmp_path):
   a = np.linspace(-1, 1, 5)
   z = a[:, None] ** 2 + 2 * a[None, :] ** 2
-  fig = plotting.surfaces({"layernorm": (a, a, z), "none": (a, a, 3 * z)})
+  rng = np.random.default_rng(0)
+  result = _result(
+    norm_results={
+      "layernorm": _norm_result("layernorm", rng, 1, a, z[None]),
+      "none": _norm_result("none", rng, 1, a, 3 * z[None]),
+    }
+  )
+  fig = plotting.surfaces(result)
   panels = [ax for ax in fig.get_axes() if ax.get_title()]
   assert [ax.get_title().split(":")[0] for ax in panels] == ["LayerNorm", "No Norm"]
   plotting.save_figure(fig, tmp_path / "s", formats=("png",))

@@ -1,14 +1,16 @@
-from jaxnorm import experiment, report
+import numpy as np
+
+from jaxnorm import config, pipeline, report, summary
 
 
 def _stats(values):
-  return experiment.across_seeds(values)
+  return summary.across_seeds(values)
 
 
 def test_one_seed_verdicts_compare_point_values():
   norms = {
-    "a": {"final_loss": 1.0, "measures": {"hessian_trace": 2.0}},
-    "b": {"final_loss": 3.0, "measures": {"hessian_trace": 1.0}},
+    "a": {"final_loss": _stats([1.0]), "hessian_trace": _stats([2.0])},
+    "b": {"final_loss": _stats([3.0]), "hessian_trace": _stats([1.0])},
   }
   p = report.Prediction("a lower", ("a",), "b", "lower", ("final_loss", "hessian_trace"))
   rows = report.judge(p, norms)
@@ -28,30 +30,50 @@ def test_several_seeds_use_confidence_intervals():
 
 
 def test_similar_within_a_factor_of_two_and_missing_data():
-  norms = {"a": {"x": 1.0, "y": None}, "b": {"x": 1.9, "y": 1.0}}
+  norms = {
+    "a": {"x": _stats([1.0]), "y": _stats([None])},
+    "b": {"x": _stats([1.9]), "y": _stats([1.0])},
+  }
   rows = report.judge(report.Prediction("", ("a",), "b", "similar", ("x", "y")), norms)
   assert [r["verdict"] for r in rows] == ["supported (1 seed)", "no data"]
   assert report.judge(report.Prediction("", ("zzz",), "b", "lower", ("x",)), norms) == []
 
 
+def _norm_result(norm, final_loss, landscape_max_rise, measured):
+  """One seed whose final loss, slice rise and measures are the given values."""
+  return pipeline.NormResult(
+    norm=norm,
+    learning_rate=1e-3,
+    seeds=np.array([0]),
+    losses=np.full((1, 5), final_loss),
+    alphas=np.array([-0.5, 0.0, 0.5]),
+    offsets=np.array([-0.5, 0.0, 0.5]),
+    landscape=np.array([[1.0 + landscape_max_rise, 1.0, 1.0]]),
+    base_loss=np.array([1.0]),
+    spectrum=np.array([[4.0, 2.0, 1.0]]),
+    measures={name: np.array([value]) for name, value in measured.items()},
+    surface_grid=None,
+    surface=None,
+    variables=None,
+    first_nonfinite_step=np.array([-1]),
+    seconds={"train": 0.0, "analysis": 0.0},
+  )
+
+
 def test_markdown_has_the_table_and_the_verdicts():
   norms = {
-    "layernorm": {
-      "final_loss": 0.1,
-      "landscape_max_rise": 0.2,
-      "measures": {"hessian_trace": 5.0, "effective_rank": 100.0},
-    },
-    "none": {
-      "final_loss": 0.3,
-      "landscape_max_rise": 0.4,
-      "measures": {"hessian_trace": 9.0, "effective_rank": 50.0},
-    },
+    "layernorm": _norm_result(
+      "layernorm", 0.1, 0.2, {"hessian_trace": 5.0, "effective_rank": 100.0}
+    ),
+    "none": _norm_result("none", 0.3, 0.4, {"hessian_trace": 9.0, "effective_rank": 50.0}),
   }
-  text = report.markdown(
-    {"experiment": "t", "seeds": 1, "norms": norms},
-    [report.flatter(("layernorm",), "none", "LN is flatter")],
-    {"layernorm": "LayerNorm", "none": "No Norm"},
+  spec = pipeline.ExperimentSpec(
+    config.TINY.replace(norms=("layernorm", "none")),
+    name="t",
+    predictions=(report.flatter(("layernorm",), "none", "LN is flatter"),),
+    measures=None,
   )
+  text = report.markdown(pipeline.ExperimentResult(spec, norms, 0.0, {}))
   assert "| measure | LayerNorm | No Norm |" in text
   assert "| Hessian trace | 5 | 9 |" in text
   assert "**LN is flatter**" in text

@@ -1,42 +1,71 @@
 import json
+import shutil
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from jaxnorm import config, model, results, train
+from jaxnorm import config, measures, model, pipeline, results
+
+DATA = Path(__file__).parent / "data"
+MCFG = measures.MeasureConfig(lanczos_iterations=4, trace_probes=2, sharpness_samples=2)
 
 
-def test_save_and_load_round_trip(tmp_path):
-  arrays = {
-    "layernorm": {"loss": np.arange(5, dtype=np.float32), "spectrum": np.ones(3)},
-    "none": {"loss": np.full((2, 5), np.nan), "spectrum": np.zeros((2, 3))},
-  }
-  summary = {"config": results.config_to_dict(config.TINY), "norms": {"none": {"x": None}}}
-  results.save(tmp_path, arrays, summary)
-  loaded, loaded_summary = results.load(tmp_path)
-  assert loaded.keys() == arrays.keys()
-  for norm in arrays:
-    for name in arrays[norm]:
-      np.testing.assert_array_equal(loaded[norm][name], arrays[norm][name])
-  assert loaded_summary == json.loads(json.dumps(summary))  # tuples come back as lists
-  assert results.config_from_dict(loaded_summary["config"]) == config.TINY
+@pytest.fixture(scope="module")
+def result():
+  cfg = config.TINY.replace(steps=6, landscape_points=3, norms=("batchnorm", "none"))
+  spec = pipeline.ExperimentSpec(cfg, num_seeds=2, measures=MCFG, surface_points=2, name="t")
+  return pipeline.run(spec, progress=False)
+
+
+def test_save_and_load_round_trip(tmp_path, result):
+  results.save(tmp_path, result)
+  loaded = results.load(tmp_path)
+  assert loaded.spec.config == result.spec.config and loaded.spec.num_seeds == 2
+  assert list(loaded.norms) == list(result.norms)
+  for norm, r in result.norms.items():
+    again = loaded.norms[norm]
+    for field in ("seeds", "losses", "alphas", "offsets", "landscape", "base_loss", "spectrum"):
+      np.testing.assert_array_equal(getattr(again, field), getattr(r, field), err_msg=field)
+    np.testing.assert_array_equal(again.surface, r.surface)
+    np.testing.assert_array_equal(again.first_nonfinite_step, r.first_nonfinite_step)
+    assert again.measures.keys() == r.measures.keys()
+    for name in r.measures:
+      np.testing.assert_array_equal(again.measures[name], r.measures[name])
+    assert again.learning_rate == r.learning_rate
   assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
 
 
-@pytest.mark.parametrize("norm", ["batchnorm", "none"])
-def test_variables_reload_and_give_the_same_model(tmp_path, norm, key):
-  cfg = config.TINY
-  m = model.build(cfg, norm)
-  state = train.init_state(m, train.optimizer(1e-3), cfg, key)
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  results.save(tmp_path, {}, {}, {norm: variables})
-  loaded = results.load_variables(tmp_path, norm)
-  jax.tree.map(np.testing.assert_array_equal, loaded, jax.device_get(variables))
-  tokens = np.zeros((2, cfg.seq_len), np.int32)
-  np.testing.assert_array_equal(
-    m.apply(loaded, tokens, train=False), m.apply(variables, tokens, train=False)
-  )
+def test_variables_reload_and_give_the_same_model(tmp_path, result):
+  results.save(tmp_path, result)
+  cfg = result.spec.config
+  for norm, r in result.norms.items():
+    loaded = results.load_variables(tmp_path, norm)
+    jax.tree.map(np.testing.assert_array_equal, loaded, r.variables)
+    m = model.build(cfg, norm)
+    tokens = np.zeros((2, cfg.seq_len), np.int32)
+    seed1 = lambda v: jax.tree.map(lambda x: x[1], v)  # noqa: E731
+    np.testing.assert_array_equal(
+      m.apply(seed1(loaded), tokens, train=False), m.apply(seed1(r.variables), tokens, train=False)
+    )
+
+
+@pytest.mark.parametrize("folder, seeds", [("format1_one_seed", 1), ("format1_two_seeds", 2)])
+def test_folders_of_format_1_still_load(folder, seeds):
+  old = DATA / folder
+  loaded = results.load(old)
+  info = json.loads((old / "summary.json").read_text())
+  with np.load(old / "results.npz") as npz:
+    old_loss = npz["none/loss"]
+  r = loaded.norms["none"]
+  assert loaded.spec.num_seeds == seeds and r.seeds.tolist() == list(range(seeds))
+  np.testing.assert_array_equal(r.losses.reshape(old_loss.shape), old_loss)
+  assert r.losses.shape == (seeds, 20) and r.landscape.shape == (seeds, 5)
+  value = info["norms"]["none"]["measures"]["effective_rank"]
+  expected = value["values"] if seeds > 1 else [value]
+  np.testing.assert_allclose(r.measures["effective_rank"], expected)
+  assert r.first_nonfinite_step.tolist() == [-1] * seeds
 
 
 def test_interrupted_write_keeps_the_previous_file(tmp_path):
@@ -54,10 +83,23 @@ def test_interrupted_write_keeps_the_previous_file(tmp_path):
 
 
 def test_load_from_an_empty_folder_says_what_is_missing(tmp_path):
-  with pytest.raises(FileNotFoundError, match="results.npz"):
+  with pytest.raises(results.ResultsError, match="results.npz"):
     results.load(tmp_path)
 
 
-def test_non_finite_numbers_are_refused_in_json(tmp_path):
-  with pytest.raises(ValueError):
-    results.save(tmp_path, {}, {"x": float("nan")})
+def test_load_of_foreign_files_is_a_results_error(tmp_path):
+  shutil.copy(DATA / "format1_one_seed" / "summary.json", tmp_path)
+  (tmp_path / "results.npz").write_bytes(b"not an npz file")
+  with pytest.raises(results.ResultsError, match="cannot read"):
+    results.load(tmp_path)
+
+
+def test_a_diverged_seed_is_saved_as_null_and_loads_as_nan(tmp_path, result):
+  r = result.norms["none"]
+  bad = r._replace(measures={**r.measures, "effective_rank": np.array([np.nan, 3.0])})
+  results.save(tmp_path, result._replace(norms={"none": bad}))
+  info = json.loads((tmp_path / "summary.json").read_text())
+  assert info["norms"]["none"]["effective_rank"]["values"] == [None, 3.0]
+  assert info["norms"]["none"]["effective_rank"]["n"] == 1
+  again = results.load(tmp_path).norms["none"].measures["effective_rank"]
+  assert np.isnan(again[0]) and again[1] == 3.0

@@ -1,3 +1,5 @@
+"""Seeds as a batch axis: vmapped, grouped and sharded runs equal single runs."""
+
 import json
 import os
 import subprocess
@@ -8,11 +10,16 @@ import chex
 import jax
 import numpy as np
 import pytest
-import scipy.stats
 
-from jaxnorm import cli, config, experiment, results, seeds, train
+from jaxnorm import config, keys, model, pipeline, seeds, train
 
 CFG = config.TINY.replace(steps=12, landscape_points=5)
+
+
+def _run(norm, first_seed, num_seeds, **spec):
+  cfg = CFG.replace(norms=(norm,), seed=first_seed)
+  spec = pipeline.ExperimentSpec(cfg, num_seeds=num_seeds, measures=None, **spec)
+  return pipeline.run_norm(spec, norm, progress=False)
 
 
 def _kernels(variables):
@@ -25,11 +32,12 @@ def _kernels(variables):
 
 @pytest.fixture(scope="module")
 def three_seeds():
-  return seeds.run(CFG, "layernorm", [4, 5, 6], chunk_size=5, progress=False)
+  return _run("layernorm", 4, 3, chunk_size=5)
 
 
 def test_shapes(three_seeds):
   r = three_seeds
+  assert r.seeds.tolist() == [4, 5, 6]
   chex.assert_shape(r.losses, (3, CFG.steps))
   chex.assert_shape(r.landscape, (3, CFG.landscape_points))
   chex.assert_shape(r.base_loss, (3,))
@@ -39,7 +47,7 @@ def test_shapes(three_seeds):
 
 
 def test_seed_k_of_many_equals_a_single_run_with_seed_k(three_seeds):
-  single = seeds.run(CFG, "layernorm", [5], chunk_size=7, progress=False)
+  single = _run("layernorm", 5, 1, chunk_size=7)
   np.testing.assert_allclose(three_seeds.losses[1], single.losses[0], rtol=1e-5)
   np.testing.assert_allclose(three_seeds.landscape[1], single.landscape[0], rtol=1e-5)
   np.testing.assert_allclose(three_seeds.spectrum[1], single.spectrum[0], rtol=1e-4)
@@ -51,8 +59,10 @@ def test_seed_k_of_many_equals_a_single_run_with_seed_k(three_seeds):
     atol=1e-6,
   )
   # ... and the plain, un-vmapped training loop from the same seed.
-  plain = train.train(CFG, "layernorm", seeds.experiment_keys(5).train, progress=False)
-  np.testing.assert_allclose(three_seeds.losses[1], plain.losses, rtol=1e-5)
+  m = model.build(CFG, "layernorm")
+  state = train.init_state(m, CFG.task, keys.run_keys(5).train, CFG.learning_rate)
+  _, plain = jax.jit(train.train_steps, static_argnums=(0, 1, 3))(m, CFG.task, state, CFG.steps)
+  np.testing.assert_allclose(three_seeds.losses[1], plain, rtol=1e-5)
 
 
 def test_batchnorm_seed_k_of_many_equals_single_up_to_unidentifiable_biases():
@@ -60,8 +70,8 @@ def test_batchnorm_seed_k_of_many_equals_single_up_to_unidentifiable_biases():
   float32 gradient is rounding noise, which Adam scales to steps of size ~lr. Batched and
   single runs round differently, so those biases (and the running means that track them)
   drift apart by ~lr per step, while the training loss, blind to them, agrees to 1e-5."""
-  many = seeds.run(CFG, "batchnorm", [4, 5], chunk_size=5, progress=False)
-  single = seeds.run(CFG, "batchnorm", [5], chunk_size=7, progress=False)
+  many = _run("batchnorm", 4, 2, chunk_size=5)
+  single = _run("batchnorm", 5, 1, chunk_size=7)
   np.testing.assert_allclose(many.losses[1], single.losses[0], rtol=1e-5)
   chex.assert_trees_all_close(
     _kernels(jax.tree.map(lambda x: x[1], many.variables)),
@@ -74,73 +84,41 @@ def test_batchnorm_seed_k_of_many_equals_single_up_to_unidentifiable_biases():
 
 
 def test_seed_groups_do_not_change_results(three_seeds):
-  grouped = seeds.run(CFG, "layernorm", [4, 5, 6], seeds_per_call=2, progress=False)
+  grouped = _run("layernorm", 4, 3, seeds_per_call=2)
   np.testing.assert_allclose(grouped.losses, three_seeds.losses, rtol=1e-5)
   np.testing.assert_allclose(grouped.landscape, three_seeds.landscape, rtol=1e-5)
 
 
-def test_bad_seed_list():
-  with pytest.raises(ValueError, match="seeds"):
-    seeds.run(CFG, "none", [], progress=False)
+def test_each_seed_trains_at_its_own_learning_rate():
+  """The learning rate is per-seed state: one program trains a group at several rates."""
+  m = model.build(CFG, "none")
+  train_keys = jax.vmap(keys.run_keys)(np.array([0, 0]))
+  states = seeds.init_states(m, CFG.task, train_keys.train, np.array([1e-3, 1e-2], np.float32))
+  _, losses = seeds.train_chunk(m, CFG.task, states, 5)
+  for i, lr in enumerate((1e-3, 1e-2)):
+    alone = train.init_state(m, CFG.task, keys.run_keys(0).train, lr)
+    _, expected = jax.jit(train.train_steps, static_argnums=(0, 1, 3))(m, CFG.task, alone, 5)
+    np.testing.assert_allclose(losses[i], expected, rtol=1e-5)
+  assert not np.allclose(losses[0], losses[1])
 
 
-def test_confidence_interval_known_answer():
-  s = experiment.across_seeds([1.0, 2.0, 3.0, None])
-  assert s["n"] == 3 and s["mean"] == 2.0 and s["std"] == 1.0
-  half = scipy.stats.t.ppf(0.975, 2) / np.sqrt(3)
-  np.testing.assert_allclose(s["ci95"], [2 - half, 2 + half])
-  assert experiment.across_seeds([None])["mean"] is None
-  assert experiment.across_seeds([5.0])["ci95"] == [None, None]
-
-
-def test_cli_with_seeds_writes_seed_axes_and_intervals(tmp_path, capsys):
-  status = cli.main(
-    [
-      "--out",
-      str(tmp_path),
-      "--no-progress",
-      "--no-measures",
-      "--surface",
-      "3",
-      "--seeds",
-      "3",
-      "--norms",
-      "layernorm,none",
-    ],
-    prog="t",
-    description="",
-    default=CFG,
-    default_out="",
-    name="t",
-    title="t",
-  )
-  assert status == 0
-  arrays, summary = results.load(tmp_path)
-  assert arrays["none"]["loss"].shape == (3, CFG.steps)
-  assert arrays["none"]["spectrum"].shape == (3, CFG.embed_dim)
-  final = summary["norms"]["layernorm"]["final_loss"]
-  assert final["n"] == 3 and final["ci95"][0] < final["mean"] < final["ci95"][1]
-  assert summary["norms"]["layernorm"]["seeds"] == [0, 1, 2]
-  assert "±" in capsys.readouterr().out
-  with np.load(tmp_path / "surfaces.npz") as grids:
-    assert grids["none/loss"].shape == (3, 3)
-    np.testing.assert_allclose(grids["none/alphas"], [-CFG.landscape_range, 0, CFG.landscape_range])
-  assert (tmp_path / "surfaces.png").is_file()
-  loaded = results.load_variables(tmp_path, "none")
-  assert jax.tree.leaves(loaded)[0].shape[0] == 3
+def test_padding_repeats_the_first_seed():
+  np.testing.assert_array_equal(seeds.padded(np.array([7, 8, 9]), 4), [7, 8, 9, 7])
+  np.testing.assert_array_equal(seeds.padded(np.array([7, 8]), 2), [7, 8])
 
 
 SHARDED = textwrap.dedent("""
   import json, sys
   import jax, numpy as np
-  from jaxnorm import config, seeds
-  cfg = config.TINY.replace(steps=8, landscape_points=3)
+  from jaxnorm import config, pipeline, seeds
+  cfg = config.TINY.replace(steps=8, landscape_points=3, norms=("layernorm",))
   mesh = seeds.seed_mesh()
   x = seeds.shard_seeds(np.arange(8.0), mesh)
   shares = sorted(s.data.shape[0] for s in x.addressable_shards)
-  r = seeds.run(cfg, "layernorm", [0, 1, 2], chunk_size=4, progress=False)
-  one = seeds.run(cfg, "layernorm", [0, 1, 2], chunk_size=4, progress=False,
-                  mesh=seeds.seed_mesh(jax.devices()[:1]))
+  spec = pipeline.ExperimentSpec(cfg, num_seeds=3, measures=None, chunk_size=4)
+  r = pipeline.run_norm(spec, "layernorm", progress=False)
+  one = pipeline.run_norm(spec, "layernorm", progress=False,
+                          mesh=seeds.seed_mesh(jax.devices()[:1]))
   json.dump({"devices": jax.device_count(), "shares": shares,
              "loss_diff": float(np.abs(r.losses - one.losses).max()),
              "landscape_diff": float(np.abs(r.landscape - one.landscape).max())}, sys.stdout)

@@ -21,7 +21,7 @@ def test_known_spectrum():
 def test_activation_spectrum_of_the_block_output(key):
   cfg = config.TINY
   m = model.build(cfg, "batchnorm")
-  state = train.init_state(m, train.optimizer(1e-3), cfg, key)
+  state = train.init_state(m, cfg.task, key, 1e-3)
   tokens, _ = data.batch(jax.random.key(3), cfg)
   acts = spectrum.block_activations(m, state.params, state.batch_stats, tokens)
   chex.assert_shape(acts, (cfg.batch_size * cfg.seq_len, cfg.embed_dim))

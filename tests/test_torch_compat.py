@@ -6,17 +6,18 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnorm import config, data, model, torch_compat
+from jaxnorm import config, data, model, norms, torch_compat
 
-NORMS = ("layernorm", "batchnorm", "none")
+NORMS = sorted(norms.REGISTRY)
 
 
 def _variables(norm, key):
   cfg = config.TINY
   m = model.build(cfg, norm)
   tokens, _ = data.batch(key, cfg)
-  variables = model.init(m, key, tokens)
-  if norm == "batchnorm":  # non-trivial running statistics
+  variables = m.init(key, tokens, train=False)
+  variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+  if variables["batch_stats"]:  # BatchNorm: non-trivial running statistics
     _, updates = m.apply(variables, tokens, train=True, mutable=["batch_stats"])
     variables = {"params": variables["params"], "batch_stats": updates["batch_stats"]}
   return cfg, variables
@@ -62,12 +63,13 @@ def test_batch_stats_map_to_running_buffers(key):
     assert state_dict[prefix + "num_batches_tracked"].dtype == np.int64
 
 
-def test_params_only_conversion_for_directions(key):
-  _, variables = _variables("batchnorm", key)
+@pytest.mark.parametrize("norm", NORMS)
+def test_params_only_conversion_for_directions(norm, key):
+  _, variables = _variables(norm, key)
   direction = jax.tree.map(lambda p: p * 0 + 1, variables["params"])
-  flat = torch_compat.params_to_torch(direction, "batchnorm")
-  assert list(flat) == torch_compat.torch_names("batchnorm", buffers=False)
-  chex.assert_trees_all_equal(torch_compat.params_from_torch(flat, "batchnorm"), direction)
+  flat = torch_compat.params_to_torch(direction, norm)
+  assert list(flat) == torch_compat.torch_names(norm, buffers=False)
+  chex.assert_trees_all_equal(torch_compat.params_from_torch(flat, norm), direction)
 
 
 def test_wrong_norm_is_a_clear_error(key):

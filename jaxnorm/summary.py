@@ -1,0 +1,90 @@
+"""Numbers across seeds: each measure per seed, then its mean, spread and confidence
+interval, and summary.json. Pure functions of a `pipeline.ExperimentResult`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.stats
+
+from jaxnorm import measures
+
+if TYPE_CHECKING:
+  from jaxnorm.pipeline import ExperimentResult, NormResult
+
+FORMAT = 2  # summary.json / results.npz layout: every per-seed array keeps its seed axis.
+FINAL_LOSS_WINDOW = 100  # final_loss is the mean training loss over the last 100 steps.
+
+
+def per_seed(r: NormResult) -> dict[str, np.ndarray]:
+  """Every measure of `r`, in `measures.MEASURES` order: name -> (S,) float64.
+
+  The basic ones are read off the arrays: final loss (mean of the last 100 steps), the
+  eval loss at alpha = 0, the largest rise over the 1D slice, the top/bottom singular
+  value ratio; the others are `r.measures` (booleans as 0.0 / 1.0).
+  """
+  values = {
+    "final_loss": np.mean(r.losses[:, -FINAL_LOSS_WINDOW:], axis=1),
+    "loss_at_alpha0": r.base_loss,
+    "landscape_max_rise": np.max(r.landscape, axis=1) - r.base_loss,
+    "spectrum_top_bottom_ratio": r.spectrum[:, 0] / r.spectrum[:, -1],
+    **r.measures,
+  }
+  order = [m.name for m in measures.MEASURES if m.name in values]
+  return {name: np.asarray(values[name], dtype=np.float64) for name in order}
+
+
+def across_seeds(values) -> dict[str, Any]:
+  """Mean, sample standard deviation and 95% Student-t confidence interval of the mean
+  over the finite values; n says how many seeds contributed. Non-finite values are
+  listed as None (JSON null)."""
+  listed = [float(v) if v is not None and np.isfinite(v) else None for v in values]
+  finite = np.array([v for v in listed if v is not None], dtype=np.float64)
+  n = len(finite)
+  out: dict[str, Any] = {"mean": None, "std": None, "ci95": [None, None], "n": n, "values": listed}
+  if n:
+    out["mean"] = float(finite.mean())
+  if n > 1:
+    std = float(finite.std(ddof=1))
+    half = float(scipy.stats.t.ppf(0.975, n - 1)) * std / np.sqrt(n)
+    out.update(std=std, ci95=[out["mean"] - half, out["mean"] + half])
+  return out
+
+
+def stats(r: NormResult) -> dict[str, dict[str, Any]]:
+  """`across_seeds` of every measure of `r`."""
+  return {name: across_seeds(v) for name, v in per_seed(r).items()}
+
+
+def config_to_dict(cfg) -> dict[str, Any]:
+  return {field: getattr(cfg, field) for field in cfg.__dataclass_fields__}
+
+
+def summary_dict(result: ExperimentResult) -> dict[str, Any]:
+  """summary.json: the config, per normalization every measure across seeds, the
+  learning rate, divergence, wall times; the versions and devices."""
+  spec = result.spec
+  norms = {}
+  for norm, r in result.norms.items():
+    steps = [int(s) if s >= 0 else None for s in r.first_nonfinite_step]
+    norms[norm] = {
+      **stats(r),
+      "learning_rate": r.learning_rate,
+      "seeds": [int(s) for s in r.seeds],
+      "diverged": bool(r.diverged.any()),
+      "first_nonfinite_step": steps,
+      "seconds": dict(r.seconds),
+    }
+  return {
+    "format": FORMAT,
+    "experiment": spec.name,
+    "title": spec.title,
+    "config": config_to_dict(spec.config),
+    "seeds": spec.num_seeds,
+    "measured": spec.measures is not None,
+    "surface_points": spec.surface_points,
+    "norms": norms,
+    "seconds": {"total": result.seconds},
+    "environment": result.environment,
+  }

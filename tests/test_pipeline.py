@@ -1,0 +1,199 @@
+"""`pipeline.run`: the experiment as a library call, checked against the building blocks."""
+
+import dataclasses
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxnorm import (
+  config,
+  curvature,
+  data,
+  directions,
+  isotropy,
+  keys,
+  landscape,
+  loss,
+  measures,
+  model,
+  norms,
+  pipeline,
+  report,
+  results,
+  summary,
+  torch_compat,
+  train,
+)
+
+CFG = config.TINY.replace(steps=12, landscape_points=5)
+MCFG = measures.MeasureConfig(lanczos_iterations=6, trace_probes=4, sharpness_samples=4)
+
+
+@pytest.fixture(scope="module")
+def measured():
+  """One BatchNorm model, seed 3, with every measure and a 3 x 3 surface."""
+  spec = pipeline.ExperimentSpec(
+    CFG.replace(norms=("batchnorm",), seed=3), measures=MCFG, surface_points=3
+  )
+  return pipeline.run(spec, progress=False)
+
+
+def test_one_seed_keeps_its_seed_axis(measured):
+  r = measured.norms["batchnorm"]
+  assert r.seeds.tolist() == [3]
+  chex.assert_shape(r.losses, (1, CFG.steps))
+  chex.assert_shape((r.landscape, r.base_loss), ((1, CFG.landscape_points), (1,)))
+  chex.assert_shape((r.spectrum, r.surface), ((1, CFG.embed_dim), (1, 3, 3)))
+  assert all(jax.tree.leaves(r.variables)[i].shape[0] == 1 for i in range(3))
+  assert set(r.measures) == set(measures.ANALYZED)
+  assert all(v.shape == (1,) for v in r.measures.values())
+  assert r.first_nonfinite_step.tolist() == [-1]
+
+
+def test_every_number_equals_the_building_blocks_on_the_same_keys(measured):
+  """The result is what training, the slice, the spectrum and each measure give when
+  computed one by one from `keys.run_keys(3)`: nothing is lost or mixed up in between."""
+  r = measured.norms["batchnorm"]
+  k = keys.run_keys(3)
+  m = model.build(CFG, "batchnorm")
+  state = train.init_state(m, CFG.task, k.train, CFG.learning_rate_for("batchnorm"))
+  step = jax.jit(lambda s, t, y: train.train_step(m, s, t, y))
+  losses = []
+  for t in range(CFG.steps):
+    state, value = step(state, *train.training_batch(k.train, t, CFG))
+    losses.append(value)
+  np.testing.assert_allclose(r.losses[0], losses, rtol=1e-5)
+  # The analysis is a function of the trained variables: take the run's own. (Retraining
+  # step by step gives the same losses, but the biases just before a BatchNorm get a zero
+  # gradient in exact arithmetic, and Adam turns their rounding noise into steps ~lr that
+  # differ between the two loops; see test_seeds.)
+  trained = jax.tree.map(lambda x: jnp.asarray(x[0]), r.variables)
+  params, stats = trained["params"], trained["batch_stats"]
+
+  tokens, labels = data.batch(k.landscape_batch, CFG)
+  loss_fn = loss.eval_loss_fn(m, stats, tokens, labels)
+  base = loss_fn(params)
+  np.testing.assert_allclose(r.base_loss[0], base, rtol=1e-5)
+  direction = landscape.random_direction(k.direction, params)
+  by_loop = [
+    loss_fn(jax.tree.map(lambda p, d, a=a: p + a * d, params, direction)) for a in r.alphas
+  ]
+  np.testing.assert_allclose(r.landscape[0], by_loop, rtol=1e-5)
+
+  features = m.apply(
+    {"params": params, "batch_stats": stats},
+    data.batch(k.spectrum_batch, CFG)[0],
+    train=False,
+    method=model.Transformer.features,
+  ).reshape(-1, CFG.embed_dim)
+  s = np.linalg.svd(np.asarray(features, np.float64), compute_uv=False)
+  np.testing.assert_allclose(r.spectrum[0], s, rtol=1e-4, atol=1e-5 * s[0])
+  p = s / s.sum()
+  np.testing.assert_allclose(
+    r.measures["effective_rank"][0], np.exp(-np.sum(p * np.log(p))), rtol=1e-4
+  )
+  centered = isotropy.measures(features, center=True)
+  np.testing.assert_allclose(
+    r.measures["centered_effective_rank"][0], centered.effective_rank, rtol=1e-4
+  )
+
+  top = jax.jit(
+    lambda p: curvature.lanczos(
+      loss_fn, p, k.lanczos, k=1, num_iterations=MCFG.lanczos_iterations, tol=MCFG.lanczos_tol
+    )
+  )(params)
+  np.testing.assert_allclose(r.measures["hessian_top_eigenvalue"][0], top.eigenvalues[0], rtol=1e-3)
+  trace = jax.jit(
+    lambda p: curvature.hutchinson_trace(loss_fn, p, k.trace, num_probes=MCFG.trace_probes)
+  )(params)
+  np.testing.assert_allclose(r.measures["hessian_trace"][0], trace.trace, rtol=1e-3)
+  sharp = jax.jit(
+    lambda p: directions.average_sharpness(
+      loss_fn, p, k.sharpness, rho=MCFG.sharpness_rho, num_samples=MCFG.sharpness_samples
+    )
+  )(params)
+  np.testing.assert_allclose(r.measures["adaptive_sharpness"][0], sharp.sharpness, rtol=1e-3)
+  filt = directions.filter_normalized_direction(k.filter_direction, params)
+  rise = max(loss_fn(jax.tree.map(lambda p, d, a=a: p + a * d, params, filt)) for a in r.alphas)
+  np.testing.assert_allclose(r.measures["filter_landscape_max_rise"][0], rise - base, rtol=1e-3)
+
+  d1 = directions.filter_normalized_direction(k.surface1, params)
+  d2 = directions.filter_normalized_direction(k.surface2, params)
+  corner = jax.tree.map(
+    lambda p, u, v: p + r.surface_grid[0] * u + r.surface_grid[2] * v, params, d1, d2
+  )
+  np.testing.assert_allclose(r.surface[0, 0, 2], loss_fn(corner), rtol=1e-5)
+
+
+def test_summary_and_report_read_the_same_numbers(measured):
+  r = measured.norms["batchnorm"]
+  per_seed = summary.per_seed(r)
+  assert list(per_seed) == [m.name for m in measures.MEASURES]  # every measure, table order
+  np.testing.assert_allclose(per_seed["final_loss"], r.losses[:, -100:].mean(axis=1))
+  np.testing.assert_allclose(per_seed["landscape_max_rise"], r.landscape.max(1) - r.base_loss)
+  text = report.markdown(measured)
+  shown = [m for m in measures.MEASURES if m.shown]
+  assert all(f"| {m.label} |" in text for m in shown)
+  assert f"{per_seed['effective_rank'][0]:.4g}" in text
+
+
+class ScaleNorm(nn.Module):
+  """A throwaway normalization for the test: y = g * x / ||x||, one learned scalar g."""
+
+  @nn.compact
+  def __call__(self, x, train):
+    del train
+    g = self.param("g", nn.initializers.constant(2.0), ())
+    return g * x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_a_new_normalization_needs_only_a_registry_entry(monkeypatch, tmp_path):
+  """Registering a norm is enough for it to be trained, analyzed, converted, saved and
+  reloaded by the existing code."""
+  spec_entry = norms.NormSpec(ScaleNorm, "Scale Norm", "teal", "--", torch_params=(("g", "g"),))
+  monkeypatch.setitem(norms.REGISTRY, "scalenorm", spec_entry)
+  spec = pipeline.ExperimentSpec(
+    CFG.replace(norms=("scalenorm",)), num_seeds=2, measures=MCFG, name="t"
+  )
+  result = pipeline.run(spec, progress=False)
+  r = result.norms["scalenorm"]
+  assert np.isfinite(r.losses).all() and r.losses[:, -3:].mean() < r.losses[:, :3].mean()
+  g = r.variables["params"]["transformer_block"]["norm1"]["g"]
+  assert g.shape == (2,) and not np.allclose(g, 2.0)  # trained, per seed
+  assert set(r.measures) == set(measures.ANALYZED)
+  one = jax.tree.map(lambda x: x[0], r.variables)
+  state_dict = torch_compat.to_torch(one, "scalenorm")
+  assert "transformer_block.norm2.g" in state_dict
+  chex.assert_trees_all_equal(torch_compat.from_torch(state_dict, "scalenorm"), one)
+  results.save(tmp_path, result)
+  again = results.load(tmp_path).norms["scalenorm"]
+  np.testing.assert_array_equal(again.landscape, r.landscape)
+  assert "Scale Norm" in report.terminal_table(result)
+
+
+def test_a_diverged_seed_has_no_measures():
+  cfg = CFG.replace(norms=("none",), learning_rate_overrides=(("none", 1e6),), steps=8)
+  result = pipeline.run(pipeline.ExperimentSpec(cfg, measures=MCFG), progress=False)
+  r = result.norms["none"]
+  assert r.diverged.tolist() == [True]
+  assert all(np.isnan(v).all() for v in r.measures.values())
+  stats = summary.stats(r)
+  assert stats["effective_rank"]["n"] == 0 and stats["effective_rank"]["mean"] is None
+
+
+@pytest.mark.parametrize(
+  "change, field",
+  [
+    ({"num_seeds": 0}, "num_seeds"),
+    ({"surface_points": 0}, "surface_points"),
+    ({"seeds_per_call": -1}, "seeds_per_call"),
+    ({"chunk_size": 1.5}, "chunk_size"),
+  ],
+)
+def test_bad_spec_is_refused_with_the_field_named(change, field):
+  with pytest.raises(ValueError, match=field):
+    dataclasses.replace(pipeline.ExperimentSpec(CFG), **change)
