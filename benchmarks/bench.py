@@ -1,29 +1,35 @@
-"""Side-by-side timings of jaxnorm on the current JAX device, written to BENCHMARKS.md.
+"""jaxnorm against the reference notebook's PyTorch code on the same device, side by side.
 
-    python benchmarks/bench.py            # about 10 minutes on 2 CPU cores
-    python benchmarks/bench.py --quick    # fewer steps and repeats
+    python benchmarks/bench.py                          # the reference configuration
+    python benchmarks/bench.py --steps 400              # shorter whole runs
+    python benchmarks/bench.py --preset tiny --steps 5 --rounds 1   # a smoke run
 
-Everything is measured in one run, medians over repeats, and reported as ratios next to the
-absolute times (absolute seconds on a shared machine are noisy; ratios much less so):
+Everything is measured in one run, on whatever device JAX uses (PyTorch on CUDA when JAX is
+on a GPU, else the CPU), and printed as Markdown tables (also written to --out):
 
-* the machine's dense float32 matrix-product throughput (GFLOP/s), the compute limit;
-* per-step training time at the reference configuration for each normalization: jaxnorm's
-  exact fast path, its full path (the reference's computation), and the PyTorch reference
-  loop (`tests/torch_reference.py`, batch drawn per step as in the notebook) when torch is
-  installed; XLA's FLOPs per step and the fraction of the compute limit reached;
-* compile time of the training loop, the 40-point landscape slice and the spectrum;
-* Experiment 2 at the default configuration, projected from the per-step times measured
-  here plus the measured compile and analysis times, against the reference loop;
-* K seeds trained at once (vmap) against K single runs.
+1. Compile time of every program of a run, per normalization: trace and lower, then XLA
+   compile, ahead of time (`jit(...).lower(...).compile()`), persistent cache off; taken
+   first, before anything else has compiled in the process.
+2. Training step, per normalization: jaxnorm's compiled chunk of steps (`seeds.train_chunk`,
+   one seed) against the notebook's loop (`tests/torch_reference.py`: per-example batch
+   generator, `loss.item()` every step), timed alternately in R rounds (jaxnorm, PyTorch,
+   jaxnorm, PyTorch, ...); the minimum of the rounds.
+3. Whole Experiment 2, each as a fresh process, in this order: `experiments/exp2.py` with an
+   empty persistent compilation cache, the reference (`benchmarks/reference_exp2.py`),
+   `exp2.py` again with the cache it just filled, and `exp2.py --seeds K` with an empty cache.
+
+Nothing else should run on the machine meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
-import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,113 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnorm import config, data, landscape, loss, model, pipeline, spectrum, train
+from jaxnorm import analysis, config, keys, landscape, measures, seeds
+from jaxnorm import model as model_lib
 
 ROOT = Path(__file__).resolve().parents[1]
-NORMS = ("layernorm", "batchnorm", "none")
-
-
-def median_time(fn, repeats: int) -> float:
-  """Median wall time of fn() in seconds; fn must block until its result is ready."""
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
-def matmul_gflops(repeats: int, n: int = 1024) -> float:
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  return 2 * n**3 / median_time(lambda: f(a).block_until_ready(), repeats) / 1e9
-
-
-def step_flops(cfg, norm, fast) -> float:
-  m = model.build(cfg, norm)
-  state = train.init_state(m, cfg.task, jax.random.key(0), cfg.learning_rate_for(norm))
-  tokens, labels = data.batch(jax.random.key(1), cfg)
-  f = jax.jit(lambda s, t, y: train.train_step(m, s, t, y, fast))
-  cost = f.lower(state, tokens, labels).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost["flops"])
-
-
-def jax_train_timing(cfg, norm, fast, chunk, repeats):
-  """(compile seconds, seconds per step) of the scanned training loop."""
-  m = model.build(cfg, norm)
-  state = train.init_state(m, cfg.task, jax.random.key(0), cfg.learning_rate_for(norm))
-  steps = jax.jit(train.train_steps, static_argnums=(0, 1, 3, 4), donate_argnums=(2,))
-  start = time.perf_counter()
-  state, losses = steps(m, cfg.task, state, chunk, fast)
-  losses.block_until_ready()
-  first = time.perf_counter() - start
-  box = [state]
-
-  def run():
-    box[0], losses = steps(m, cfg.task, box[0], chunk, fast)
-    losses.block_until_ready()
-
-  per_step = median_time(run, repeats) / chunk
-  return first - chunk * per_step, per_step
-
-
-def torch_step_time(cfg, norm, steps):
-  sys.path.insert(0, str(ROOT / "tests"))
-  import torch  # noqa: F401
-  import torch_reference as ref
-
-  torch.set_num_threads(os.cpu_count() or 1)
-  m = ref.make_model(cfg, norm, seed=0)
-  opt = ref.make_optimizer(m, cfg.learning_rate_for(norm))
-  rng = np.random.default_rng(0)
-  batches = lambda n: (ref.generate_batch(cfg, rng) for _ in range(n))  # noqa: E731
-  ref.train_steps(m, opt, batches(3))  # warm up
-  times = []
-  for _ in range(3):
-    start = time.perf_counter()
-    ref.train_steps(m, opt, batches(steps))
-    times.append((time.perf_counter() - start) / steps)
-  return statistics.median(times)
-
-
-def analysis_timing(cfg, norm, repeats):
-  """(compile s, run s) for the landscape slice and for the spectrum."""
-  m = model.build(cfg, norm)
-  state = train.init_state(m, cfg.task, jax.random.key(0), 1e-4)
-  tokens, labels = data.batch(jax.random.key(1), cfg)
-  d = landscape.random_direction(jax.random.key(2), state.params)
-  offs = landscape.alphas(cfg.landscape_points, cfg.landscape_range)
-  slice_fn = jax.jit(
-    lambda p, b: landscape.loss_slice(loss.eval_loss_fn(m, b, tokens, labels), p, d, offs)
-  )
-  spectrum_fn = jax.jit(lambda p, b: spectrum.activation_spectrum(m, p, b, tokens))
-  sl = lambda: slice_fn(state.params, state.batch_stats).block_until_ready()  # noqa: E731
-  sp = lambda: spectrum_fn(state.params, state.batch_stats).block_until_ready()  # noqa: E731
-  out = []
-  for f in (sl, sp):
-    start = time.perf_counter()
-    f()
-    first = time.perf_counter() - start
-    run = median_time(f, repeats)
-    out.append((first - run, run))
-  return out
-
-
-def seeds_timing(cfg, norm, k, steps):
-  """Seconds for K seeds in one vmapped run, and for K single runs (compile excluded)."""
-  cfg = cfg.replace(steps=steps, norms=(norm,))
-
-  def run(num_seeds):
-    spec = pipeline.ExperimentSpec(cfg, num_seeds=num_seeds, measures=None, chunk_size=steps)
-    pipeline.run_norm(spec, norm, progress=False)
-
-  run(k)
-  run(1)
-  many = median_time(lambda: run(k), 2)
-  one = median_time(lambda: run(1), 2)
-  return many, k * one
 
 
 def machine() -> str:
@@ -156,97 +59,186 @@ def machine() -> str:
   )
 
 
-def main() -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
-  parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
-  args = parser.parse_args()
-  cfg = config.PAPER
-  chunk, repeats = (10, 3) if args.quick else (40, 5)
-  lines = [
-    f"# Benchmarks\n\nMachine: {machine()}\n",
-    f"Command: `python benchmarks/bench.py{' --quick' if args.quick else ''}`; "
-    f"reference configuration (batch {cfg.batch_size}, D = {cfg.embed_dim}, "
-    f"L = {cfg.seq_len}); medians over {repeats} repeats of {chunk} scanned steps.\n",
-  ]
-  gflops = matmul_gflops(repeats)
-  lines.append(f"Dense float32 matmul throughput (1024^3): {gflops:.0f} GFLOP/s.\n")
-  try:
-    import torch  # noqa: F401
+def torch_device() -> str:
+  return "cuda" if jax.devices()[0].platform == "gpu" else "cpu"
 
-    have_torch = True
-  except ImportError:
-    have_torch = False
-  rows, projected_jax, projected_ref = [], 0.0, 0.0
-  for norm in NORMS:
-    fast_compile, fast_step = jax_train_timing(cfg, norm, True, chunk, repeats)
-    full_compile, full_step = jax_train_timing(cfg, norm, False, chunk, repeats)
-    flops_fast, flops_full = step_flops(cfg, norm, True), step_flops(cfg, norm, False)
-    ref_step = torch_step_time(cfg, norm, max(chunk // 2, 5)) if have_torch else float("nan")
-    (sl_c, sl_r), (sp_c, sp_r) = analysis_timing(cfg, norm, repeats)
-    projected_jax += fast_compile + cfg.steps * fast_step + sl_c + sl_r + sp_c + sp_r
-    projected_ref += cfg.steps * ref_step
-    limit_full = flops_full / (gflops * 1e9)
-    rows.append(
-      (
-        norm,
-        fast_step,
-        full_step,
-        ref_step,
-        flops_fast,
-        flops_full,
-        limit_full,
-        fast_compile,
-        sl_c,
-        sl_r,
-        sp_c,
-        sp_r,
-      )
+
+def _sync(tree) -> None:
+  jax.block_until_ready(tree)
+
+
+def step_times(cfg: config.Config, norm: str, chunk: int, rounds: int) -> tuple[float, float]:
+  """(jaxnorm, PyTorch) seconds per training step: minimum over alternating rounds."""
+  import torch
+
+  sys.path.insert(0, str(ROOT / "tests"))
+  import torch_reference as ref
+
+  device = torch_device()
+  m = model_lib.build(cfg, norm)
+  k = jax.vmap(keys.run_keys)(jnp.arange(1))
+  lr = jnp.full(1, cfg.learning_rate_for(norm), jnp.float32)
+  with jax.default_matmul_precision(cfg.matmul_precision):
+    state = [seeds.init_states(m, cfg.task, k.train, lr)]
+    state[0], losses = seeds.train_chunk(m, cfg.task, state[0], chunk)  # compile, warm up
+  _sync(losses)
+  torch_model = ref.make_model(cfg, norm, seed=0).to(device)
+  optimizer = ref.make_optimizer(torch_model, cfg.learning_rate_for(norm))
+  rng = np.random.default_rng(0)
+
+  def batches(n):
+    return (tuple(t.to(device) for t in ref.generate_batch(cfg, rng)) for _ in range(n))
+
+  ref.train_steps(torch_model, optimizer, batches(3))  # warm up
+  jax_times, torch_times = [], []
+  for _ in range(rounds):
+    start = time.perf_counter()
+    with jax.default_matmul_precision(cfg.matmul_precision):
+      state[0], losses = seeds.train_chunk(m, cfg.task, state[0], chunk)
+    _sync(losses)
+    jax_times.append((time.perf_counter() - start) / chunk)
+    start = time.perf_counter()
+    ref.train_steps(torch_model, optimizer, batches(chunk))
+    if device == "cuda":
+      torch.cuda.synchronize()
+    torch_times.append((time.perf_counter() - start) / chunk)
+  return min(jax_times), min(torch_times)
+
+
+def compile_times(cfg: config.Config, norm: str, chunk: int) -> dict[str, tuple[float, float]]:
+  """Program name -> (trace and lower seconds, XLA compile seconds) for one seed."""
+  m = model_lib.build(cfg, norm)
+  k = jax.vmap(keys.run_keys)(jnp.arange(1))
+  lr = jnp.full(1, cfg.learning_rate_for(norm), jnp.float32)
+  alphas = landscape.alphas(cfg.landscape_points, cfg.landscape_range)
+  out = {}
+
+  def timed(name, fn, *args):
+    start = time.perf_counter()
+    lowered = fn.lower(*args)
+    lowered_at = time.perf_counter()
+    lowered.compile()
+    out[name] = (lowered_at - start, time.perf_counter() - lowered_at)
+
+  with jax.default_matmul_precision(cfg.matmul_precision):
+    state = jax.eval_shape(lambda: seeds.init_states(m, cfg.task, k.train, lr))
+    timed("init_states", seeds.init_states, m, cfg.task, k.train, lr)
+    timed("train_chunk", seeds.train_chunk, m, cfg.task, state, chunk)
+    timed(
+      "analyze_seeds",
+      analysis.analyze_seeds,
+      m,
+      cfg.task,
+      measures.MeasureConfig(),
+      state.params,
+      state.batch_stats,
+      k,
+      alphas,
+      alphas,
     )
-    print(
-      f"{norm}: fast {fast_step * 1e3:.1f} ms, full {full_step * 1e3:.1f} ms, "
-      f"torch {ref_step * 1e3:.1f} ms",
-      flush=True,
-    )
-  lines += [
-    "## Training step\n",
-    "| norm | fast ms/step | full ms/step | PyTorch ms/step | full/fast | PyTorch/fast "
-    "| GFLOP fast | GFLOP full | full: compute limit ms | full: fraction of limit |",
-    "|---|---|---|---|---|---|---|---|---|---|",
+  return out
+
+
+def _timed_process(argv: list[str], env: dict[str, str], timeout: float) -> tuple[float, str]:
+  start = time.perf_counter()
+  proc = subprocess.run(
+    argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout, check=False
+  )
+  seconds = time.perf_counter() - start
+  if proc.returncode != 0:
+    raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+  return seconds, proc.stdout
+
+
+def whole_runs(args, tmp: Path) -> dict[str, float]:
+  """Wall seconds of whole fresh processes (see the module docstring, item 3)."""
+  env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+  exp2 = [sys.executable, "experiments/exp2.py", "--no-progress", "--steps", str(args.steps)]
+  exp2 += ["--preset", args.preset] + (["--norms", args.norms] if args.norms else [])
+  reference = [sys.executable, "benchmarks/reference_exp2.py", "--device", torch_device()]
+  reference += ["--steps", str(args.steps), "--preset", args.preset]
+  reference += ["--norms", args.norms] if args.norms else []
+  t = args.timeout
+  out = {}
+  cache = {**env, "JAXNORM_CACHE_DIR": str(tmp / "cache")}
+  out["jaxnorm, empty cache"], _ = _timed_process(exp2 + ["--out", str(tmp / "a")], cache, t)
+  out["reference"], _ = _timed_process(reference, env, t)
+  out["jaxnorm, warm cache"], _ = _timed_process(exp2 + ["--out", str(tmp / "b")], cache, t)
+  seeds_env = {**env, "JAXNORM_CACHE_DIR": str(tmp / "cache_seeds")}
+  out[f"jaxnorm --seeds {args.seeds}, empty cache"], _ = _timed_process(
+    exp2 + ["--seeds", str(args.seeds), "--out", str(tmp / "c")], seeds_env, t
+  )
+  return out
+
+
+def main() -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--preset", default="paper", choices=sorted(config.PRESETS))
+  p.add_argument("--norms", help="comma-separated; default: the preset's")
+  p.add_argument("--steps", type=int, help="training steps of the whole runs (default: preset's)")
+  p.add_argument("--chunk", type=int, default=100, help="steps per timed training chunk")
+  p.add_argument("--rounds", type=int, default=5, help="alternating rounds per step timing")
+  p.add_argument("--seeds", type=int, default=8, help="K of the --seeds K whole run")
+  p.add_argument("--timeout", type=float, default=900, help="seconds allowed per whole run")
+  p.add_argument("--skip", default="", help="comma-separated sections to skip: step,compile,whole")
+  p.add_argument("--out", help="also write the report to this Markdown file")
+  args = p.parse_args()
+  cfg = config.PRESETS[args.preset]
+  if args.norms:
+    cfg = cfg.replace(norms=tuple(args.norms.split(",")))
+  args.steps = args.steps or cfg.steps
+  skip = set(args.skip.split(",")) - {""}
+  lines = [
+    f"Machine: {machine()}; PyTorch device: {torch_device()}.",
+    "",
+    f"Command: `python benchmarks/bench.py {' '.join(sys.argv[1:])}`; preset {args.preset} "
+    f"(batch {cfg.batch_size}, D = {cfg.embed_dim}, L = {cfg.seq_len}), "
+    f"matmul precision {cfg.matmul_precision}.",
+    "",
   ]
-  for norm, fs, fu, rs, ff, fl, lim, *_ in rows:
-    lines.append(
-      f"| {norm} | {fs * 1e3:.1f} | {fu * 1e3:.1f} | {rs * 1e3:.1f} | {fu / fs:.1f}x "
-      f"| {rs / fs:.1f}x | {ff / 1e9:.3f} | {fl / 1e9:.3f} | {lim * 1e3:.1f} "
-      f"| {lim / fu:.2f} |"
-    )
-  lines += [
-    "\n## Compile and analysis (seconds)\n",
-    "| norm | train loop compile | slice compile | slice (40 points) | spectrum compile "
-    "| spectrum |",
-    "|---|---|---|---|---|---|",
-  ]
-  for norm, *_, fc, slc, slr, spc, spr in rows:
-    lines.append(f"| {norm} | {fc:.1f} | {slc:.1f} | {slr:.3f} | {spc:.1f} | {spr:.3f} |")
-  lines += [
-    "\n## Experiment 2 at the default configuration (3 models x 4000 steps)\n",
-    "Projected from the per-step times above plus measured compile and analysis "
-    "times (no persistent cache):\n",
-    f"- jaxnorm: {projected_jax:.0f} s",
-    f"- PyTorch reference loop: {projected_ref:.0f} s (training only)",
-    f"- ratio: {projected_ref / projected_jax:.1f}x\n",
-  ]
-  k, steps = 8, chunk
-  many, singles = seeds_timing(cfg, "layernorm", k, steps)
-  lines += [
-    f"## Seeds (LayerNorm, {steps} steps each, compile excluded)\n",
-    f"- {k} seeds in one vmapped run: {many:.2f} s",
-    f"- {k} single runs: {singles:.2f} s",
-    f"- ratio: {singles / many:.2f}x\n",
-  ]
-  text = "\n".join(lines) + "\n"
-  Path(args.out).write_text(text)
+  if "compile" not in skip:
+    lines += [
+      "Compile time per program (s; trace + lower / XLA compile; one seed, measures on):",
+      "",
+      "| norm | init_states | train_chunk | analyze_seeds |",
+      "|---|---|---|---|",
+    ]
+    for norm in cfg.norms:
+      times = compile_times(cfg, norm, args.chunk)
+      cells = " | ".join(f"{a:.2f} / {b:.2f}" for a, b in times.values())
+      lines.append(f"| {norm} | {cells} |")
+      print(lines[-1], flush=True)
+    lines.append("")
+  if "step" not in skip:
+    lines += [
+      f"Training step (ms; minimum of {args.rounds} alternating rounds of {args.chunk} steps):",
+      "",
+      "| norm | jaxnorm | reference PyTorch loop | ratio |",
+      "|---|---|---|---|",
+    ]
+    for norm in cfg.norms:
+      jax_s, torch_s = step_times(cfg, norm, args.chunk, args.rounds)
+      lines.append(f"| {norm} | {jax_s * 1e3:.2f} | {torch_s * 1e3:.2f} | {torch_s / jax_s:.1f}x |")
+      print(lines[-1], flush=True)
+    lines.append("")
+  if "whole" not in skip:
+    with tempfile.TemporaryDirectory() as tmp:
+      runs = whole_runs(args, Path(tmp))
+    ref_s = runs["reference"]
+    lines += [
+      f"Whole Experiment 2 ({len(cfg.norms)} models x {args.steps} steps, measures on for "
+      "jaxnorm; fresh processes, wall seconds):",
+      "",
+      "| run | seconds | reference / this |",
+      "|---|---|---|",
+    ]
+    lines += [f"| {name} | {s:.1f} | {ref_s / s:.2f}x |" for name, s in runs.items()]
+    lines.append("")
+  text = "\n".join(lines)
   print(text)
+  if args.out:
+    Path(args.out).write_text(text + "\n")
+  print(json.dumps({"done": True}))
   return 0
 
 

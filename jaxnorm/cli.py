@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jaxnorm import pipeline, plotting, report, results, runtime
-from jaxnorm.config import QUICK, Config
+from jaxnorm.config import MATMUL_PRECISIONS, PRESETS, QUICK, Config
 from jaxnorm.measures import MeasureConfig
 
 EXIT_DIVERGED = 1
@@ -43,6 +43,12 @@ def build_parser(prog: str, description: str, default_out: str) -> argparse.Argu
   )
   p.add_argument("--out", default=default_out, help="output folder")
   p.add_argument(
+    "--preset",
+    choices=sorted(PRESETS),
+    help="start from this named configuration instead of the script's (tiny: a shrunken "
+    "task and model for smoke tests)",
+  )
+  p.add_argument(
     "--quick",
     action="store_true",
     help=f"smoke-run preset: {QUICK.steps} steps, {QUICK.landscape_points} "
@@ -54,6 +60,12 @@ def build_parser(prog: str, description: str, default_out: str) -> argparse.Argu
   p.add_argument("--norms", type=_norm_list, help="comma-separated normalizations")
   p.add_argument("--landscape-points", type=_positive_int, help="points on the 1D slice")
   p.add_argument("--landscape-range", type=float, help="the slice spans [-range, range]")
+  p.add_argument(
+    "--matmul-precision",
+    choices=sorted(MATMUL_PRECISIONS),
+    help="float32 matrix products: highest = full float32 on every backend, as PyTorch "
+    "(default); high / default = TF32 on NVIDIA GPUs, bfloat16 passes on TPUs",
+  )
   p.add_argument(
     "--landscape-cumulative",
     action="store_true",
@@ -98,8 +110,9 @@ def build_parser(prog: str, description: str, default_out: str) -> argparse.Argu
 
 
 def config_from_args(args: argparse.Namespace, default: Config) -> Config:
-  """`default` (or QUICK's step counts with --quick) with the given options applied."""
-  cfg = default
+  """`default` (or the --preset, then QUICK's step counts with --quick) with the given
+  options applied."""
+  cfg = PRESETS[args.preset] if args.preset else default
   if args.quick:
     cfg = cfg.replace(steps=QUICK.steps, landscape_points=QUICK.landscape_points)
   changes = {
@@ -109,6 +122,7 @@ def config_from_args(args: argparse.Namespace, default: Config) -> Config:
     "norms": args.norms,
     "landscape_points": args.landscape_points,
     "landscape_range": args.landscape_range,
+    "matmul_precision": args.matmul_precision,
   }
   cfg = cfg.replace(**{k: v for k, v in changes.items() if v is not None})
   if args.landscape_cumulative:

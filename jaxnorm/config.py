@@ -13,6 +13,12 @@ import math
 from jaxnorm import data, norms
 
 PAPER_NORMS = ("layernorm", "batchnorm", "none")
+# What each `Config.matmul_precision` means for float32 matrix products (jax.lax.Precision).
+MATMUL_PRECISIONS = {
+  "highest": "full float32 everywhere, as PyTorch on CPU and CUDA (the default; faithful)",
+  "high": "NVIDIA GPUs: TF32 (10-bit mantissa); TPUs: 3-pass bfloat16 (about float32)",
+  "default": "the backend's fastest: TF32 on NVIDIA GPUs, 1-pass bfloat16 on TPUs; CPU: float32",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +45,10 @@ class Config:
   landscape_cumulative: bool = False
   norms: tuple[str, ...] = PAPER_NORMS
   seed: int = 0
+  # Float32 matrix products: "highest" computes them in full float32 on every backend, as
+  # PyTorch does; "high" and "default" allow faster, less precise products on GPUs and TPUs
+  # (see MATMUL_PRECISIONS).
+  matmul_precision: str = "highest"
 
   def __post_init__(self):
     validate(self)
@@ -129,6 +139,8 @@ def validate(cfg: Config) -> None:
     _fail(
       "batch_size", cfg.batch_size, "must be >= 2 with a batch-statistics normalization (batchnorm)"
     )
+  if cfg.matmul_precision not in MATMUL_PRECISIONS:
+    _fail("matmul_precision", cfg.matmul_precision, f"choose from {sorted(MATMUL_PRECISIONS)}")
   if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
     _fail("seed", cfg.seed, "must be an integer >= 0")
 

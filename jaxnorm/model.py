@@ -18,6 +18,11 @@ reference uses, since Flax's defaults differ:
 
 Flax kernels are (in, out), the transpose of PyTorch's (out, in) weights;
 `jaxnorm.torch_compat` converts between the two.
+
+Every matrix product runs at the model's `precision` (`Config.matmul_precision`, default
+"highest": full float32, as PyTorch computes float32 matmuls). XLA's own default on NVIDIA
+GPUs is TF32 (a 10-bit mantissa for the products), which would make the model compute
+something other than the reference; `None` ("default") leaves the choice to the backend.
 """
 
 from __future__ import annotations
@@ -45,10 +50,14 @@ def torch_linear_bias_init(fan_in: int) -> nn.initializers.Initializer:
   return init
 
 
-def torch_linear(features: int, fan_in: int, name: str) -> nn.Dense:
+Precision = str | None  # "highest", "high", or None for the backend's default
+
+
+def torch_linear(features: int, fan_in: int, name: str, precision: Precision = None) -> nn.Dense:
   """A Dense layer initialized like `torch.nn.Linear(fan_in, features)`."""
   return nn.Dense(
     features,
+    precision=precision,
     kernel_init=torch_linear_kernel_init,
     bias_init=torch_linear_bias_init(fan_in),
     name=name,
@@ -64,16 +73,23 @@ class SelfAttention(nn.Module):
 
   embed_dim: int
   num_heads: int
+  precision: Precision = None
 
   def setup(self):
     d = self.embed_dim
     # Xavier over PyTorch's stacked (3D, D) weight: fan_in = D, fan_out = 3D. Flax's
     # (D, 3D) kernel has the same fans, so xavier_uniform gives the same bound.
     self.in_proj = nn.Dense(
-      3 * d, kernel_init=nn.initializers.xavier_uniform(), bias_init=nn.initializers.zeros
+      3 * d,
+      kernel_init=nn.initializers.xavier_uniform(),
+      bias_init=nn.initializers.zeros,
+      precision=self.precision,
     )
     self.out_proj = nn.Dense(
-      d, kernel_init=torch_linear_kernel_init, bias_init=nn.initializers.zeros
+      d,
+      kernel_init=torch_linear_kernel_init,
+      bias_init=nn.initializers.zeros,
+      precision=self.precision,
     )
 
   def attend(self, q_BxQxD: jax.Array, k_BxLxD: jax.Array, v_BxLxD: jax.Array) -> jax.Array:
@@ -82,9 +98,10 @@ class SelfAttention(nn.Module):
     h = self.num_heads
     split = lambda t: t.reshape(t.shape[0], t.shape[1], h, d // h)  # noqa: E731
     q_BxQxHxK, k_BxLxHxK, v_BxLxHxK = split(q_BxQxD), split(k_BxLxD), split(v_BxLxD)
-    logits_BxHxQxL = jnp.einsum("bqhk,blhk->bhql", q_BxQxHxK, k_BxLxHxK) / math.sqrt(d // h)
+    scores_BxHxQxL = jnp.einsum("bqhk,blhk->bhql", q_BxQxHxK, k_BxLxHxK, precision=self.precision)
+    logits_BxHxQxL = scores_BxHxQxL / math.sqrt(d // h)
     att_BxHxQxL = jax.nn.softmax(logits_BxHxQxL, axis=-1)
-    out_BxQxHxK = jnp.einsum("bhql,blhk->bqhk", att_BxHxQxL, v_BxLxHxK)
+    out_BxQxHxK = jnp.einsum("bhql,blhk->bqhk", att_BxHxQxL, v_BxLxHxK, precision=self.precision)
     return self.out_proj(out_BxQxHxK.reshape(b, n_q, d))
 
   def attend_counts(
@@ -104,7 +121,8 @@ class SelfAttention(nn.Module):
     q_BxQxHxK = q_BxQxD.reshape(b, n_q, h, d // h)
     k_VxHxK = k_VxD.reshape(-1, h, d // h)
     v_VxHxK = v_VxD.reshape(-1, h, d // h)
-    logits_BxHxQxV = jnp.einsum("bqhk,vhk->bhqv", q_BxQxHxK, k_VxHxK) / math.sqrt(d // h)
+    scores_BxHxQxV = jnp.einsum("bqhk,vhk->bhqv", q_BxQxHxK, k_VxHxK, precision=self.precision)
+    logits_BxHxQxV = scores_BxHxQxV / math.sqrt(d // h)
     counts_Bx1x1xV = counts_BxV[:, None, None, :]
     present = counts_Bx1x1xV > 0
     # Softmax is shift-invariant, so the shift carries no gradient (as in jax.nn.softmax).
@@ -114,7 +132,7 @@ class SelfAttention(nn.Module):
     # Absent rows get exp(-inf) = 0, with a zero gradient, even where their logit is large.
     e_BxHxQxV = counts_Bx1x1xV * jnp.exp(jnp.where(present, logits_BxHxQxV - m, -jnp.inf))
     att_BxHxQxV = e_BxHxQxV / jnp.sum(e_BxHxQxV, axis=-1, keepdims=True)
-    out_BxQxHxK = jnp.einsum("bhqv,vhk->bqhk", att_BxHxQxV, v_VxHxK)
+    out_BxQxHxK = jnp.einsum("bhqv,vhk->bqhk", att_BxHxQxV, v_VxHxK, precision=self.precision)
     return self.out_proj(out_BxQxHxK.reshape(b, n_q, d))
 
   def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
@@ -126,11 +144,12 @@ class FeedForward(nn.Module):
   """`nn.Sequential(nn.Linear(D, 4D), nn.GELU(), nn.Linear(4D, D))`."""
 
   embed_dim: int
+  precision: Precision = None
 
   def setup(self):
     d = self.embed_dim
-    self.up = torch_linear(4 * d, fan_in=d, name="up")
-    self.down = torch_linear(d, fan_in=4 * d, name="down")
+    self.up = torch_linear(4 * d, fan_in=d, name="up", precision=self.precision)
+    self.down = torch_linear(d, fan_in=4 * d, name="down", precision=self.precision)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.down(nn.gelu(self.up(x), approximate=False))
@@ -142,11 +161,12 @@ class Block(nn.Module):
   embed_dim: int
   num_heads: int
   norm: str
+  precision: Precision = None
 
   def setup(self):
     make_norm = norms.get(self.norm).make
-    self.attention = SelfAttention(self.embed_dim, self.num_heads)
-    self.ffn = FeedForward(self.embed_dim)
+    self.attention = SelfAttention(self.embed_dim, self.num_heads, self.precision)
+    self.ffn = FeedForward(self.embed_dim, self.precision)
     self.norm1 = make_norm()
     self.norm2 = make_norm()
 
@@ -185,13 +205,16 @@ class Transformer(nn.Module):
   embed_dim: int
   num_heads: int
   norm: str
+  precision: Precision = None
 
   def setup(self):
     self.token_embeddings = nn.Embed(
       self.vocab_size, self.embed_dim, embedding_init=nn.initializers.normal(1.0)
     )
-    self.transformer_block = Block(self.embed_dim, self.num_heads, self.norm)
-    self.to_vocab = torch_linear(self.vocab_size, fan_in=self.embed_dim, name="to_vocab")
+    self.transformer_block = Block(self.embed_dim, self.num_heads, self.norm, self.precision)
+    self.to_vocab = torch_linear(
+      self.vocab_size, fan_in=self.embed_dim, name="to_vocab", precision=self.precision
+    )
 
   def _qkv_table(self) -> tuple[jax.Array, jax.Array, jax.Array]:
     """q, k, v of every vocabulary entry, each (V, D): the embedding table projected once."""
@@ -254,4 +277,5 @@ def last_token_is_exact(norm: str, train: bool) -> bool:
 def build(cfg: Config, norm: str) -> Transformer:
   """The Experiment 2 model with normalization `norm` at the sizes of `cfg`."""
   norms.get(norm)
-  return Transformer(cfg.vocab_size, cfg.embed_dim, cfg.num_heads, norm)
+  precision = None if cfg.matmul_precision == "default" else cfg.matmul_precision
+  return Transformer(cfg.vocab_size, cfg.embed_dim, cfg.num_heads, norm, precision)

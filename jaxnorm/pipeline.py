@@ -116,7 +116,7 @@ def run(
   """Trains and analyzes every normalization of `spec` over its seeds."""
   start = time.perf_counter()
   mesh = mesh or seeds.seed_mesh()
-  norms = {norm: run_norm(spec, norm, progress=progress, mesh=mesh) for norm in spec.config.norms}
+  norms = {n: run_norm(spec, n, progress=progress, mesh=mesh) for n in spec.config.norms}
   return ExperimentResult(spec, norms, time.perf_counter() - start, runtime.environment())
 
 
@@ -124,9 +124,17 @@ def run_norm(
   spec: ExperimentSpec, norm: str, *, progress: bool = True, mesh: Mesh | None = None
 ) -> NormResult:
   """Trains the `norm` model for every seed of `spec`, `seeds_per_call` at a time, and
-  analyzes each group as soon as it is trained."""
+  analyzes each group as soon as it is trained.
+
+  Every program is traced under `jax.default_matmul_precision(config.matmul_precision)`, so
+  the analysis (Lanczos' orthogonalization, the SVD) computes at the model's precision.
+  """
+  with jax.default_matmul_precision(spec.config.matmul_precision):
+    return _run_norm(spec, norm, progress, mesh or seeds.seed_mesh())
+
+
+def _run_norm(spec: ExperimentSpec, norm: str, progress: bool, mesh: Mesh) -> NormResult:
   cfg = spec.config
-  mesh = mesh or seeds.seed_mesh()
   model = model_lib.build(cfg, norm)
   lr = cfg.learning_rate_for(norm)
   all_seeds = np.asarray(spec.seeds, dtype=np.int64)

@@ -135,18 +135,18 @@ def test_seeds_surface_and_measures_are_written(tmp_path, capsys):
   cfg = config.TINY.replace(steps=12, landscape_points=5)
   args = ["--out", str(tmp_path), *IN_PROCESS, "--surface", "3", "--seeds", "3"]
   status = cli.main(
-    [*args, "--norms", "layernorm,none"],
+    [*args, "--norms", "none"],
     **{**TEST_SCRIPT, "default": cfg},
-    predictions=[cli.report.flatter(("layernorm",), "none", "a prediction")],
+    predictions=[cli.report.flatter(("none",), "none", "a prediction")],
   )
   assert status == 0
   loaded = results.load(tmp_path)
   assert loaded.norms["none"].losses.shape == (3, cfg.steps)
   assert loaded.norms["none"].surface.shape == (3, 3, 3)
   summary = json.loads((tmp_path / "summary.json").read_text())
-  final = summary["norms"]["layernorm"]["final_loss"]
+  final = summary["norms"]["none"]["final_loss"]
   assert final["n"] == 3 and final["ci95"][0] < final["mean"] < final["ci95"][1]
-  assert summary["norms"]["layernorm"]["seeds"] == [0, 1, 2]
+  assert summary["norms"]["none"]["seeds"] == [0, 1, 2]
   assert "±" in capsys.readouterr().out
   assert (tmp_path / "surfaces.png").is_file()
   text = (tmp_path / "measures.md").read_text()

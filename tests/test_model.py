@@ -1,4 +1,5 @@
 import math
+import re
 
 import chex
 import jax
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from jax.scipy.special import erf
 
-from jaxnorm import config, data, model, norms
+from jaxnorm import config, data, loss, model, norms
 
 NORMS = sorted(norms.REGISTRY)
 
@@ -130,3 +131,31 @@ def test_no_positional_encoding_and_no_mask(norm, key):
 def test_unknown_norm_fails_at_build():
   with pytest.raises(ValueError, match="unknown normalization"):
     model.build(config.TINY, "groupnorm")
+
+
+def _dot_precisions(fn, *args) -> list[str]:
+  """The precision of every dot_general in the lowered program of fn(*args)."""
+  text = jax.jit(fn).lower(*args).as_text()
+  return re.findall(r"dot_general.*?precision = \[(\w+), \w+\]", text)
+
+
+@pytest.mark.parametrize("precision", ["highest", "high", "default"])
+def test_every_matmul_runs_at_the_configured_precision(precision, key):
+  """With no jax.default_matmul_precision set, the model's own products (forward and
+  backward, fast and full paths) carry Config.matmul_precision; "default" leaves them
+  to the backend (TF32 on NVIDIA GPUs)."""
+  cfg = config.TINY.replace(matmul_precision=precision)
+  m = model.build(cfg, "batchnorm")
+  tokens, labels = data.batch(key, cfg)
+  variables = m.init(key, tokens, train=False)
+
+  def grads(params, fast):
+    return jax.grad(lambda p: loss.eval_loss(m, p, variables["batch_stats"], tokens, labels, fast))(
+      params
+    )
+
+  for fast in (True, False):
+    found = _dot_precisions(lambda p, fast=fast: grads(p, fast), variables["params"])
+    assert len(found) >= 10
+    expected = "DEFAULT" if precision == "default" else precision.upper()
+    assert set(found) == {expected}, found

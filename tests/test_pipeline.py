@@ -33,25 +33,24 @@ CFG = config.TINY.replace(steps=12, landscape_points=5)
 MCFG = measures.MeasureConfig(lanczos_iterations=6, trace_probes=4, sharpness_samples=4)
 
 
-@pytest.fixture(scope="module")
-def measured():
-  """One BatchNorm model, seed 3, with every measure and a 3 x 3 surface."""
-  spec = pipeline.ExperimentSpec(
-    CFG.replace(norms=("batchnorm",), seed=3), measures=MCFG, surface_points=3
-  )
-  return pipeline.run(spec, progress=False)
+@pytest.fixture
+def measured(measured_result):
+  """BatchNorm and No Norm, seeds 3 and 4, every measure and a 3 x 3 surface (conftest)."""
+  assert measured_result.spec.config == CFG.replace(norms=("batchnorm", "none"), seed=3)
+  assert measured_result.spec.measures == MCFG
+  return measured_result
 
 
-def test_one_seed_keeps_its_seed_axis(measured):
+def test_every_array_keeps_the_seed_axis(measured):
   r = measured.norms["batchnorm"]
-  assert r.seeds.tolist() == [3]
-  chex.assert_shape(r.losses, (1, CFG.steps))
-  chex.assert_shape((r.landscape, r.base_loss), ((1, CFG.landscape_points), (1,)))
-  chex.assert_shape((r.spectrum, r.surface), ((1, CFG.embed_dim), (1, 3, 3)))
-  assert all(jax.tree.leaves(r.variables)[i].shape[0] == 1 for i in range(3))
+  assert r.seeds.tolist() == [3, 4]
+  chex.assert_shape(r.losses, (2, CFG.steps))
+  chex.assert_shape((r.landscape, r.base_loss), ((2, CFG.landscape_points), (2,)))
+  chex.assert_shape((r.spectrum, r.surface), ((2, CFG.embed_dim), (2, 3, 3)))
+  assert all(leaf.shape[0] == 2 for leaf in jax.tree.leaves(r.variables))
   assert set(r.measures) == set(measures.ANALYZED)
-  assert all(v.shape == (1,) for v in r.measures.values())
-  assert r.first_nonfinite_step.tolist() == [-1]
+  assert all(v.shape == (2,) for v in r.measures.values())
+  assert r.first_nonfinite_step.tolist() == [-1, -1]
 
 
 def test_every_number_equals_the_building_blocks_on_the_same_keys(measured):
@@ -138,7 +137,7 @@ def test_summary_and_report_read_the_same_numbers(measured):
   text = report.markdown(measured)
   shown = [m for m in measures.MEASURES if m.shown]
   assert all(f"| {m.label} |" in text for m in shown)
-  assert f"{per_seed['effective_rank'][0]:.4g}" in text
+  assert f"{np.mean(per_seed['effective_rank']):.4g}" in text
 
 
 class ScaleNorm(nn.Module):
@@ -180,7 +179,8 @@ def test_a_diverged_seed_has_no_measures():
   result = pipeline.run(pipeline.ExperimentSpec(cfg, measures=MCFG), progress=False)
   r = result.norms["none"]
   assert r.diverged.tolist() == [True]
-  assert all(np.isnan(v).all() for v in r.measures.values())
+  chex.assert_shape((r.losses, r.base_loss), ((1, 8), (1,)))  # one seed keeps its axis too
+  assert all(v.shape == (1,) and np.isnan(v).all() for v in r.measures.values())
   stats = summary.stats(r)
   assert stats["effective_rank"]["n"] == 0 and stats["effective_rank"]["mean"] is None
 

@@ -6,17 +6,15 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnorm import config, measures, model, pipeline, results
+from jaxnorm import model, results
 
 DATA = Path(__file__).parent / "data"
-MCFG = measures.MeasureConfig(lanczos_iterations=4, trace_probes=2, sharpness_samples=2)
 
 
-@pytest.fixture(scope="module")
-def result():
-  cfg = config.TINY.replace(steps=6, landscape_points=3, norms=("batchnorm", "none"))
-  spec = pipeline.ExperimentSpec(cfg, num_seeds=2, measures=MCFG, surface_points=2, name="t")
-  return pipeline.run(spec, progress=False)
+@pytest.fixture
+def result(measured_result):
+  """Two norms, two seeds, every measure and a surface (conftest)."""
+  return measured_result
 
 
 def test_save_and_load_round_trip(tmp_path, result):
