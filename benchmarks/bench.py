@@ -27,6 +27,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -139,18 +141,34 @@ def compile_times(cfg: config.Config, norm: str, chunk: int) -> dict[str, tuple[
   return out
 
 
-def _timed_process(argv: list[str], env: dict[str, str], timeout: float) -> tuple[float, str]:
+def _timed_process(
+  name: str, argv: list[str], env: dict[str, str], timeout: float, logs: Path | None
+) -> float | str:
+  """Wall seconds of a fresh process, or why it has none; its output goes to logs/name.log."""
   start = time.perf_counter()
-  proc = subprocess.run(
-    argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout, check=False
-  )
+  try:
+    proc = subprocess.run(
+      argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout, check=False
+    )
+  except subprocess.TimeoutExpired:
+    return f"timed out after {timeout:.0f} s"
   seconds = time.perf_counter() - start
+  if logs is not None:
+    (logs / f"{name}.log").write_text(proc.stdout + proc.stderr)
   if proc.returncode != 0:
-    raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr[-2000:]}")
-  return seconds, proc.stdout
+    return f"exit status {proc.returncode}"
+  return seconds
 
 
-def whole_runs(args, tmp: Path) -> dict[str, float]:
+def compile_log(text: str) -> dict[str, float]:
+  """Program -> summed XLA compile seconds, from a JAX_LOG_COMPILES=1 log."""
+  total: dict[str, float] = {}
+  for name, seconds in re.findall(r"Finished XLA compilation of (\S+) in ([0-9.e+-]+) sec", text):
+    total[name] = total.get(name, 0.0) + float(seconds)
+  return total
+
+
+def whole_runs(args, tmp: Path, logs: Path | None) -> dict[str, float | str]:
   """Wall seconds of whole fresh processes (see the module docstring, item 3)."""
   env = {**os.environ, "PYTHONUNBUFFERED": "1"}
   exp2 = [sys.executable, "experiments/exp2.py", "--no-progress", "--steps", str(args.steps)]
@@ -159,16 +177,21 @@ def whole_runs(args, tmp: Path) -> dict[str, float]:
   reference += ["--steps", str(args.steps), "--preset", args.preset]
   reference += ["--norms", args.norms] if args.norms else []
   t = args.timeout
-  out = {}
-  cache = {**env, "JAXNORM_CACHE_DIR": str(tmp / "cache")}
-  out["jaxnorm, empty cache"], _ = _timed_process(exp2 + ["--out", str(tmp / "a")], cache, t)
-  out["reference"], _ = _timed_process(reference, env, t)
-  out["jaxnorm, warm cache"], _ = _timed_process(exp2 + ["--out", str(tmp / "b")], cache, t)
+  cold = {**env, "JAXNORM_CACHE_DIR": str(tmp / "cache"), "JAX_LOG_COMPILES": "1"}
+  warm = {**cold, "JAX_LOG_COMPILES": "0"}
   seeds_env = {**env, "JAXNORM_CACHE_DIR": str(tmp / "cache_seeds")}
-  out[f"jaxnorm --seeds {args.seeds}, empty cache"], _ = _timed_process(
-    exp2 + ["--seeds", str(args.seeds), "--out", str(tmp / "c")], seeds_env, t
-  )
-  return out
+  return {
+    "jaxnorm, empty cache": _timed_process(
+      "exp2_cold", exp2 + ["--out", str(tmp / "a")], cold, t, logs
+    ),
+    "reference": _timed_process("reference", reference, env, t, logs),
+    "jaxnorm, warm cache": _timed_process(
+      "exp2_warm", exp2 + ["--out", str(tmp / "b")], warm, t, logs
+    ),
+    f"jaxnorm --seeds {args.seeds}, empty cache": _timed_process(
+      "exp2_seeds", exp2 + ["--seeds", str(args.seeds), "--out", str(tmp / "c")], seeds_env, t, logs
+    ),
+  }
 
 
 def main() -> int:
@@ -182,6 +205,7 @@ def main() -> int:
   p.add_argument("--timeout", type=float, default=900, help="seconds allowed per whole run")
   p.add_argument("--skip", default="", help="comma-separated sections to skip: step,compile,whole")
   p.add_argument("--out", help="also write the report to this Markdown file")
+  p.add_argument("--logs", help="folder for the whole runs' output (and summary.json files)")
   args = p.parse_args()
   cfg = config.PRESETS[args.preset]
   if args.norms:
@@ -222,8 +246,13 @@ def main() -> int:
       print(lines[-1], flush=True)
     lines.append("")
   if "whole" not in skip:
+    logs = Path(args.logs) if args.logs else None
+    if logs:
+      logs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-      runs = whole_runs(args, Path(tmp))
+      runs = whole_runs(args, Path(tmp), logs)
+      if logs and (Path(tmp) / "a" / "summary.json").is_file():
+        shutil.copy(Path(tmp) / "a" / "summary.json", logs / "summary_cold.json")
     ref_s = runs["reference"]
     lines += [
       f"Whole Experiment 2 ({len(cfg.norms)} models x {args.steps} steps, measures on for "
@@ -232,7 +261,18 @@ def main() -> int:
       "| run | seconds | reference / this |",
       "|---|---|---|",
     ]
-    lines += [f"| {name} | {s:.1f} | {ref_s / s:.2f}x |" for name, s in runs.items()]
+    for name, s in runs.items():
+      ratio = f"{ref_s / s:.2f}x" if isinstance(s, float) and isinstance(ref_s, float) else "-"
+      lines.append(f"| {name} | {s if isinstance(s, str) else f'{s:.1f}'} | {ratio} |")
+    if logs and (logs / "exp2_cold.log").is_file():
+      compiled = compile_log((logs / "exp2_cold.log").read_text())
+      top = sorted(compiled.items(), key=lambda kv: -kv[1])[:6]
+      lines += [
+        "",
+        f"XLA compile seconds inside the empty-cache run (JAX_LOG_COMPILES=1; all programs: "
+        f"{sum(compiled.values()):.1f} s, overlapping in threads): "
+        + ", ".join(f"{name} {sec:.1f}" for name, sec in top),
+      ]
     lines.append("")
   text = "\n".join(lines)
   print(text)

@@ -9,7 +9,8 @@ Steps, each a separate process bounded in time:
 2. `benchmarks/bench.py`: compile time per program, the training step against the
    reference's PyTorch loop on the same device, and whole Experiment 2 runs (empty and warm
    compilation cache, `--seeds 8`) against the reference's whole run.
-Logs and the benchmark's tables go to --out; the last lines printed are the summary table.
+Logs, the benchmark's tables (bench.md) and the whole runs' output (logs/) go to --out; the
+last lines printed, also in summary.md, are the summary table and the benchmark's tables.
 Exit status 0 when every step finished and passed.
 """
 
@@ -33,7 +34,19 @@ TESTS = [
   "tests/test_model.py",
 ]
 TINY_TESTS = ["tests/test_model.py", "-k", "precision"]
-TINY_BENCH = ["--preset", "tiny", "--steps", "5", "--chunk", "5", "--rounds", "1", "--seeds", "2"]
+TINY_BENCH = [
+  "--preset",
+  "tiny",
+  "--norms",
+  "none",
+  "--steps",
+  "5",
+  "--chunk",
+  "5",
+  "--rounds",
+  "1",
+]
+TINY_BENCH += ["--seeds", "2"]
 
 
 def run_step(name: str, argv: list[str], timeout: float, out: Path) -> tuple[str, float, str]:
@@ -73,6 +86,7 @@ def main() -> int:
   if not args.tiny and importlib.util.find_spec("xdist"):
     tests += ["-n", "4"]
   bench = [sys.executable, "benchmarks/bench.py", "--out", str(out / "bench.md")]
+  bench += ["--logs", str(out / "logs")]
   bench += TINY_BENCH if args.tiny else []
   rows = []
   status, seconds, text = run_step("tests", tests, args.test_timeout, out)

@@ -13,6 +13,10 @@ one evaluation loss (`loss.eval_loss_fn` on the landscape batch, evaluation mode
 `analyze_seeds` is the same vmapped over a leading seed axis and jitted: the model, the
 task and the measure settings are static; the slice offsets and the grid are arrays, so
 only their lengths (not the landscape range) select the program.
+
+Compile time is a cost here like run time: every loss at perturbed parameters (both slices,
+the sharpness samples, the surface) comes from one `landscape.losses_at` loop, and the
+Hessian estimators share one linearization, so the program holds few copies of the model.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxnorm import curvature, data, directions, isotropy, landscape, loss, spectrum
 from jaxnorm import model as model_lib
@@ -60,18 +65,74 @@ def analyze(
   tokens_BxL, labels_B = data.batch(keys.landscape_batch, task)
   loss_fn = loss.eval_loss_fn(model, batch_stats, tokens_BxL, labels_B)
   base = loss_fn(params)
-  direction = landscape.random_direction(keys.direction, params)
-  landscape_P = landscape.loss_slice(loss_fn, params, direction, offsets_P)
+  perturbed = _perturbed_losses(mcfg, loss_fn, params, keys, offsets_P, alphas_P, surface_grid_A)
   spectrum_tokens_BxL, _ = data.batch(keys.spectrum_batch, task)
   acts_NxD = spectrum.block_activations(model, params, batch_stats, spectrum_tokens_BxL)
   s_K = spectrum.singular_values(acts_NxD)
-  measured = _measures(mcfg, loss_fn, params, base, keys, alphas_P, acts_NxD, s_K) if mcfg else {}
+  measured = {}
+  if mcfg is not None:
+    measured = _measures(mcfg, loss_fn, params, base, keys, perturbed, acts_NxD, s_K)
   surface = None
   if surface_grid_A is not None:
-    d1 = directions.filter_normalized_direction(keys.surface1, params)
-    d2 = directions.filter_normalized_direction(keys.surface2, params)
-    surface = directions.loss_surface(loss_fn, params, d1, d2, surface_grid_A, surface_grid_A)
-  return Analysis(landscape_P, base, s_K, measured, surface)
+    surface = perturbed["surface"].reshape(surface_grid_A.shape[0], surface_grid_A.shape[0])
+  return Analysis(perturbed["landscape"], base, s_K, measured, surface)
+
+
+def _perturbed_losses(
+  mcfg: MeasureConfig | None,
+  loss_fn: loss.LossFn,
+  params: PyTree,
+  keys: RunKeys,
+  offsets_P: jax.Array,
+  alphas_P: jax.Array,
+  surface_grid_A: jax.Array | None,
+) -> dict[str, jax.Array]:
+  """Every loss at perturbed parameters in one `landscape.losses_at` call (so the model is
+  compiled into one loop, not one per measure): the global-norm slice ("landscape"); with
+  measures, the filter-normalized slice ("filter") and the adaptive-sharpness samples
+  ("sharpness"); with a grid, the 2D slice ("surface", flattened row-major)."""
+  fixed = {"global": landscape.random_direction(keys.direction, params)}
+  if mcfg is not None:
+    fixed["filter"] = directions.filter_normalized_direction(
+      keys.filter_direction, params, policy_1d=mcfg.filter_policy_1d
+    )
+  if surface_grid_A is not None:
+    fixed["surface1"] = directions.filter_normalized_direction(keys.surface1, params)
+    fixed["surface2"] = directions.filter_normalized_direction(keys.surface2, params)
+  names = list(fixed)
+
+  def block(coefficients_NxK: jax.Array, columns: list[str]) -> jax.Array:
+    out_NxM = jnp.zeros((coefficients_NxK.shape[0], len(names)))
+    for k, name in enumerate(columns):
+      out_NxM = out_NxM.at[:, names.index(name)].set(coefficients_NxK[:, k])
+    return out_NxM
+
+  blocks = {"landscape": block(offsets_P[:, None], ["global"])}
+  if mcfg is not None:
+    blocks["filter"] = block(alphas_P[:, None], ["filter"])
+  if surface_grid_A is not None:
+    grid_Gx2 = directions.surface_coefficients(surface_grid_A, surface_grid_A)
+    blocks["surface"] = block(grid_Gx2, ["surface1", "surface2"])
+  coefficients = jnp.concatenate(list(blocks.values()))
+  points, scale = landscape.Points(coefficients), None
+  if mcfg is not None:
+    sharp = directions.sharpness_points(keys.sharpness, mcfg.sharpness_samples, len(names))
+    blocks["sharpness"] = sharp.coefficients
+    n_fixed = coefficients.shape[0]
+    points = landscape.Points(
+      jnp.concatenate([coefficients, sharp.coefficients]),
+      jnp.concatenate([jnp.zeros((n_fixed,)), sharp.noise]),  # no noise on the slices
+      jnp.concatenate([jax.random.split(keys.sharpness, n_fixed), sharp.keys]),
+    )
+    scale = directions.sharpness_scale(params, mcfg.sharpness_rho)
+  losses_N = landscape.losses_at(loss_fn, params, points, tuple(fixed.values()), scale)
+  ends = np.cumsum([b.shape[0] for b in blocks.values()])
+  return dict(zip(blocks, _split(losses_N, ends), strict=True))
+
+
+def _split(x_N: jax.Array, ends: np.ndarray) -> list[jax.Array]:
+  starts = [0, *ends[:-1]]
+  return [x_N[int(a) : int(b)] for a, b in zip(starts, ends, strict=True)]
 
 
 def _measures(
@@ -80,21 +141,24 @@ def _measures(
   params: PyTree,
   base_loss: jax.Array,
   keys: RunKeys,
-  alphas_P: jax.Array,
+  perturbed: dict[str, jax.Array],
   acts_NxD: jax.Array,
   s_K: jax.Array,
 ) -> dict[str, jax.Array]:
+  hvp_flat = curvature.flat_hvp(loss_fn, params)  # one linearization for both estimators
   top = curvature.lanczos(
-    loss_fn, params, keys.lanczos, k=1, num_iterations=mcfg.lanczos_iterations, tol=mcfg.lanczos_tol
+    loss_fn,
+    params,
+    keys.lanczos,
+    k=1,
+    num_iterations=mcfg.lanczos_iterations,
+    tol=mcfg.lanczos_tol,
+    hvp_flat=hvp_flat,
   )
-  trace = curvature.hutchinson_trace(loss_fn, params, keys.trace, num_probes=mcfg.trace_probes)
-  sharp = directions.average_sharpness(
-    loss_fn, params, keys.sharpness, rho=mcfg.sharpness_rho, num_samples=mcfg.sharpness_samples
+  trace = curvature.hutchinson_trace(
+    loss_fn, params, keys.trace, num_probes=mcfg.trace_probes, hvp_flat=hvp_flat
   )
-  filter_direction = directions.filter_normalized_direction(
-    keys.filter_direction, params, policy_1d=mcfg.filter_policy_1d
-  )
-  filter_slice_P = landscape.loss_slice(loss_fn, params, filter_direction, alphas_P)
+  sharp = directions.sharpness_result(perturbed["sharpness"], base_loss)
   raw = isotropy.from_spectrum(s_K, isotropy.default_rtol(acts_NxD.shape, acts_NxD.dtype))
   centered = isotropy.measures(acts_NxD, center=True)
   out = {
@@ -105,7 +169,7 @@ def _measures(
     "hessian_trace_stderr": trace.stderr,
     "adaptive_sharpness": sharp.sharpness,
     "adaptive_sharpness_stderr": sharp.stderr,
-    "filter_landscape_max_rise": jnp.max(filter_slice_P) - base_loss,
+    "filter_landscape_max_rise": jnp.max(perturbed["filter"]) - base_loss,
   }
   for prefix, m in (("", raw), ("centered_", centered)):
     for name in (

@@ -33,6 +33,16 @@ def _positive_int(text: str) -> int:
   return value
 
 
+def _nonnegative_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+  if value < 0:
+    raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+  return value
+
+
 def _norm_list(text: str) -> tuple[str, ...]:
   return tuple(name.strip() for name in text.split(",") if name.strip())
 
@@ -99,6 +109,12 @@ def build_parser(prog: str, description: str, default_out: str) -> argparse.Argu
     "--no-measures",
     action="store_true",
     help="skip the Hessian, sharpness and isotropy measures (measures.md)",
+  )
+  p.add_argument(
+    "--compile-workers",
+    type=_nonnegative_int,
+    help="threads that compile the run's programs ahead of time, while the device trains "
+    "(default: one per CPU core; 0: compile each program when first needed)",
   )
   p.add_argument(
     "--no-compilation-cache",
@@ -189,7 +205,7 @@ def main(
   print(f"{name}: {len(cfg.norms)} models x {cfg.steps} steps; results -> {out.resolve()}")
   if not args.no_compilation_cache:
     runtime.enable_compilation_cache()
-  result = pipeline.run(spec, progress=not args.no_progress)
+  result = pipeline.run(spec, progress=not args.no_progress, compile_workers=args.compile_workers)
   results.save(out, result)
   paths = plotting.save_figure(plotting.figure2(result), out / "figure2")
   _print_outputs(result, paths)

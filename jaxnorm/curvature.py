@@ -107,6 +107,7 @@ def lanczos(
   num_iterations: int = 50,
   which: str = "largest",
   tol: float | jax.Array = 1e-3,
+  hvp_flat: tuple[Callable[[jax.Array], jax.Array], int] | None = None,
 ) -> LanczosResult:
   """Top-k eigenpairs of the Hessian of `loss_fn` at `params` by Lanczos.
 
@@ -128,6 +129,8 @@ def lanczos(
     which: "largest" (algebraically largest, the sharpness at a minimum) or "magnitude"
       (largest |lambda|, what power iteration finds, e.g. PyHessian).
     tol: relative residual below which a pair counts as converged.
+    hvp_flat: `flat_hvp(loss_fn, params)`, when the caller already built it (to share one
+      linearization, and its compiled forward and backward pass, with `hutchinson_trace`).
 
   Returns:
     LanczosResult; the residuals are recomputed with k extra HVPs, not the cheap Lanczos
@@ -135,7 +138,7 @@ def lanczos(
   """
   if which not in WHICH:
     raise ValueError(f"which={which!r} is invalid; choose from {WHICH}")
-  matvec, p = flat_hvp(loss_fn, params)
+  matvec, p = hvp_flat or flat_hvp(loss_fn, params)
   flat_P, unravel = ravel_pytree(params)
   m = min(num_iterations, p)
   if not 1 <= k <= m:
@@ -197,16 +200,17 @@ def hutchinson_trace(
   *,
   num_probes: int = 100,
   chunk_size: int | None = 16,
+  hvp_flat: tuple[Callable[[jax.Array], jax.Array], int] | None = None,
 ) -> TraceResult:
   """tr(H) ~ (1/n) sum_i z_i^T H z_i, z_i i.i.d. Rademacher (+-1) over all P parameters.
 
   Unbiased (Hutchinson 1989); Var(z^T H z) = 2 sum_{i != j} H_ij^2 (Avron and Toledo
   2011), so a diagonal H is recovered exactly by any probe. Probes run `chunk_size` at a
-  time under vmap (None: all at once), bounding memory.
+  time under vmap (None: all at once), bounding memory. `hvp_flat` as in `lanczos`.
   """
   if num_probes < 2:
     raise ValueError(f"num_probes={num_probes} must be >= 2 to estimate a standard error")
-  matvec, p = flat_hvp(loss_fn, params)
+  matvec, p = hvp_flat or flat_hvp(loss_fn, params)
   dtype = ravel_pytree(params)[0].dtype
 
   def sample(probe_key):

@@ -110,15 +110,16 @@ def loss_surface(
   Entry [i, j] is at a = alphas_A[i], b = betas_B[j]. The A * B points are flattened and
   evaluated by vmap, `chunk_size` at a time (None: all at once), so memory stays bounded.
   """
+  points = landscape.Points(surface_coefficients(alphas_A, betas_B))
+  pair = (direction1, direction2)
+  losses_G = landscape.losses_at(loss_fn, params, points, pair, None, chunk_size)
+  return losses_G.reshape(alphas_A.shape[0], betas_B.shape[0])
+
+
+def surface_coefficients(alphas_A: jax.Array, betas_B: jax.Array) -> jax.Array:
+  """(A * B, 2): row i * B + j is (alphas[i], betas[j])."""
   n_a, n_b = alphas_A.shape[0], betas_B.shape[0]
-  a_G = jnp.repeat(alphas_A, n_b)
-  b_G = jnp.tile(betas_B, n_a)
-
-  def at(ab):
-    a, b = ab
-    return loss_fn(jax.tree.map(lambda p, u, v: p + a * u + b * v, params, direction1, direction2))
-
-  return landscape.chunked_map(at, (a_G, b_G), chunk_size).reshape(n_a, n_b)
+  return jnp.stack([jnp.repeat(alphas_A, n_b), jnp.tile(betas_B, n_a)], axis=1)
 
 
 class SharpnessResult(NamedTuple):
@@ -167,19 +168,38 @@ def average_sharpness(
   if num_samples < 2:
     raise ValueError(f"num_samples={num_samples} must be >= 2 to estimate a standard error")
   base = loss_fn(params)
+  points = sharpness_points(key, num_samples, 0)
+  scale = sharpness_scale(params, rho, adaptive, mask)
+  losses_N = landscape.losses_at(loss_fn, params, points, (), scale, chunk_size)
+  return sharpness_result(losses_N, base)
 
-  def sample(sample_key):
-    z = gaussian_direction(sample_key, params)
-    delta = jax.tree.map(lambda w, z: rho * (jnp.abs(w) if adaptive else 1.0) * z, params, z)
-    if mask is not None:
-      delta = jax.tree.map(lambda d, m: d * jnp.asarray(m, d.dtype), delta, mask)
-    return loss_fn(jax.tree.map(jnp.add, params, delta)) - base
 
-  samples_N = landscape.chunked_map(sample, jax.random.split(key, num_samples), chunk_size)
+def sharpness_points(key: jax.Array, num_samples: int, num_directions: int) -> landscape.Points:
+  """The Monte Carlo points of the average sharpness (`landscape.Points` with zero
+  coefficients on `num_directions` fixed directions): sample i uses split(key, n)[i]."""
+  return landscape.Points(
+    jnp.zeros((num_samples, num_directions)),
+    jnp.ones((num_samples,)),
+    jax.random.split(key, num_samples),
+  )
+
+
+def sharpness_scale(params: PyTree, rho, adaptive: bool = True, mask: PyTree | None = None):
+  """The noise scale of the average sharpness: rho * |w| (adaptive) or rho, times `mask`."""
+  scale = jax.tree.map(lambda w: rho * (jnp.abs(w) if adaptive else jnp.ones_like(w)), params)
+  if mask is not None:
+    scale = jax.tree.map(lambda c, m: c * jnp.asarray(m, c.dtype), scale, mask)
+  return scale
+
+
+def sharpness_result(losses_N: jax.Array, base_loss: jax.Array) -> SharpnessResult:
+  """The estimate from the losses at the Monte Carlo points and the unperturbed loss."""
+  samples_N = losses_N - base_loss
+  n = samples_N.shape[0]
   return SharpnessResult(
     sharpness=jnp.mean(samples_N),
-    stderr=jnp.std(samples_N, ddof=1) / jnp.sqrt(num_samples),
+    stderr=jnp.std(samples_N, ddof=1) / jnp.sqrt(n),
     samples=samples_N,
-    base_loss=base,
-    num_samples=jnp.asarray(num_samples, jnp.int32),
+    base_loss=base_loss,
+    num_samples=jnp.asarray(n, jnp.int32),
   )

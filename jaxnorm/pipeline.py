@@ -16,15 +16,18 @@ Saving (`results`), the figure (`plotting`), `measures.md` and the terminal tabl
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
+import os
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from jaxnorm import analysis, keys, landscape, runtime, seeds, train
@@ -110,13 +113,148 @@ class ExperimentResult(NamedTuple):
   environment: dict[str, Any]  # versions and devices (`runtime.environment`)
 
 
+class Programs(NamedTuple):
+  """The compiled programs of one normalization for groups of S seeds (`compile_programs`):
+  called with their array arguments only (the static ones are compiled in)."""
+
+  init: Callable  # (train_keys_S, learning_rates_S) -> states_S
+  train: dict[int, Callable]  # chunk length n -> (states_S) -> (states_S, losses_SxN); donates
+  analyze: Callable | None  # (params_S, batch_stats_S, keys_S, offsets, alphas, grid) -> Analysis
+
+
+class _Group(NamedTuple):
+  """The inputs of one group of seeds, padded to a multiple of the device count."""
+
+  mesh: Mesh  # the devices the seed axis is split over
+  size: int  # S, padded
+  keys: keys.RunKeys  # leaves (S, ...), sharded over the seed axis
+  learning_rates: jax.Array  # (S,) float32, sharded
+
+
+def _group(spec: ExperimentSpec, norm: str, group_seeds: np.ndarray, mesh: Mesh) -> _Group:
+  padded = seeds.padded(group_seeds, mesh.size)
+  keys_S = seeds.shard_seeds(jax.vmap(keys.run_keys)(jnp.asarray(padded)), mesh)
+  lr = spec.config.learning_rate_for(norm)
+  lrs_S = seeds.shard_seeds(jnp.full(len(padded), lr, jnp.float32), mesh)
+  return _Group(mesh, len(padded), keys_S, lrs_S)
+
+
+def _states(group: _Group, init_program) -> Any:
+  """The abstract training states of `group`, every leaf split over the seed axis (what
+  `seeds.shard_seeds` makes of the init program's output)."""
+  sharding = NamedSharding(group.mesh, PartitionSpec(seeds.SEED_AXIS))
+  return jax.tree.map(
+    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), init_program.out_info
+  )
+
+
+def _groups(spec: ExperimentSpec, mesh: Mesh) -> list[np.ndarray]:
+  """The seeds of each compiled call: `seeds_per_call` (rounded up to a multiple of the
+  device count) at a time."""
+  all_seeds = np.asarray(spec.seeds, dtype=np.int64)
+  per_call = spec.seeds_per_call or len(all_seeds)
+  per_call = mesh.size * math.ceil(per_call / mesh.size)
+  return [all_seeds[i : i + per_call] for i in range(0, len(all_seeds), per_call)]
+
+
+def _slice_axes(spec: ExperimentSpec) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+  """(offsets, alphas, surface grid or None) of the analysis."""
+  cfg = spec.config
+  alphas = landscape.alphas(cfg.landscape_points, cfg.landscape_range)
+  offsets = landscape.offsets(alphas, cfg.landscape_cumulative)
+  grid = landscape.alphas(spec.surface_points, cfg.landscape_range) if spec.surface_points else None
+  return offsets, alphas, grid
+
+
+def _chunk_lengths(spec: ExperimentSpec) -> set[int]:
+  steps, chunk = spec.config.steps, spec.chunk_size
+  return {min(chunk, steps)} | ({steps % chunk} if steps > chunk and steps % chunk else set())
+
+
+def compile_training(spec: ExperimentSpec, norm: str, group: _Group) -> Programs:
+  """Compiles, ahead of time, the init program and a training program per chunk length
+  for `group`'s shapes and shardings (`analyze` left None: see `compile_analysis`)."""
+  cfg = spec.config
+  model = model_lib.build(cfg, norm)
+  with jax.default_matmul_precision(cfg.matmul_precision):
+    init = seeds.init_states.lower(model, cfg.task, group.keys.train, group.learning_rates)
+    init = init.compile()
+    states = _states(group, init)
+    train_programs = {
+      n: seeds.train_chunk.lower(model, cfg.task, states, n).compile()
+      for n in sorted(_chunk_lengths(spec))
+    }
+  return Programs(init, train_programs, None)
+
+
+def compile_analysis(spec: ExperimentSpec, norm: str, group: _Group, trained: Programs):
+  """Compiles, ahead of time, the analysis of `group`'s trained states."""
+  cfg = spec.config
+  model = model_lib.build(cfg, norm)
+  states = _states(group, trained.init)
+  with jax.default_matmul_precision(cfg.matmul_precision):
+    lowered = analysis.analyze_seeds.lower(
+      model,
+      cfg.task,
+      spec.measures,
+      states.params,
+      states.batch_stats,
+      group.keys,
+      *_slice_axes(spec),
+    )
+    return lowered.compile()
+
+
 def run(
-  spec: ExperimentSpec, *, progress: bool = True, mesh: Mesh | None = None
+  spec: ExperimentSpec,
+  *,
+  progress: bool = True,
+  mesh: Mesh | None = None,
+  compile_workers: int | None = None,
 ) -> ExperimentResult:
-  """Trains and analyzes every normalization of `spec` over its seeds."""
+  """Trains and analyzes every normalization of `spec` over its seeds.
+
+  Every program of the run (init, training chunks, analysis, per normalization and group
+  size) is compiled ahead of time by `compile_workers` threads (default: one per CPU core,
+  at most one per program), in the order they are needed, while the device trains: XLA
+  compiles on the host's cores, one core per program, so on an accelerator the compile
+  time of the later programs hides behind the training of the first. `compile_workers=0`
+  compiles each program in this thread when it is first needed (`run_norm`), nothing
+  overlapping.
+  """
   start = time.perf_counter()
   mesh = mesh or seeds.seed_mesh()
-  norms = {n: run_norm(spec, n, progress=progress, mesh=mesh) for n in spec.config.norms}
+  if compile_workers == 0:
+    norms = {n: run_norm(spec, n, progress=progress, mesh=mesh) for n in spec.config.norms}
+    return ExperimentResult(spec, norms, time.perf_counter() - start, runtime.environment())
+  groups = {
+    (norm, i): _group(spec, norm, g, mesh)
+    for norm in spec.config.norms
+    for i, g in enumerate(_groups(spec, mesh))
+  }
+  sizes = {}  # one set of programs per (norm, group size)
+  for (norm, _), group in groups.items():
+    sizes.setdefault((norm, group.size), group)
+  workers = compile_workers or max(1, min(2 * len(sizes), os.cpu_count() or 1))
+  with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="compile") as pool:
+    # All training programs first, then the analyses, each waiting for its training
+    # programs' output shapes: FIFO order means a waiting analysis never blocks a training
+    # compile that has not started.
+    trained = {k: pool.submit(compile_training, spec, k[0], g) for k, g in sizes.items()}
+    analyzed = {
+      k: pool.submit(lambda k=k, g=g: compile_analysis(spec, k[0], g, trained[k].result()))
+      for k, g in sizes.items()
+    }
+
+    def programs(norm: str, size: int) -> Programs:
+      return trained[norm, size].result()._replace(analyze=analyzed[norm, size].result)
+
+    norms = {
+      norm: _run_norm(
+        spec, norm, [g for (n, _), g in groups.items() if n == norm], programs, progress
+      )
+      for norm in spec.config.norms
+    }
   return ExperimentResult(spec, norms, time.perf_counter() - start, runtime.environment())
 
 
@@ -124,39 +262,53 @@ def run_norm(
   spec: ExperimentSpec, norm: str, *, progress: bool = True, mesh: Mesh | None = None
 ) -> NormResult:
   """Trains the `norm` model for every seed of `spec`, `seeds_per_call` at a time, and
-  analyzes each group as soon as it is trained.
+  analyzes each group as soon as it is trained; compiles as it goes, in this thread.
 
   Every program is traced under `jax.default_matmul_precision(config.matmul_precision)`, so
   the analysis (Lanczos' orthogonalization, the SVD) computes at the model's precision.
   """
-  with jax.default_matmul_precision(spec.config.matmul_precision):
-    return _run_norm(spec, norm, progress, mesh or seeds.seed_mesh())
+  mesh = mesh or seeds.seed_mesh()
+  groups = [_group(spec, norm, g, mesh) for g in _groups(spec, mesh)]
+  compiled: dict[int, Programs] = {}
+
+  def programs(_: str, size: int) -> Programs:
+    if size not in compiled:
+      group = next(g for g in groups if g.size == size)
+      trained = compile_training(spec, norm, group)
+      analyze = compile_analysis(spec, norm, group, trained)
+      compiled[size] = trained._replace(analyze=lambda: analyze)
+    return compiled[size]
+
+  return _run_norm(spec, norm, groups, programs, progress)
 
 
-def _run_norm(spec: ExperimentSpec, norm: str, progress: bool, mesh: Mesh) -> NormResult:
+def _run_norm(
+  spec: ExperimentSpec,
+  norm: str,
+  groups: list[_Group],
+  programs: Callable[[str, int], Programs],
+  progress: bool,
+) -> NormResult:
   cfg = spec.config
-  model = model_lib.build(cfg, norm)
-  lr = cfg.learning_rate_for(norm)
+  offsets, alphas, grid = _slice_axes(spec)
   all_seeds = np.asarray(spec.seeds, dtype=np.int64)
-  per_call = spec.seeds_per_call or len(all_seeds)
-  per_call = mesh.size * math.ceil(per_call / mesh.size)
-  groups = [all_seeds[i : i + per_call] for i in range(0, len(all_seeds), per_call)]
-  alphas = landscape.alphas(cfg.landscape_points, cfg.landscape_range)
-  offsets = landscape.offsets(alphas, cfg.landscape_cumulative)
-  grid = landscape.alphas(spec.surface_points, cfg.landscape_range) if spec.surface_points else None
-  outputs, seconds = [], {"train": 0.0, "analysis": 0.0}
+  outputs, seconds = [], {"compile_wait": 0.0, "train": 0.0, "analysis": 0.0}
   desc = f"train {norm}" + (f" x{len(all_seeds)} seeds" if len(all_seeds) > 1 else "")
+  done_seeds = 0
   with tqdm(total=cfg.steps * len(groups), desc=desc, disable=not progress, unit="step") as bar:
     for group in groups:
-      group_seeds = seeds.padded(group, mesh.size)
-      keys_S = seeds.shard_seeds(jax.vmap(keys.run_keys)(jnp.asarray(group_seeds)), mesh)
-      lrs_S = seeds.shard_seeds(jnp.full(len(group_seeds), lr, jnp.float32), mesh)
       start = time.perf_counter()
-      state = seeds.init_states(model, cfg.task, keys_S.train, lrs_S)
+      program = programs(norm, group.size)
+      seconds["compile_wait"] += time.perf_counter() - start
+      start = time.perf_counter()
+      # Every leaf split over the seed axis, as the programs were compiled for (XLA may
+      # return constant leaves replicated); a no-op for leaves already split.
+      state = seeds.shard_seeds(program.init(group.keys.train, group.learning_rates), group.mesh)
       chunks, done = [], 0
       while done < cfg.steps:
         n = min(spec.chunk_size, cfg.steps - done)
-        state, losses_SxN = seeds.train_chunk(model, cfg.task, state, n)
+        state, losses_SxN = program.train[n](state)
+        state = seeds.shard_seeds(state, group.mesh)
         chunks.append(losses_SxN)
         done += n
         bar.update(n)
@@ -164,21 +316,15 @@ def _run_norm(spec: ExperimentSpec, norm: str, progress: bool, mesh: Mesh) -> No
       losses = np.asarray(jnp.concatenate(chunks, axis=1))
       seconds["train"] += time.perf_counter() - start
       start = time.perf_counter()
-      result = analysis.analyze_seeds(
-        model,
-        cfg.task,
-        spec.measures,
-        state.params,
-        state.batch_stats,
-        keys_S,
-        offsets,
-        alphas,
-        grid,
-      )
+      analyze = program.analyze()
+      seconds["compile_wait"] += time.perf_counter() - start
+      start = time.perf_counter()
+      result = analyze(state.params, state.batch_stats, group.keys, offsets, alphas, grid)
       result = jax.device_get(result)
       seconds["analysis"] += time.perf_counter() - start
       variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-      keep = slice(0, len(group))
+      keep = slice(0, min(group.size, len(all_seeds) - done_seeds))
+      done_seeds += keep.stop
       outputs.append(
         jax.tree.map(lambda x, keep=keep: np.asarray(x)[keep], (losses, result, variables))
       )
@@ -186,7 +332,7 @@ def _run_norm(spec: ExperimentSpec, norm: str, progress: bool, mesh: Mesh) -> No
   first_bad = np.array([_first_or_minus_one(train.first_nonfinite(row)) for row in losses])
   return NormResult(
     norm=norm,
-    learning_rate=lr,
+    learning_rate=cfg.learning_rate_for(norm),
     seeds=all_seeds,
     losses=losses,
     alphas=np.asarray(alphas),

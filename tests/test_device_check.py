@@ -1,0 +1,26 @@
+"""The device check runs end to end in its tiny form (what CI can run without a GPU)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_device_check_runs_every_step_and_prints_one_table(tmp_path):
+  proc = subprocess.run(
+    [sys.executable, "benchmarks/device_check.py", "--tiny", "--out", str(tmp_path)],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  table = (tmp_path / "summary.md").read_text()
+  assert "| tests (numerics, devices) | ok |" in table and " passed" in table
+  assert "| benchmarks/bench.py | ok |" in table
+  for section in ("Compile time per program", "Training step", "Whole Experiment 2"):
+    assert section in table, section
+  assert "| jaxnorm, warm cache |" in table and "| reference |" in table
+  assert "analyze_seeds" in table  # compile times read from the empty-cache run's log
+  assert (tmp_path / "logs" / "summary_cold.json").is_file()
