@@ -212,6 +212,12 @@ def main() -> int:
     cfg = cfg.replace(norms=tuple(args.norms.split(",")))
   args.steps = args.steps or cfg.steps
   skip = set(args.skip.split(",")) - {""}
+
+  def save(lines: list[str]) -> None:
+    """Writes the tables so far to --out: a run cut short still leaves its finished ones."""
+    if args.out:
+      Path(args.out).write_text("\n".join(lines) + "\n")
+
   lines = [
     f"Machine: {machine()}; PyTorch device: {torch_device()}.",
     "",
@@ -233,6 +239,7 @@ def main() -> int:
       lines.append(f"| {norm} | {cells} |")
       print(lines[-1], flush=True)
     lines.append("")
+    save(lines)
   if "step" not in skip:
     lines += [
       f"Training step (ms; minimum of {args.rounds} alternating rounds of {args.chunk} steps):",
@@ -245,6 +252,7 @@ def main() -> int:
       lines.append(f"| {norm} | {jax_s * 1e3:.2f} | {torch_s * 1e3:.2f} | {torch_s / jax_s:.1f}x |")
       print(lines[-1], flush=True)
     lines.append("")
+    save(lines)
   if "whole" not in skip:
     logs = Path(args.logs) if args.logs else None
     if logs:
@@ -274,10 +282,8 @@ def main() -> int:
         + ", ".join(f"{name} {sec:.1f}" for name, sec in top),
       ]
     lines.append("")
-  text = "\n".join(lines)
-  print(text)
-  if args.out:
-    Path(args.out).write_text(text + "\n")
+  save(lines)
+  print("\n".join(lines))
   print(json.dumps({"done": True}))
   return 0
 

@@ -86,7 +86,7 @@ def main() -> int:
   if not args.tiny and importlib.util.find_spec("xdist"):
     tests += ["-n", "4"]
   bench = [sys.executable, "benchmarks/bench.py", "--out", str(out / "bench.md")]
-  bench += ["--logs", str(out / "logs")]
+  bench += ["--logs", str(out / "logs"), "--timeout", "150"]
   bench += TINY_BENCH if args.tiny else []
   rows = []
   status, seconds, text = run_step("tests", tests, args.test_timeout, out)
