@@ -7,16 +7,17 @@
 Everything is measured in one run, on whatever device JAX uses (PyTorch on CUDA when JAX is
 on a GPU, else the CPU), and printed as Markdown tables (also written to --out):
 
-1. Compile time of every program of a run, per normalization: trace and lower, then XLA
-   compile, ahead of time (`jit(...).lower(...).compile()`), persistent cache off; taken
-   first, before anything else has compiled in the process.
-2. Training step, per normalization: jaxnorm's compiled chunk of steps (`seeds.train_chunk`,
+1. Whole Experiment 2, each as a fresh process, in this order: `experiments/exp2.py` with an
+   empty persistent compilation cache, the reference (`benchmarks/reference_exp2.py`),
+   `exp2.py` again with the cache it just filled, and `exp2.py --seeds K` with an empty
+   cache; and the XLA compile time of each program inside the first (JAX_LOG_COMPILES=1).
+2. Compile time of every program of a run, per normalization: trace and lower, then XLA
+   compile, ahead of time (`jit(...).lower(...).compile()`), persistent cache off; before
+   anything else has compiled in this process.
+3. Training step, per normalization: jaxnorm's compiled chunk of steps (`seeds.train_chunk`,
    one seed) against the notebook's loop (`tests/torch_reference.py`: per-example batch
    generator, `loss.item()` every step), timed alternately in R rounds (jaxnorm, PyTorch,
    jaxnorm, PyTorch, ...); the minimum of the rounds.
-3. Whole Experiment 2, each as a fresh process, in this order: `experiments/exp2.py` with an
-   empty persistent compilation cache, the reference (`benchmarks/reference_exp2.py`),
-   `exp2.py` again with the cache it just filled, and `exp2.py --seeds K` with an empty cache.
 
 Nothing else should run on the machine meanwhile.
 """
@@ -169,7 +170,7 @@ def compile_log(text: str) -> dict[str, float]:
 
 
 def whole_runs(args, tmp: Path, logs: Path | None) -> dict[str, float | str]:
-  """Wall seconds of whole fresh processes (see the module docstring, item 3)."""
+  """Wall seconds of whole fresh processes (see the module docstring, item 1)."""
   env = {**os.environ, "PYTHONUNBUFFERED": "1"}
   exp2 = [sys.executable, "experiments/exp2.py", "--no-progress", "--steps", str(args.steps)]
   exp2 += ["--preset", args.preset] + (["--norms", args.norms] if args.norms else [])
@@ -226,33 +227,6 @@ def main() -> int:
     f"matmul precision {cfg.matmul_precision}.",
     "",
   ]
-  if "compile" not in skip:
-    lines += [
-      "Compile time per program (s; trace + lower / XLA compile; one seed, measures on):",
-      "",
-      "| norm | init_states | train_chunk | analyze_seeds |",
-      "|---|---|---|---|",
-    ]
-    for norm in cfg.norms:
-      times = compile_times(cfg, norm, args.chunk)
-      cells = " | ".join(f"{a:.2f} / {b:.2f}" for a, b in times.values())
-      lines.append(f"| {norm} | {cells} |")
-      print(lines[-1], flush=True)
-    lines.append("")
-    save(lines)
-  if "step" not in skip:
-    lines += [
-      f"Training step (ms; minimum of {args.rounds} alternating rounds of {args.chunk} steps):",
-      "",
-      "| norm | jaxnorm | reference PyTorch loop | ratio |",
-      "|---|---|---|---|",
-    ]
-    for norm in cfg.norms:
-      jax_s, torch_s = step_times(cfg, norm, args.chunk, args.rounds)
-      lines.append(f"| {norm} | {jax_s * 1e3:.2f} | {torch_s * 1e3:.2f} | {torch_s / jax_s:.1f}x |")
-      print(lines[-1], flush=True)
-    lines.append("")
-    save(lines)
   if "whole" not in skip:
     logs = Path(args.logs) if args.logs else None
     if logs:
@@ -282,6 +256,34 @@ def main() -> int:
         + ", ".join(f"{name} {sec:.1f}" for name, sec in top),
       ]
     lines.append("")
+    save(lines)
+  if "compile" not in skip:
+    lines += [
+      "Compile time per program (s; trace + lower / XLA compile; one seed, measures on):",
+      "",
+      "| norm | init_states | train_chunk | analyze_seeds |",
+      "|---|---|---|---|",
+    ]
+    for norm in cfg.norms:
+      times = compile_times(cfg, norm, args.chunk)
+      cells = " | ".join(f"{a:.2f} / {b:.2f}" for a, b in times.values())
+      lines.append(f"| {norm} | {cells} |")
+      print(lines[-1], flush=True)
+    lines.append("")
+    save(lines)
+  if "step" not in skip:
+    lines += [
+      f"Training step (ms; minimum of {args.rounds} alternating rounds of {args.chunk} steps):",
+      "",
+      "| norm | jaxnorm | reference PyTorch loop | ratio |",
+      "|---|---|---|---|",
+    ]
+    for norm in cfg.norms:
+      jax_s, torch_s = step_times(cfg, norm, args.chunk, args.rounds)
+      lines.append(f"| {norm} | {jax_s * 1e3:.2f} | {torch_s * 1e3:.2f} | {torch_s / jax_s:.1f}x |")
+      print(lines[-1], flush=True)
+    lines.append("")
+    save(lines)
   save(lines)
   print("\n".join(lines))
   print(json.dumps({"done": True}))

@@ -67,9 +67,12 @@ def run_step(name: str, argv: list[str], timeout: float, out: Path) -> tuple[str
 
 
 def pytest_summary(text: str) -> str:
+  """pytest's closing counts, and the tests that failed (named even in a run cut short)."""
   counts = re.compile(r"\d+ (passed|failed)")
   lines = [line.strip("= ") for line in text.splitlines() if counts.search(line)]
-  return lines[-1] if lines else "no summary line"
+  failed = sorted(set(re.findall(r"FAILED (tests/\S+)", text)))
+  summary = lines[-1] if lines else f"cut short after {text.count(' PASSED')} passed"
+  return summary + (f"; failed: {', '.join(failed)}" if failed else "")
 
 
 def main() -> int:
@@ -81,7 +84,8 @@ def main() -> int:
   args = p.parse_args()
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:benchmark"]
+  # -v: one line per test as it ends, so a step cut short still names its failures.
+  tests = [sys.executable, "-m", "pytest", "-v", "-p", "no:benchmark"]
   tests += TINY_TESTS if args.tiny else TESTS
   if not args.tiny and importlib.util.find_spec("xdist"):
     tests += ["-n", "4"]

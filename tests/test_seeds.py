@@ -126,7 +126,12 @@ SHARDED = textwrap.dedent("""
 
 
 def test_sharded_over_host_devices_equals_one_device():
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  # The CPU split into 4 devices, also on a machine with an accelerator.
+  env = {
+    **os.environ,
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    "JAX_PLATFORMS": "cpu",
+  }
   proc = subprocess.run(
     [sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env, timeout=600
   )
