@@ -23,24 +23,23 @@ class _Parser(argparse.ArgumentParser):
     self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-  if value < 1:
-    raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-  return value
+def _int_at_least(low: int):
+  """An argparse type: an integer >= low, else a one-line error."""
+
+  def parse(text: str) -> int:
+    try:
+      value = int(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < low:
+      raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+    return value
+
+  return parse
 
 
-def _nonnegative_int(text: str) -> int:
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-  if value < 0:
-    raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-  return value
+_positive_int = _int_at_least(1)
+_nonnegative_int = _int_at_least(0)
 
 
 def _norm_list(text: str) -> tuple[str, ...]:

@@ -48,7 +48,7 @@ def across_seeds(values) -> dict[str, Any]:
   if n > 1:
     std = float(finite.std(ddof=1))
     half = float(scipy.stats.t.ppf(0.975, n - 1)) * std / np.sqrt(n)
-    out.update(std=std, ci95=[out["mean"] - half, out["mean"] + half])
+    out.update(std=std, ci95=[float(out["mean"] - half), float(out["mean"] + half)])
   return out
 
 

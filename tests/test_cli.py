@@ -98,6 +98,8 @@ def test_replot_of_a_folder_from_an_earlier_version(tmp_path, folder, capsys):
     (["--batch-size", "1"], "batch_size"),
     (["--replot", "/nonexistent/folder"], "no saved results"),
     (["--replot", ""], "--replot"),
+    (["--matmul-precision", "tf32"], "--matmul-precision"),
+    (["--compile-workers", "-1"], "--compile-workers"),
     (["--bogus"], "--bogus"),
   ],
 )
@@ -134,6 +136,7 @@ def test_divergence_is_reported_and_the_run_goes_on(tmp_path, capsys):
 def test_seeds_surface_and_measures_are_written(tmp_path, capsys):
   cfg = config.TINY.replace(steps=12, landscape_points=5)
   args = ["--out", str(tmp_path), *IN_PROCESS, "--surface", "3", "--seeds", "3"]
+  args += ["--matmul-precision", "high", "--compile-workers", "0"]
   status = cli.main(
     [*args, "--norms", "none"],
     **{**TEST_SCRIPT, "default": cfg},
@@ -147,6 +150,7 @@ def test_seeds_surface_and_measures_are_written(tmp_path, capsys):
   final = summary["norms"]["none"]["final_loss"]
   assert final["n"] == 3 and final["ci95"][0] < final["mean"] < final["ci95"][1]
   assert summary["norms"]["none"]["seeds"] == [0, 1, 2]
+  assert summary["config"]["matmul_precision"] == "high"
   assert "±" in capsys.readouterr().out
   assert (tmp_path / "surfaces.png").is_file()
   text = (tmp_path / "measures.md").read_text()
