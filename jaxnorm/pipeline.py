@@ -312,7 +312,8 @@ def _run_norm(
         chunks.append(losses_SxN)
         done += n
         bar.update(n)
-        bar.set_postfix(loss=f"{float(jnp.nanmean(losses_SxN[:, -1])):.4f}")
+        if progress:  # reading the loss waits for the device: only for a visible bar
+          bar.set_postfix(loss=f"{float(jnp.nanmean(losses_SxN[:, -1])):.4f}")
       losses = np.asarray(jnp.concatenate(chunks, axis=1))
       seconds["train"] += time.perf_counter() - start
       start = time.perf_counter()

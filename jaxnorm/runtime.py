@@ -53,8 +53,12 @@ def enable_compilation_cache(
 def environment() -> dict[str, Any]:
   """Versions and the devices a run used."""
   device = jax.devices()[0]
+  try:
+    jaxnorm_version = version("jaxnorm")
+  except PackageNotFoundError:  # run from a source tree that is not installed
+    jaxnorm_version = None
   return {
-    "jaxnorm": version("jaxnorm") if _installed("jaxnorm") else None,
+    "jaxnorm": jaxnorm_version,
     "jax": jax.__version__,
     "flax": flax.__version__,
     "optax": optax.__version__,
@@ -63,11 +67,3 @@ def environment() -> dict[str, Any]:
     "device": device.device_kind,
     "device_count": jax.device_count(),
   }
-
-
-def _installed(name: str) -> bool:
-  try:
-    version(name)
-  except PackageNotFoundError:
-    return False
-  return True
