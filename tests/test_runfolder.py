@@ -1,0 +1,199 @@
+"""A run folder holds one whole run or none (`jaxnorm.runfolder`).
+
+The fault-injection tests write runs from bare subprocesses (the standard library and
+runfolder.py only, no JAX: milliseconds each), kill them with SIGKILL, SIGINT or SIGTERM at
+every point of a write (halfway through each file, before the swap, between the fallback's
+two renames, after the swap) and check after each kill that the folder holds exactly the
+previous complete run or exactly the new one, and that the next run leaves no stray
+staging folder. End-to-end interruptions of the experiment script: test_faults.py.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jaxnorm import runfolder
+
+RUNFOLDER = Path(runfolder.__file__)
+FILES = ("variables_none.msgpack", "results.npz", "summary.json", "figure2.png", "measures.md")
+
+# Writes one run tagged `tag` into `target`; with fallback=1, without the atomic exchange.
+WRITER = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("runfolder", sys.argv[1])
+runfolder = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(runfolder)
+target, tag, fallback = sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+if fallback:
+  runfolder.exchange = None
+staging = runfolder.begin(target)
+for name in sys.argv[5:]:
+  staging.write(name, (f"{tag}:{name}:" + "x" * 5000).encode())
+staging.commit({"tag": tag})
+"""
+
+
+def write_run(target: Path, tag: str, fault: str = "", fallback: bool = False):
+  env = {k: v for k, v in os.environ.items() if k != runfolder.FAULT_ENV}
+  if fault:
+    env[runfolder.FAULT_ENV] = fault
+  args = [str(RUNFOLDER), str(target), tag, "1" if fallback else "0", *FILES]
+  return subprocess.run(
+    [sys.executable, "-c", WRITER, *args], env=env, capture_output=True, text=True, timeout=60
+  )
+
+
+def run_tag(target: Path) -> str:
+  """The tag of the one whole run `target` holds; fails the test on anything else."""
+  manifest = json.loads((target / runfolder.MANIFEST).read_text())
+  assert sorted(p.name for p in target.iterdir()) == sorted([*FILES, runfolder.MANIFEST])
+  runfolder.verify(target, FILES)
+  tags = {(target / name).read_text().split(":")[0] for name in FILES}
+  assert tags == {manifest["tag"]}, f"files of different runs: {tags}"
+  return manifest["tag"]
+
+
+def strays(target: Path) -> list[str]:
+  lock = f".{target.name}.lock"
+  return sorted(p.name for p in target.parent.iterdir() if p.name not in (target.name, lock))
+
+
+POINTS = [f"write:{name}" for name in (*FILES, runfolder.MANIFEST)] + ["commit", "committed"]
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["exchange", "two-renames"])
+def test_a_killed_write_leaves_the_previous_or_the_new_run_and_nothing_after_the_next(
+  tmp_path, fallback
+):
+  points = POINTS + (["swapped"] if fallback else [])
+  for i, point in enumerate(points):
+    for signal_name in ("SIGKILL", "SIGINT", "SIGTERM"):
+      target = tmp_path / f"{i}-{signal_name}" / "run"
+      assert write_run(target, "old", fallback=fallback).returncode == 0
+      proc = write_run(target, "new", f"{point}:{signal_name}", fallback)
+      signum = getattr(signal, signal_name)
+      died = proc.returncode in (-signum, 1)  # 1: KeyboardInterrupt's traceback
+      assert died, (point, signal_name, proc.returncode, proc.stderr)
+      if point == "swapped" and signal_name == "SIGKILL":  # between the two renames
+        runfolder.begin(target).discard()  # the next run takes the lock, puts the old back
+        assert run_tag(target) == "old" and strays(target) == []
+        continue
+      # The swap defers SIGINT and SIGTERM until it is done; SIGKILL cannot be deferred.
+      in_swap = point in ("commit", "swapped") and signal_name != "SIGKILL"
+      expected = "new" if point == "committed" or in_swap else "old"
+      assert run_tag(target) == expected, (point, signal_name)
+      assert write_run(target, "next", fallback=fallback).returncode == 0
+      assert run_tag(target) == "next"
+      assert strays(target) == [], (point, signal_name)
+
+
+def test_a_first_run_killed_leaves_no_folder_and_the_next_run_cleans_up(tmp_path):
+  target = tmp_path / "run"
+  proc = write_run(target, "new", "write:results.npz:SIGKILL")
+  assert proc.returncode == -signal.SIGKILL
+  assert not target.exists() and len(strays(target)) == 1  # the staging folder
+  assert write_run(target, "next").returncode == 0
+  assert run_tag(target) == "next" and strays(target) == []
+
+
+def test_commit_replaces_every_file_and_drops_those_the_new_run_lacks(tmp_path):
+  target = tmp_path / "run"
+  staging = runfolder.begin(target)
+  staging.write("measures.md", b"old")
+  staging.write("results.npz", b"old")
+  staging.commit({})
+  staging = runfolder.begin(target)
+  staging.write("results.npz", b"new")
+  assert (target / "measures.md").read_bytes() == b"old"  # nothing changes before commit
+  staging.commit({})
+  assert sorted(p.name for p in target.iterdir()) == ["results.npz", "run.json"]
+  assert (target / "results.npz").read_bytes() == b"new"
+  assert strays(target) == []
+
+
+def test_discard_keeps_the_previous_run(tmp_path):
+  target = tmp_path / "run"
+  staging = runfolder.begin(target)
+  staging.write("results.npz", b"old")
+  staging.commit({})
+  staging = runfolder.begin(target)
+  staging.write("results.npz", b"new")
+  staging.discard()
+  assert (target / "results.npz").read_bytes() == b"old" and strays(target) == []
+
+
+def test_files_are_created_with_the_umask_permissions(tmp_path):
+  old = os.umask(0o022)
+  try:
+    staging = runfolder.begin(tmp_path / "run")
+    staging.write("results.npz", b"x")
+    staging.commit({})
+  finally:
+    os.umask(old)
+  assert (tmp_path / "run" / "results.npz").stat().st_mode & 0o777 == 0o644
+
+
+def test_two_runs_cannot_write_one_folder_at_once(tmp_path):
+  first = runfolder.begin(tmp_path / "run")
+  with pytest.raises(runfolder.RunFolderError, match="another run"):
+    runfolder.begin(tmp_path / "run")
+  first.discard()
+  runfolder.begin(tmp_path / "run").discard()  # free again
+
+
+@pytest.mark.parametrize("case", ["file", "below a file", "foreign files", "unwritable"])
+def test_a_target_that_cannot_take_a_run_is_refused_before_anything_is_written(tmp_path, case):
+  (tmp_path / "a_file").write_text("mine")
+  (tmp_path / "mine").mkdir()
+  (tmp_path / "mine" / "notes.txt").write_text("mine")
+  target, words = {
+    "file": (tmp_path / "a_file", "is a file"),
+    "below a file": (tmp_path / "a_file" / "run", "is a file"),
+    "foreign files": (tmp_path / "mine", "notes.txt"),
+    "unwritable": (Path("/proc/jaxnorm-test/run"), "cannot write"),
+  }[case]
+  before = sorted(p.name for p in tmp_path.rglob("*"))
+  with pytest.raises(runfolder.RunFolderError, match=words):
+    runfolder.begin(target)
+  assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_verify_finds_a_changed_a_truncated_and_a_missing_file(tmp_path):
+  staging = runfolder.begin(tmp_path)
+  staging.write("results.npz", b"0123456789")
+  staging.write("summary.json", b"{}")
+  staging.commit({})
+  runfolder.verify(tmp_path, ("results.npz", "summary.json"))
+  (tmp_path / "results.npz").write_bytes(b"01234")
+  with pytest.raises(runfolder.RunFolderError, match="truncated"):
+    runfolder.verify(tmp_path, ("results.npz",))
+  (tmp_path / "summary.json").write_bytes(b"[]")  # same size, other bytes
+  with pytest.raises(runfolder.RunFolderError, match="changed"):
+    runfolder.verify(tmp_path, ("summary.json",))
+  with pytest.raises(runfolder.RunFolderError, match="not part of the run"):
+    runfolder.verify(tmp_path, ("variables_none.msgpack",))
+  (tmp_path / "summary.json").unlink()
+  with pytest.raises(runfolder.RunFolderError, match="missing"):
+    runfolder.verify(tmp_path, ("summary.json",))
+
+
+def test_a_folder_without_manifest_is_read_unchecked(tmp_path):
+  (tmp_path / "results.npz").write_bytes(b"anything")
+  runfolder.verify(tmp_path, ("results.npz",))
+  (tmp_path / runfolder.MANIFEST).write_text("not json")
+  with pytest.raises(runfolder.RunFolderError, match="not a run manifest"):
+    runfolder.verify(tmp_path, ("results.npz",))
+
+
+def test_temporaries_of_earlier_versions_are_removed(tmp_path):
+  target = tmp_path / "run"
+  target.mkdir()
+  (target / "results.npz").write_bytes(b"old")
+  (target / ".results.npz.abc.tmp").write_bytes(b"half")
+  runfolder.begin(target).discard()
+  assert [p.name for p in target.iterdir()] == ["results.npz"]
