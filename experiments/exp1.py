@@ -26,7 +26,7 @@ PREDICTIONS = [
 ]
 
 if __name__ == "__main__":
-  sys.exit(
+  cli.exit_process(
     cli.main(
       sys.argv[1:],
       prog="exp1.py",

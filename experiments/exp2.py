@@ -42,7 +42,7 @@ PREDICTIONS = [
 ]
 
 if __name__ == "__main__":
-  sys.exit(
+  cli.exit_process(
     cli.main(
       sys.argv[1:],
       prog="exp2.py",

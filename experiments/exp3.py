@@ -36,7 +36,7 @@ PREDICTIONS = [
 ]
 
 if __name__ == "__main__":
-  sys.exit(
+  cli.exit_process(
     cli.main(
       sys.argv[1:],
       prog="exp3.py",

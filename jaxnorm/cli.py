@@ -1,21 +1,39 @@
-"""The command line shared by the experiment scripts: options -> ExperimentSpec ->
-`pipeline.run` -> save, plot, report -> exit status. Bad options exit with status 2 and
-one line; a diverged model, with 1."""
+"""The command line shared by the experiment scripts: options -> checks -> ExperimentSpec ->
+`pipeline.run` -> a staged run folder (results, figures, measures) -> exit status.
+
+Exit statuses (`EXIT_*`): 0 done; 1 done, but a model diverged; 2 bad options or an
+output folder that cannot take the run, found before any work starts; 3 an unexpected
+error (traceback in `<out>.failed/traceback.txt`); 130 interrupted by Ctrl-C (SIGINT) and
+143 by SIGTERM. Whatever the status, the output folder holds one whole run: the previous
+one, or the new one once it is complete (`runfolder`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
+import shutil
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+import traceback
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from jaxnorm import pipeline, plotting, report, results, runtime
+import numpy as np
+
+from jaxnorm import pipeline, plotting, preflight, report, results, runfolder, runtime
 from jaxnorm.config import MATMUL_PRECISIONS, PRESETS, QUICK, Config
 from jaxnorm.measures import MeasureConfig
 
 EXIT_DIVERGED = 1
 EXIT_USAGE = 2
+EXIT_FAILED = 3
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 
 
 class _Parser(argparse.ArgumentParser):
@@ -161,17 +179,161 @@ def spec_from_args(
   )
 
 
+class Interrupted(BaseException):
+  """SIGINT or SIGTERM arrived (`_signals_interrupt`); `status` is 128 + the signal."""
+
+  def __init__(self, signum: int):
+    super().__init__(signum)
+    self.status = 128 + signum
+
+
+def _interrupt(signum: int, frame) -> NoReturn:
+  del frame
+  # One interruption is enough: the cleanup that follows is not interrupted again.
+  for s in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(s, signal.SIG_IGN)
+  raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+  """Within the block, SIGINT and SIGTERM raise `Interrupted` (main thread only)."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+
+
+class _Position:
+  """Where a run is, for the one line an interruption or failure prints."""
+
+  def __init__(self):
+    self.norm, self.phase, self.step, self.steps = "", "start", 0, 0
+
+  def update(self, norm: str, phase: str, step: int) -> None:
+    self.norm, self.phase, self.step = norm, phase, step
+
+  def __str__(self) -> str:
+    return {
+      "start": "while compiling and starting the first model",
+      "train": f"at step {self.step} of {self.steps} of {report.label(self.norm)}",
+      "analyze": f"while analyzing {report.label(self.norm)}",
+      "write": "while writing the run folder",
+      "done": "after the run folder was written",
+    }[self.phase]
+
+
+def _folder_state(staging: runfolder.Staging) -> str:
+  if staging.committed:
+    return f"{staging.target} holds the new run"
+  if staging.had_previous_run:
+    return f"{staging.target} still holds the previous run"
+  return f"{staging.target} holds no run"
+
+
+def _guarded(prog: str, staging: runfolder.Staging, where: _Position, work) -> int | None:
+  """Runs `work()` with SIGINT/SIGTERM raising `Interrupted`. Interrupted: removes the
+  staging folder, prints one line, returns 130/143. Any other exception: keeps what was
+  written and the traceback in `<out>.failed`, prints one line, returns 3. Otherwise
+  returns None (and `work` has committed or discarded `staging`)."""
+  with _signals_interrupt():
+    try:
+      work()
+      return None
+    except (Interrupted, KeyboardInterrupt) as e:
+      staging.discard()
+      print(f"{prog}: interrupted {where}; {_folder_state(staging)}", file=sys.stderr)
+      return e.status if isinstance(e, Interrupted) else EXIT_INTERRUPTED
+    except Exception as e:  # one line for the user, the traceback in a file
+      text = traceback.format_exc()
+      if staging.committed:
+        staging.discard()
+        place = "(traceback not kept)"
+      else:
+        failed = staging.keep_as_failed()
+        runfolder.write_bytes(failed / "traceback.txt", text.encode())
+        place = f"what was written and the traceback are in {failed}"
+      first = (str(e).splitlines() or [""])[0]
+      print(
+        f"{prog}: error {where}: {type(e).__name__}: {first}; {place}; {_folder_state(staging)}",
+        file=sys.stderr,
+      )
+      return EXIT_FAILED
+    finally:
+      staging.discard()  # a no-op after commit or keep_as_failed
+
+
 def _print_outputs(result: pipeline.ExperimentResult, paths: list[Path]) -> None:
   print(report.terminal_table(result))
   print("figure:", ", ".join(map(str, paths)))
 
 
-def replot(out_dir: str, title: str) -> int:
+def replot(out_dir: str, title: str, prog: str = "replot") -> int:
+  """Redraws Figure 2 of the run in `out_dir`; the folder is replaced as a whole (the
+  other files are carried over unchanged) with a new run.json."""
   result = results.load(out_dir)
   result = result._replace(spec=dataclasses.replace(result.spec, title=title))
-  paths = plotting.save_figure(plotting.figure2(result), Path(out_dir) / "figure2")
-  _print_outputs(result, paths)
-  return 0
+  staging = runfolder.begin(out_dir)
+  target, where = staging.target, _Position()
+  where.phase = "write"
+
+  def work():
+    for path in sorted(target.iterdir()):
+      if path.is_file() and path.name != runfolder.MANIFEST and path.stem != "figure2":
+        try:
+          os.link(path, staging.path / path.name)  # unchanged files: the same bytes
+        except OSError:  # a file system without hard links
+          shutil.copy2(path, staging.path / path.name)
+    plotting.save_figure(plotting.figure2(result), staging.path / "figure2")
+    staging.commit(results.manifest_info(result))
+    where.phase = "done"
+    _print_outputs(result, [target / "figure2.png", target / "figure2.pdf"])
+
+  status = _guarded(prog, staging, where, work)
+  return 0 if status is None else status
+
+
+def _write_outputs(staging: runfolder.Staging, result: pipeline.ExperimentResult) -> None:
+  """Everything a run leaves in its folder, written into the staging folder."""
+  results.write_run(staging, result)
+  plotting.save_figure(plotting.figure2(result), staging.path / "figure2")
+  if result.spec.surface_points:
+    plotting.save_figure(plotting.surfaces(result), staging.path / "surfaces", formats=("png",))
+  if result.spec.measures is not None:
+    staging.write("measures.md", report.markdown(result).encode())
+
+
+def _report(result: pipeline.ExperimentResult, out: Path) -> int:
+  """Prints the results and warnings; the exit status."""
+  _print_outputs(result, [out / "figure2.png", out / "figure2.pdf"])
+  if result.spec.surface_points:
+    print("2D slices:", out / "surfaces.png")
+  if result.spec.measures is not None:
+    print("measures:", out / "measures.md")
+  diverged = False
+  for norm, r in result.norms.items():
+    for seed, step in zip(r.seeds, r.first_nonfinite_step, strict=True):
+      if step >= 0:
+        diverged = True
+        print(
+          f"WARNING: {report.label(norm)} (seed {seed}) diverged: loss non-finite "
+          f"from step {step} (0-based)",
+          file=sys.stderr,
+        )
+    bad = int((~np.isfinite(r.landscape[~r.diverged])).sum())
+    if bad:
+      print(
+        f"WARNING: {report.label(norm)}: the landscape slice is NaN or infinite at {bad} "
+        "point(s) of models that trained finely: the perturbed weights overflow float32; "
+        "a smaller --landscape-range gives a finite slice",
+        file=sys.stderr,
+      )
+  return EXIT_DIVERGED if diverged else 0
 
 
 def main(
@@ -185,44 +347,63 @@ def main(
   title: str,
   predictions: Sequence[report.Prediction] = (),
 ) -> int:
-  """Parses `argv`, runs the experiment, saves results, figure and measures; exit status."""
+  """Parses `argv`, checks everything, runs the experiment and writes its run folder;
+  returns the exit status (`EXIT_*`)."""
   parser = build_parser(prog, description, default_out)
   args = parser.parse_args(argv)
   if args.replot is not None:
     if not args.replot:
       parser.error("--replot needs a folder, got an empty string")
     try:
-      return replot(args.replot, title)
-    except results.ResultsError as e:
+      return replot(args.replot, title, prog)
+    except (results.ResultsError, runfolder.RunFolderError) as e:
       parser.error(str(e))
   try:
     spec = spec_from_args(args, default, name, title, predictions)
+    preflight.check(spec)
   except ValueError as e:
     parser.error(str(e))
-  out = Path(args.out)
-  cfg = spec.config
-  print(f"{name}: {len(cfg.norms)} models x {cfg.steps} steps; results -> {out.resolve()}")
   if not args.no_compilation_cache:
-    runtime.enable_compilation_cache()
-  result = pipeline.run(spec, progress=not args.no_progress, compile_workers=args.compile_workers)
-  results.save(out, result)
-  paths = plotting.save_figure(plotting.figure2(result), out / "figure2")
-  _print_outputs(result, paths)
-  if spec.surface_points:
-    plotting.save_figure(plotting.surfaces(result), out / "surfaces", formats=("png",))
-    print("2D slices:", out / "surfaces.png")
-  if spec.measures is not None:
-    text = report.markdown(result)
-    results.atomic_write(out / "measures.md", lambda f: f.write(text.encode()))
-    print("measures:", out / "measures.md")
-  diverged = False
-  for norm, r in result.norms.items():
-    for seed, step in zip(r.seeds, r.first_nonfinite_step, strict=True):
-      if step >= 0:
-        diverged = True
-        print(
-          f"WARNING: {report.label(norm)} (seed {seed}) diverged: loss non-finite "
-          f"from step {step} (0-based)",
-          file=sys.stderr,
-        )
-  return EXIT_DIVERGED if diverged else 0
+    try:
+      runtime.enable_compilation_cache()
+    except OSError as e:
+      parser.error(
+        f"cannot use the compilation cache folder {runtime.default_cache_dir()} "
+        f"({e.strerror or e}): set ${runtime.CACHE_ENV} or pass --no-compilation-cache"
+      )
+  try:
+    staging = runfolder.begin(args.out)
+  except runfolder.RunFolderError as e:
+    parser.error(f"--out: {e}")
+  cfg, out = spec.config, staging.target
+  print(f"{name}: {len(cfg.norms)} models x {cfg.steps} steps; results -> {out}")
+  where = _Position()
+  where.steps = cfg.steps
+  outcome: list[pipeline.ExperimentResult] = []
+
+  def work():
+    result = pipeline.run(
+      spec,
+      progress=not args.no_progress,
+      compile_workers=args.compile_workers,
+      on_progress=where.update,
+    )
+    where.phase = "write"
+    _write_outputs(staging, result)
+    staging.commit(results.manifest_info(result))
+    where.phase = "done"
+    outcome.append(_report(result, out))
+
+  status = _guarded(prog, staging, where, work)
+  return outcome[0] if status is None else status
+
+
+def exit_process(status: int) -> NoReturn:
+  """Ends the script with `status`. After an interruption or a failure, compilations may
+  still run in worker threads, which the interpreter would wait for: the process ends at
+  once instead, its output flushed."""
+  if status in (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+  sys.exit(status)

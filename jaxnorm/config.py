@@ -13,6 +13,13 @@ import math
 from jaxnorm import data, norms
 
 PAPER_NORMS = ("layernorm", "batchnorm", "none")
+# Seeds become JAX keys through int32 arrays: larger ones would wrap onto other seeds.
+MAX_SEED = 2**31 - 1
+# Training steps are counted in int32 (batch t is drawn from fold_in(data key, t)).
+MAX_STEPS = 2**31 - 1
+# Neighbouring slice points linspace(-r, r, P) stay distinct in float32 (24-bit mantissa).
+MAX_LANDSCAPE_POINTS = 2**23
+FLOAT32_MAX = 3.4028234663852886e38
 # What each `Config.matmul_precision` means for float32 matrix products (jax.lax.Precision).
 MATMUL_PRECISIONS = {
   "highest": "full float32 everywhere, as PyTorch on CPU and CUDA (the default; faithful)",
@@ -122,8 +129,25 @@ def validate(cfg: Config) -> None:
       f"draws n_entities + m_attributes = {cfg.theoretical_rank} distinct keys per "
       f"example but only n_entities * m_attributes = {cfg.num_keys} exist",
     )
+  if cfg.steps > MAX_STEPS:
+    _fail("steps", cfg.steps, f"must be <= {MAX_STEPS} (steps are counted in int32)")
+  if not 3 <= cfg.landscape_points <= MAX_LANDSCAPE_POINTS:
+    _fail(
+      "landscape_points",
+      cfg.landscape_points,
+      f"must be between 3 (both sides of the minimum and alpha = 0) and {MAX_LANDSCAPE_POINTS} "
+      "(neighbouring points distinct in float32)",
+    )
   _positive_finite("learning_rate", cfg.learning_rate)
   _positive_finite("landscape_range", cfg.landscape_range)
+  # The slice's farthest offset: range, or for the cumulative slice about P range / 2.
+  farthest = cfg.landscape_range * (cfg.landscape_points if cfg.landscape_cumulative else 1)
+  if farthest >= FLOAT32_MAX / 2**10:
+    _fail(
+      "landscape_range",
+      cfg.landscape_range,
+      "puts slice offsets beyond what float32 represents with room to perturb weights",
+    )
   if not isinstance(cfg.norms, tuple) or not cfg.norms:
     _fail("norms", cfg.norms, "must be a non-empty tuple of normalization names")
   for name in cfg.norms:
@@ -141,8 +165,8 @@ def validate(cfg: Config) -> None:
     )
   if cfg.matmul_precision not in MATMUL_PRECISIONS:
     _fail("matmul_precision", cfg.matmul_precision, f"choose from {sorted(MATMUL_PRECISIONS)}")
-  if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
-    _fail("seed", cfg.seed, "must be an integer >= 0")
+  if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed <= MAX_SEED:
+    _fail("seed", cfg.seed, f"must be an integer in [0, {MAX_SEED}] (JAX keys from int32 seeds)")
 
 
 # The reference notebook's configuration.

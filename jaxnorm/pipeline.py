@@ -32,11 +32,13 @@ from tqdm.auto import tqdm
 
 from jaxnorm import analysis, keys, landscape, runtime, seeds, train
 from jaxnorm import model as model_lib
-from jaxnorm.config import Config
+from jaxnorm.config import MAX_SEED, Config
 from jaxnorm.measures import MeasureConfig
 from jaxnorm.report import Prediction
+from jaxnorm.runfolder import fault_point
 
 DEFAULT_TITLE = "Comparative Analysis of Normalization Techniques"
+MAX_SURFACE = 2**12  # points per axis of a 2D slice: at most 2^24 losses per seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,10 +71,25 @@ class ExperimentSpec:
       value = getattr(self, field)
       if not isinstance(value, int) or value < 1:
         raise ValueError(f"ExperimentSpec.{field}={value!r} is invalid: must be an integer >= 1.")
-    for field in ("surface_points", "seeds_per_call"):
-      value = getattr(self, field)
-      if value is not None and (not isinstance(value, int) or value < 1):
-        raise ValueError(f"ExperimentSpec.{field}={value!r} is invalid: must be None or >= 1.")
+    if self.seeds_per_call is not None and (
+      not isinstance(self.seeds_per_call, int) or self.seeds_per_call < 1
+    ):
+      raise ValueError(
+        f"ExperimentSpec.seeds_per_call={self.seeds_per_call!r} is invalid: must be None or >= 1."
+      )
+    if self.surface_points is not None and (
+      not isinstance(self.surface_points, int) or not 2 <= self.surface_points <= MAX_SURFACE
+    ):
+      raise ValueError(
+        f"ExperimentSpec.surface_points={self.surface_points!r} is invalid: a 2D slice needs "
+        f"between 2 and {MAX_SURFACE} points per axis."
+      )
+    last = self.config.seed + self.num_seeds - 1
+    if last > MAX_SEED:
+      raise ValueError(
+        f"ExperimentSpec.num_seeds={self.num_seeds} is invalid: seeds {self.config.seed} .. "
+        f"{last} go beyond {MAX_SEED}, where JAX keys from int32 seeds wrap."
+      )
 
   @property
   def seeds(self) -> tuple[int, ...]:
@@ -111,6 +128,14 @@ class ExperimentResult(NamedTuple):
   norms: dict[str, NormResult]
   seconds: float  # wall time of the whole run
   environment: dict[str, Any]  # versions and devices (`runtime.environment`)
+
+
+# Told where a run is: (normalization, "train" or "analyze", training steps done).
+OnProgress = Callable[[str, str, int], None]
+
+
+def _ignore_progress(norm: str, phase: str, step: int) -> None:
+  del norm, phase, step
 
 
 class Programs(NamedTuple):
@@ -211,6 +236,7 @@ def run(
   progress: bool = True,
   mesh: Mesh | None = None,
   compile_workers: int | None = None,
+  on_progress: OnProgress = _ignore_progress,
 ) -> ExperimentResult:
   """Trains and analyzes every normalization of `spec` over its seeds.
 
@@ -220,12 +246,20 @@ def run(
   compiles on the host's cores, one core per program, so on an accelerator the compile
   time of the later programs hides behind the training of the first. `compile_workers=0`
   compiles each program in this thread when it is first needed (`run_norm`), nothing
-  overlapping.
+  overlapping. `on_progress(norm, phase, steps_done)` is called after every training chunk
+  ("train") and before each analysis ("analyze").
+
+  Interrupted (KeyboardInterrupt or any other exception), it cancels the compilations that
+  have not started and returns at once; one already running in a worker thread finishes
+  in the background.
   """
   start = time.perf_counter()
   mesh = mesh or seeds.seed_mesh()
   if compile_workers == 0:
-    norms = {n: run_norm(spec, n, progress=progress, mesh=mesh) for n in spec.config.norms}
+    norms = {
+      n: run_norm(spec, n, progress=progress, mesh=mesh, on_progress=on_progress)
+      for n in spec.config.norms
+    }
     return ExperimentResult(spec, norms, time.perf_counter() - start, runtime.environment())
   groups = {
     (norm, i): _group(spec, norm, g, mesh)
@@ -236,7 +270,8 @@ def run(
   for (norm, _), group in groups.items():
     sizes.setdefault((norm, group.size), group)
   workers = compile_workers or max(1, min(2 * len(sizes), os.cpu_count() or 1))
-  with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="compile") as pool:
+  pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="compile")
+  try:
     # All training programs first, then the analyses, each waiting for its training
     # programs' output shapes: FIFO order means a waiting analysis never blocks a training
     # compile that has not started.
@@ -251,15 +286,27 @@ def run(
 
     norms = {
       norm: _run_norm(
-        spec, norm, [g for (n, _), g in groups.items() if n == norm], programs, progress
+        spec,
+        norm,
+        [g for (n, _), g in groups.items() if n == norm],
+        programs,
+        progress,
+        on_progress,
       )
       for norm in spec.config.norms
     }
+  finally:  # on an interruption, do not wait for the compilations still queued
+    pool.shutdown(wait=False, cancel_futures=True)
   return ExperimentResult(spec, norms, time.perf_counter() - start, runtime.environment())
 
 
 def run_norm(
-  spec: ExperimentSpec, norm: str, *, progress: bool = True, mesh: Mesh | None = None
+  spec: ExperimentSpec,
+  norm: str,
+  *,
+  progress: bool = True,
+  mesh: Mesh | None = None,
+  on_progress: OnProgress = _ignore_progress,
 ) -> NormResult:
   """Trains the `norm` model for every seed of `spec`, `seeds_per_call` at a time, and
   analyzes each group as soon as it is trained; compiles as it goes, in this thread.
@@ -279,7 +326,7 @@ def run_norm(
       compiled[size] = trained._replace(analyze=lambda: analyze)
     return compiled[size]
 
-  return _run_norm(spec, norm, groups, programs, progress)
+  return _run_norm(spec, norm, groups, programs, progress, on_progress)
 
 
 def _run_norm(
@@ -288,6 +335,7 @@ def _run_norm(
   groups: list[_Group],
   programs: Callable[[str, int], Programs],
   progress: bool,
+  on_progress: OnProgress,
 ) -> NormResult:
   cfg = spec.config
   offsets, alphas, grid = _slice_axes(spec)
@@ -312,10 +360,14 @@ def _run_norm(
         chunks.append(losses_SxN)
         done += n
         bar.update(n)
+        on_progress(norm, "train", done)
+        fault_point(f"train:{norm}")
         if progress:  # reading the loss waits for the device: only for a visible bar
           bar.set_postfix(loss=f"{float(jnp.nanmean(losses_SxN[:, -1])):.4f}")
       losses = np.asarray(jnp.concatenate(chunks, axis=1))
       seconds["train"] += time.perf_counter() - start
+      on_progress(norm, "analyze", done)
+      fault_point(f"analyze:{norm}")
       start = time.perf_counter()
       analyze = program.analyze()
       seconds["compile_wait"] += time.perf_counter() - start

@@ -8,6 +8,7 @@ mean across seeds with a shaded band of +- one standard deviation.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ from matplotlib.figure import Figure
 
 from jaxnorm import norms
 from jaxnorm.report import label
-from jaxnorm.results import atomic_write
+from jaxnorm.runfolder import write_bytes
 
 if TYPE_CHECKING:
   from jaxnorm.pipeline import ExperimentResult
@@ -79,12 +80,20 @@ def figure2(result: ExperimentResult) -> Figure:
   return fig
 
 
+def render(fig: Figure, fmt: str) -> bytes:
+  """The figure as a `fmt` ("png", "pdf") file, 100 dpi."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format=fmt, dpi=100)
+  return buffer.getvalue()
+
+
 def save_figure(fig: Figure, path_stem: str | Path, formats=("png", "pdf")) -> list[Path]:
-  """Writes `stem.png` and `stem.pdf` atomically; returns the paths."""
+  """Writes `stem.png` and `stem.pdf`; returns the paths. The files are written in
+  place: a run stages its folder (`runfolder`), so nothing else needs to be atomic."""
   paths = []
   for fmt in formats:
     path = Path(f"{path_stem}.{fmt}")
-    atomic_write(path, lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=100))
+    write_bytes(path, render(fig, fmt))
     paths.append(path)
   return paths
 

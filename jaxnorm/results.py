@@ -1,4 +1,4 @@
-"""Saving an `ExperimentResult` to a folder and loading it back, atomically per file.
+"""Saving an `ExperimentResult` to a run folder and loading it back.
 
 A run folder holds:
   results.npz            per normalization N, every per-seed array with its seed axis S:
@@ -11,11 +11,14 @@ A run folder holds:
                          times, versions, device ("format": 2).
   variables_N.msgpack    trained {'params', 'batch_stats'} of N, leaves (S, ...)
                          (flax.serialization).
+  run.json               the manifest: every file's size and SHA-256, the versions.
 
-Each file is written to a temporary name in the same folder and renamed into place, so an
-interrupted run never leaves a half-written file nor replaces a previous run's file with a
-partial one. `load` also reads folders written before format 2 (no seed axis for one
-seed, measures only in summary.json).
+`save` writes a whole run folder through `runfolder` (staged beside the target, swapped in
+at once), so an interrupted save leaves the previous run untouched; `write_run` writes the
+files into a staging folder the caller commits (the command line adds figures first).
+`load` and `load_variables` check the files against run.json before reading them. `load`
+also reads folders written before format 2 (no seed axis for one seed, measures only in
+summary.json) and before manifests.
 """
 
 from __future__ import annotations
@@ -23,8 +26,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ import flax.serialization
 import jax
 import numpy as np
 
-from jaxnorm import measures, summary
+from jaxnorm import measures, runfolder, summary
 from jaxnorm.config import Config
 from jaxnorm.pipeline import ExperimentResult, ExperimentSpec, NormResult
 
@@ -42,21 +43,6 @@ SUMMARY = "summary.json"
 
 class ResultsError(ValueError):
   """A folder that holds no results jaxnorm can read; the message says why."""
-
-
-def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
-  """Writes `path` through a temporary file in the same folder and an atomic rename."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
 
 
 def variables_file(norm: str) -> str:
@@ -81,39 +67,63 @@ def arrays(r: NormResult) -> dict[str, np.ndarray]:
   return out
 
 
-def save(out_dir: str | os.PathLike, result: ExperimentResult) -> None:
-  """Writes results.npz, summary.json and one variables file per normalization."""
-  out = Path(out_dir)
-  flat = {
-    f"{norm}/{name}": np.asarray(value)
-    for norm, r in result.norms.items()
-    for name, value in arrays(r).items()
-  }
+def write_run(staging: runfolder.Staging, result: ExperimentResult) -> None:
+  """Writes results.npz, summary.json and one variables file per normalization into a
+  staging folder (the caller commits it)."""
   for norm, r in result.norms.items():
     if r.variables is not None:
-      payload = flax.serialization.to_bytes(jax.device_get(r.variables))
-      atomic_write(out / variables_file(norm), lambda f, b=payload: f.write(b))
-  atomic_write(out / RESULTS, lambda f: np.savez(f, **flat))
-  text = json.dumps(summary.summary_dict(result), indent=2, allow_nan=False).encode()
-  atomic_write(out / SUMMARY, lambda f: f.write(text))
+      staging.write(variables_file(norm), flax.serialization.to_bytes(jax.device_get(r.variables)))
+  buffer = io.BytesIO()
+  np.savez(
+    buffer,
+    **{
+      f"{norm}/{name}": np.asarray(value)
+      for norm, r in result.norms.items()
+      for name, value in arrays(r).items()
+    },
+  )
+  staging.write(RESULTS, buffer.getvalue())
+  text = json.dumps(summary.summary_dict(result), indent=2, allow_nan=False)
+  staging.write(SUMMARY, text.encode())
+
+
+def manifest_info(result: ExperimentResult) -> dict:
+  """What run.json records besides the files: the experiment and the versions."""
+  env = result.environment
+  return {"experiment": result.spec.name, **{k: env.get(k) for k in ("jaxnorm", "jax", "flax")}}
+
+
+def save(out_dir: str | os.PathLike, result: ExperimentResult) -> None:
+  """Replaces the run in `out_dir` by `result` (results, summary, variables, run.json) in
+  one step; interrupted, `out_dir` keeps its previous run (see `runfolder`)."""
+  staging = runfolder.begin(out_dir)
+  try:
+    write_run(staging, result)
+    staging.commit(manifest_info(result))
+  finally:
+    staging.discard()
 
 
 def load(out_dir: str | os.PathLike) -> ExperimentResult:
   """The result saved in `out_dir` (without variables: see `load_variables`).
 
-  Raises ResultsError, with a one-line reason, for a folder without results or with
-  files jaxnorm cannot read.
+  Raises ResultsError, with a one-line reason, for a folder without results, with files
+  that are not the ones its run.json lists, or with files jaxnorm cannot read.
   """
   out = Path(out_dir)
   missing = [name for name in (RESULTS, SUMMARY) if not (out / name).is_file()]
   if missing:
     raise ResultsError(f"{out} holds no saved results (missing {', '.join(missing)})")
   try:
+    runfolder.verify(out, (RESULTS, SUMMARY))
+  except runfolder.RunFolderError as e:
+    raise ResultsError(str(e)) from None
+  try:
     info = json.loads((out / SUMMARY).read_text())
     with np.load(out / RESULTS) as npz:
       flat = {key: npz[key] for key in npz.files}
     return _result(info, flat)
-  except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+  except Exception as e:  # any failure to parse files from outside is the folder's fault
     raise ResultsError(f"{out} holds results jaxnorm cannot read ({type(e).__name__}: {e})") from e
 
 
@@ -186,10 +196,17 @@ def _from_format_1(
 
 def load_variables(out_dir: str | os.PathLike, norm: str) -> dict:
   """The trained {'params', 'batch_stats'} of `norm`, nested dicts of numpy arrays with a
-  leading seed axis (format 2; a format-1 folder of one seed has none)."""
-  raw = (Path(out_dir) / variables_file(norm)).read_bytes()
-  restored = flax.serialization.msgpack_restore(raw)
-  return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
+  leading seed axis (format 2; a format-1 folder of one seed has none). Raises
+  ResultsError if the file is missing, not the one run.json lists, or unreadable."""
+  path = Path(out_dir) / variables_file(norm)
+  try:
+    runfolder.verify(out_dir, (path.name,))
+    restored = flax.serialization.msgpack_restore(path.read_bytes())
+    return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
+  except runfolder.RunFolderError as e:
+    raise ResultsError(str(e)) from None
+  except Exception as e:
+    raise ResultsError(f"{path} is not a variables file jaxnorm can read ({e})") from e
 
 
 def config_from_dict(fields: dict[str, Any]) -> Config:

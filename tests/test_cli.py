@@ -157,3 +157,73 @@ def test_seeds_surface_and_measures_are_written(tmp_path, capsys):
   assert "| Hessian trace |" in text and "**a prediction**" in text
   loaded_variables = results.load_variables(tmp_path, "none")
   assert jax.tree.leaves(loaded_variables)[0].shape[0] == 3
+
+
+def _foreign(tmp_path):
+  folder = tmp_path / "mine"
+  folder.mkdir()
+  (folder / "notes.txt").write_text("mine")
+  return folder
+
+
+def _truncated_run(tmp_path):
+  shutil.copytree(DATA / "format1_one_seed", tmp_path / "old")
+  assert cli.main(["--replot", str(tmp_path / "old")], **TEST_SCRIPT) == 0  # adds run.json
+  npz = tmp_path / "old" / "results.npz"
+  npz.write_bytes(npz.read_bytes()[:100])
+  return tmp_path / "old"
+
+
+@pytest.mark.parametrize(
+  "args, words",
+  [
+    (["--seed", "4294967296"], "seed"),
+    (["--seed", "-1"], "seed"),
+    (["--seed", "2147483647", "--seeds", "2"], "2147483648"),
+    (["--steps", str(10**12)], "steps"),
+    (["--landscape-range", "1e308"], "landscape_range"),
+    (["--landscape-range", "nan"], "landscape_range"),
+    (["--landscape-points", "1"], "landscape_points"),
+    (["--landscape-points", str(10**9)], "landscape_points"),
+    (["--surface", "1"], "surface_points"),
+    (["--surface", "100000"], "surface_points"),
+    (["--batch-size", str(10**7)], "GiB"),
+    (["--seeds", str(10**6)], "GiB"),
+    (["--out", "{tmp}/a_file"], "is a file"),
+    (["--out", "{tmp}/a_file/run"], "is a file"),
+    (["--out", "/proc/jaxnorm-test/run"], "cannot write"),
+    (["--out", "{foreign}"], "notes.txt"),
+    (["--replot", "{truncated}"], "truncated"),
+  ],
+)
+def test_bad_input_is_refused_in_one_line_before_any_work(tmp_path, capsys, args, words):
+  (tmp_path / "a_file").write_text("x")
+  paths = {"tmp": tmp_path}
+  if "{foreign}" in args:
+    paths["foreign"] = _foreign(tmp_path)
+  if "{truncated}" in args:
+    paths["truncated"] = _truncated_run(tmp_path)
+    capsys.readouterr()
+  args = [a.format(**paths) for a in args]
+  if "--out" not in args:
+    args += ["--out", str(tmp_path / "run")]
+  before = sorted(tmp_path.rglob("*"))
+  with pytest.raises(SystemExit) as exit_:
+    cli.main([*args, *IN_PROCESS], **TEST_SCRIPT)
+  assert exit_.value.code == cli.EXIT_USAGE
+  out, err = capsys.readouterr()
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and words in lines[0], err
+  assert "results ->" not in out  # refused before the run started
+  assert sorted(tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_a_compilation_cache_path_that_is_a_file_is_refused(tmp_path, capsys, monkeypatch):
+  (tmp_path / "cache").write_text("x")
+  monkeypatch.setenv("JAXNORM_CACHE_DIR", str(tmp_path / "cache"))
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(["--out", str(tmp_path / "run"), "--no-progress"], **TEST_SCRIPT)
+  assert exit_.value.code == cli.EXIT_USAGE
+  line = capsys.readouterr().err.strip()
+  assert "\n" not in line and "--no-compilation-cache" in line
+  assert not (tmp_path / "run").exists()

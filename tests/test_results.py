@@ -66,20 +66,6 @@ def test_folders_of_format_1_still_load(folder, seeds):
   assert r.first_nonfinite_step.tolist() == [-1] * seeds
 
 
-def test_interrupted_write_keeps_the_previous_file(tmp_path):
-  path = tmp_path / "summary.json"
-  results.atomic_write(path, lambda f: f.write(b"previous"))
-
-  def fail(f):
-    f.write(b"half")
-    raise KeyboardInterrupt
-
-  with pytest.raises(KeyboardInterrupt):
-    results.atomic_write(path, fail)
-  assert path.read_bytes() == b"previous"
-  assert list(tmp_path.iterdir()) == [path]
-
-
 def test_load_from_an_empty_folder_says_what_is_missing(tmp_path):
   with pytest.raises(results.ResultsError, match="results.npz"):
     results.load(tmp_path)

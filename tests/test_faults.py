@@ -1,0 +1,152 @@
+"""The experiment script interrupted or failing at any point leaves one whole run and says
+so in one line (README "Run folders and exit statuses").
+
+Each test runs experiments/exp2.py on the tiny preset as a user would and interrupts it
+at a named point (`runfolder.fault_point`: the process signals itself there) or from
+outside, then checks the exit status, the one line on stderr, and that the output folder
+holds exactly the previous run (seed 0) or exactly the new one (seed 1), nothing else.
+Every point of a file write is covered, cheaply, in test_runfolder.py.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxnorm import cli, config, plotting, results, runfolder
+
+ROOT = Path(__file__).resolve().parents[1]
+EXP2 = ROOT / "experiments" / "exp2.py"
+TINY_RUN = ["--preset", "tiny", "--norms", "none", "--steps", "4", "--landscape-points", "3"]
+TINY_RUN += ["--no-measures", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  """The environment of every script run: a compilation cache shared by this module's
+  runs (in a temporary folder), no fault unless a test sets one."""
+  env = {k: v for k, v in os.environ.items() if k != runfolder.FAULT_ENV}
+  env["JAXNORM_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+  return env
+
+
+def script(out: Path, *args: str) -> list[str]:
+  return [sys.executable, str(EXP2), *TINY_RUN, "--out", str(out), *args]
+
+
+def run_script(out: Path, *args: str, env: dict, fault: str = ""):
+  env = {**env, runfolder.FAULT_ENV: fault} if fault else env
+  return subprocess.run(
+    script(out, *args), capture_output=True, text=True, env=env, timeout=300, cwd=ROOT
+  )
+
+
+@pytest.fixture(scope="module")
+def previous_run(tmp_path_factory, env) -> Path:
+  """A complete run of seed 0, copied into each test's output folder."""
+  out = tmp_path_factory.mktemp("previous") / "run"
+  proc = run_script(out, "--seed", "0", env=env)
+  assert proc.returncode == 0, proc.stderr
+  return out
+
+
+def holds_run_of_seed(out: Path) -> int:
+  """The seed of the one whole run in `out`; fails on a mixed or partial folder."""
+  manifest = runfolder.manifest(out)
+  assert manifest is not None
+  assert sorted(p.name for p in out.iterdir()) == sorted([*manifest["files"], runfolder.MANIFEST])
+  runfolder.verify(out, tuple(manifest["files"]))
+  summary = json.loads((out / "summary.json").read_text())
+  saved = results.load(out).norms["none"].seeds.tolist()
+  assert saved == [summary["config"]["seed"]]
+  return summary["config"]["seed"]
+
+
+def strays(out: Path) -> list[str]:
+  return sorted(
+    p.name for p in out.parent.iterdir() if p.name not in (out.name, f".{out.name}.lock")
+  )
+
+
+def one_line(stderr: str) -> str:
+  lines = stderr.strip().splitlines()
+  assert len(lines) == 1 and "Traceback" not in stderr, stderr
+  return lines[0]
+
+
+@pytest.mark.parametrize(
+  "fault, status, seed, words",
+  [
+    ("train:none:SIGINT", cli.EXIT_INTERRUPTED, 0, "interrupted at step 4 of 4 of No Norm"),
+    ("train:none:SIGTERM", cli.EXIT_TERMINATED, 0, "still holds the previous run"),
+    ("analyze:none:SIGINT", cli.EXIT_INTERRUPTED, 0, "while analyzing No Norm"),
+    ("write:results.npz:SIGTERM", cli.EXIT_TERMINATED, 0, "while writing the run folder"),
+    ("write:figure2.pdf:SIGINT", cli.EXIT_INTERRUPTED, 0, "still holds the previous run"),
+    ("commit:SIGINT", cli.EXIT_INTERRUPTED, 1, "holds the new run"),
+    ("write:summary.json:SIGKILL", -signal.SIGKILL, 0, None),
+    ("committed:SIGKILL", -signal.SIGKILL, 1, None),
+  ],
+)
+def test_an_interrupted_run_leaves_one_whole_run(
+  tmp_path, env, previous_run, fault, status, seed, words
+):
+  out = tmp_path / "run"
+  shutil.copytree(previous_run, out)
+  proc = run_script(out, "--seed", "1", env=env, fault=fault)
+  assert proc.returncode == status, proc.stderr
+  if words:
+    line = one_line(proc.stderr)
+    assert line.startswith("exp2.py: interrupted") and words in line and str(out) in line
+    assert strays(out) == []  # the staging folder is gone
+  assert holds_run_of_seed(out) == seed
+  if status == -signal.SIGKILL:  # nothing could clean up: the next run does
+    proc = run_script(out, "--seed", "2", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert holds_run_of_seed(out) == 2 and strays(out) == []
+
+
+def test_ctrl_c_from_outside_while_training(tmp_path, env, previous_run):
+  out = tmp_path / "run"
+  shutil.copytree(previous_run, out)
+  cmd = script(out, "--seed", "1", "--steps", "100000")
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+  assert "results ->" in proc.stdout.readline()  # checks done, compiling and training
+  time.sleep(3)
+  proc.send_signal(signal.SIGINT)
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == cli.EXIT_INTERRUPTED
+  assert "interrupted" in one_line(stderr)
+  assert holds_run_of_seed(out) == 0 and strays(out) == []
+
+
+def test_a_failure_after_training_exits_3_and_keeps_what_was_written(tmp_path, monkeypatch, capsys):
+  def broken_figure(result):
+    raise RuntimeError("no figure today")
+
+  monkeypatch.setattr(plotting, "figure2", broken_figure)
+  out = tmp_path / "run"
+  status = cli.main(
+    ["--out", str(out), *TINY_RUN[:-2], "--no-measures", "--no-progress", "--no-compilation-cache"],
+    prog="exp2.py",
+    description="",
+    default=config.TINY,
+    default_out="",
+    name="exp2",
+    title="t",
+  )
+  assert status == cli.EXIT_FAILED
+  line = one_line(capsys.readouterr().err)
+  assert "RuntimeError: no figure today" in line and "writing the run folder" in line
+  failed = tmp_path / "run.failed"
+  assert str(failed) in line and f"{out} holds no run" in line
+  assert not out.exists()
+  assert "no figure today" in (failed / "traceback.txt").read_text()
+  with np.load(failed / "results.npz") as npz:  # the results were written before the figure
+    assert npz["none/loss"].shape == (1, 4)
