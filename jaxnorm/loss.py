@@ -27,7 +27,10 @@ LossFn = Callable[[PyTree], jax.Array]
 
 
 def cross_entropy(logits_BxV: jax.Array, labels_B: jax.Array) -> jax.Array:
-  """Mean cross-entropy in nats, `torch.nn.CrossEntropyLoss()`."""
+  """Mean cross-entropy in nats, `torch.nn.CrossEntropyLoss()`. Labels of a concrete
+  array outside [0, V) raise ValueError (`model.check_ids`); under jit they are not
+  checked."""
+  model_lib.check_ids(labels_B, logits_BxV.shape[-1], "labels")
   return optax.softmax_cross_entropy_with_integer_labels(logits_BxV, labels_B).mean()
 
 

@@ -32,6 +32,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxnorm import norms
 from jaxnorm.config import Config
@@ -51,6 +52,24 @@ def torch_linear_bias_init(fan_in: int) -> nn.initializers.Initializer:
 
 
 Precision = str | None  # "highest", "high", or None for the backend's default
+
+
+def check_ids(ids: jax.Array, size: int, what: str) -> None:
+  """Raises ValueError if an id of a concrete array is outside [0, size).
+
+  JAX would not: an embedding lookup of an id >= size gives NaN, and -1 silently reads the
+  last row. Inside jit (a tracer) nothing is checked and nothing is paid: the compiled
+  training and analysis draw their own batches, which are valid by construction. Eager
+  calls on user data (`model.apply(variables, tokens, ...)`) are checked, at the price of
+  copying the ids to the host.
+  """
+  if isinstance(ids, jax.core.Tracer) or not np.size(ids):
+    return
+  ids = np.asarray(ids)
+  low, high = int(ids.min()), int(ids.max())
+  if low < 0 or high >= size:
+    bad = low if low < 0 else high
+    raise ValueError(f"{what} must be in [0, {size}), got {bad}")
 
 
 def torch_linear(features: int, fan_in: int, name: str, precision: Precision = None) -> nn.Dense:
@@ -223,6 +242,7 @@ class Transformer(nn.Module):
 
   def features(self, tokens_BxL: jax.Array, train: bool, project_table: bool = False) -> jax.Array:
     """The block's output, (B, L, D): the activations whose spectrum Figure 2 shows."""
+    check_ids(tokens_BxL, self.vocab_size, "token ids")
     x_BxLxD = self.token_embeddings(tokens_BxL)
     if not project_table:
       return self.transformer_block(x_BxLxD, train)
@@ -247,6 +267,7 @@ class Transformer(nn.Module):
         f"last_token_logits is not exact for norm={self.norm!r} with train={train}: its "
         "statistics mix positions; use __call__ (or fast_logits, which picks for you)"
       )
+    check_ids(tokens_BxL, self.vocab_size, "token ids")
     b = tokens_BxL.shape[0]
     q_VxD, k_VxD, v_VxD = self._qkv_table()
     last_Bx1 = tokens_BxL[:, -1:]

@@ -159,3 +159,27 @@ def test_every_matmul_runs_at_the_configured_precision(precision, key):
     assert len(found) >= 10
     expected = "DEFAULT" if precision == "default" else precision.upper()
     assert set(found) == {expected}, found
+
+
+@pytest.mark.parametrize("bad", [-1, config.TINY.vocab_size])
+@pytest.mark.parametrize("method", ["__call__", "features", "last_token_logits", "fast_logits"])
+def test_token_ids_outside_the_vocabulary_raise_in_eager_calls(bad, method, key):
+  """JAX alone gives NaN logits for id V and reads row V - 1 for -1."""
+  m, variables, tokens = _variables(config.TINY, "layernorm", key)
+  tokens = tokens.at[1, 2].set(bad)
+  with pytest.raises(ValueError, match=f"token ids must be in \\[0, 38\\), got {bad}"):
+    m.apply(variables, tokens, train=False, method=getattr(model.Transformer, method))
+
+
+def test_token_ids_are_not_checked_inside_jit(key):
+  m, variables, tokens = _variables(config.TINY, "layernorm", key)
+  logits = jax.jit(lambda t: m.apply(variables, t, train=False))(tokens.at[0, 0].set(-1))
+  assert logits.shape == (config.TINY.batch_size, config.TINY.vocab_size)
+
+
+@pytest.mark.parametrize("bad", [-1, 5])
+def test_labels_outside_the_classes_raise_in_eager_calls(bad):
+  logits = jnp.zeros((3, 5))
+  assert float(loss.cross_entropy(logits, jnp.array([0, 4, 2]))) == pytest.approx(math.log(5))
+  with pytest.raises(ValueError, match=f"labels must be in \\[0, 5\\), got {bad}"):
+    loss.cross_entropy(logits, jnp.array([0, bad, 2]))
