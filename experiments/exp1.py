@@ -9,14 +9,21 @@ notebook's exact hyper-parameters are not in this repository: jaxnorm uses Exper
     python experiments/exp1.py            # 2 x 4000 steps
     python experiments/exp1.py --quick    # a smoke run
 
-Writes runs/exp1/{figure2.png, figure2.pdf, results.npz, summary.json, measures.md, ...}.
+Writes runs/exp1/{figure2.png, figure2.pdf, results.npz, summary.json, measures.md,
+run.json, ...}.
 Expected, per the paper: LayerNorm's minimum is flatter and its spectrum flatter.
 """
 
+import os
+import signal
 import sys
 
-from jaxnorm import cli, report
-from jaxnorm.config import EXP1
+# Until the command line takes over: interrupted while importing, end quietly (130 / 143).
+for _signal in (signal.SIGINT, signal.SIGTERM):
+  signal.signal(_signal, lambda signum, frame: os._exit(128 + signum))
+
+from jaxnorm import cli, report  # noqa: E402
+from jaxnorm.config import EXP1  # noqa: E402
 
 PREDICTIONS = [
   report.flatter(("layernorm",), "none", "LayerNorm converges to a flatter minimum than No Norm"),

@@ -13,13 +13,20 @@ rank and kin).
     python experiments/exp2.py --replot runs/exp2
 
 Writes runs/exp2/{figure2.png, figure2.pdf, results.npz, summary.json, measures.md,
-variables_*.msgpack}. Runtime and the measured figure: README.md.
+variables_*.msgpack, run.json}, as one whole run (README: "Run folders and exit statuses").
+Runtime and the measured figure: README.md.
 """
 
+import os
+import signal
 import sys
 
-from jaxnorm import cli, report
-from jaxnorm.config import PAPER
+# Until the command line takes over: interrupted while importing, end quietly (130 / 143).
+for _signal in (signal.SIGINT, signal.SIGTERM):
+  signal.signal(_signal, lambda signum, frame: os._exit(128 + signum))
+
+from jaxnorm import cli, report  # noqa: E402
+from jaxnorm.config import PAPER  # noqa: E402
 
 PREDICTIONS = [
   report.flatter(

@@ -6,14 +6,21 @@ Normalization in Deep Learning").
     python experiments/exp3.py            # 4 x 4000 steps
     python experiments/exp3.py --quick    # a smoke run
 
-Writes runs/exp3/{figure2.png, figure2.pdf, results.npz, summary.json, measures.md, ...}.
+Writes runs/exp3/{figure2.png, figure2.pdf, results.npz, summary.json, measures.md,
+run.json, ...}.
 Expected, per the paper: the L2 model trains stably but learns worse than LayerNorm.
 """
 
+import os
+import signal
 import sys
 
-from jaxnorm import cli, report
-from jaxnorm.config import EXP3
+# Until the command line takes over: interrupted while importing, end quietly (130 / 143).
+for _signal in (signal.SIGINT, signal.SIGTERM):
+  signal.signal(_signal, lambda signum, frame: os._exit(128 + signum))
+
+from jaxnorm import cli, report  # noqa: E402
+from jaxnorm.config import EXP3  # noqa: E402
 
 PREDICTIONS = [
   report.flatter(

@@ -11,7 +11,6 @@ one, or the new one once it is complete (`runfolder`).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import os
 import shutil
@@ -19,7 +18,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -180,7 +179,7 @@ def spec_from_args(
 
 
 class Interrupted(BaseException):
-  """SIGINT or SIGTERM arrived (`_signals_interrupt`); `status` is 128 + the signal."""
+  """SIGINT or SIGTERM arrived while `main` ran; `status` is 128 + the signal."""
 
   def __init__(self, signum: int):
     super().__init__(signum)
@@ -188,25 +187,18 @@ class Interrupted(BaseException):
 
 
 def _interrupt(signum: int, frame) -> NoReturn:
+  """SIGINT/SIGTERM handler of `main`: raises `Interrupted`. Every time: Python drops an
+  exception raised inside a garbage-collector callback, so a second Ctrl-C must still work."""
   del frame
-  # One interruption is enough: the cleanup that follows is not interrupted again.
-  for s in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(s, signal.SIG_IGN)
   raise Interrupted(signum)
 
 
-@contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
-  """Within the block, SIGINT and SIGTERM raise `Interrupted` (main thread only)."""
-  if threading.current_thread() is not threading.main_thread():
-    yield
-    return
-  previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
-  try:
-    yield
-  finally:
-    for s, handler in previous.items():
-      signal.signal(s, handler)
+def _cleaning_up() -> None:
+  """From here until `main` returns, SIGINT and SIGTERM are ignored: the cleanup after an
+  interruption or a failure is not interrupted again."""
+  if threading.current_thread() is threading.main_thread():
+    for s in runfolder.STOP_SIGNALS:
+      signal.signal(s, signal.SIG_IGN)
 
 
 class _Position:
@@ -237,35 +229,36 @@ def _folder_state(staging: runfolder.Staging) -> str:
 
 
 def _guarded(prog: str, staging: runfolder.Staging, where: _Position, work) -> int | None:
-  """Runs `work()` with SIGINT/SIGTERM raising `Interrupted`. Interrupted: removes the
+  """Runs `work()` (`main` has SIGINT/SIGTERM raise `Interrupted`). Interrupted: removes the
   staging folder, prints one line, returns 130/143. Any other exception: keeps what was
   written and the traceback in `<out>.failed`, prints one line, returns 3. Otherwise
   returns None (and `work` has committed or discarded `staging`)."""
-  with _signals_interrupt():
-    try:
-      work()
-      return None
-    except (Interrupted, KeyboardInterrupt) as e:
+  try:
+    work()
+    return None
+  except (Interrupted, KeyboardInterrupt) as e:
+    _cleaning_up()
+    staging.discard()
+    print(f"{prog}: interrupted {where}; {_folder_state(staging)}", file=sys.stderr)
+    return e.status if isinstance(e, Interrupted) else EXIT_INTERRUPTED
+  except Exception as e:  # one line for the user, the traceback in a file
+    _cleaning_up()
+    text = traceback.format_exc()
+    if staging.committed:
       staging.discard()
-      print(f"{prog}: interrupted {where}; {_folder_state(staging)}", file=sys.stderr)
-      return e.status if isinstance(e, Interrupted) else EXIT_INTERRUPTED
-    except Exception as e:  # one line for the user, the traceback in a file
-      text = traceback.format_exc()
-      if staging.committed:
-        staging.discard()
-        place = "(traceback not kept)"
-      else:
-        failed = staging.keep_as_failed()
-        runfolder.write_bytes(failed / "traceback.txt", text.encode())
-        place = f"what was written and the traceback are in {failed}"
-      first = (str(e).splitlines() or [""])[0]
-      print(
-        f"{prog}: error {where}: {type(e).__name__}: {first}; {place}; {_folder_state(staging)}",
-        file=sys.stderr,
-      )
-      return EXIT_FAILED
-    finally:
-      staging.discard()  # a no-op after commit or keep_as_failed
+      place = "(traceback not kept)"
+    else:
+      failed = staging.keep_as_failed()
+      runfolder.write_bytes(failed / "traceback.txt", text.encode())
+      place = f"what was written and the traceback are in {failed}"
+    first = (str(e).splitlines() or [""])[0]
+    print(
+      f"{prog}: error {where}: {type(e).__name__}: {first}; {place}; {_folder_state(staging)}",
+      file=sys.stderr,
+    )
+    return EXIT_FAILED
+  finally:
+    staging.discard()  # a no-op after commit or keep_as_failed
 
 
 def _print_outputs(result: pipeline.ExperimentResult, paths: list[Path]) -> None:
@@ -349,6 +342,15 @@ def main(
 ) -> int:
   """Parses `argv`, checks everything, runs the experiment and writes its run folder;
   returns the exit status (`EXIT_*`)."""
+  with runfolder.signals_handled(_interrupt):
+    try:
+      return _main(argv, prog, description, default, default_out, name, title, predictions)
+    except (Interrupted, KeyboardInterrupt) as e:  # before the run folder was begun
+      print(f"{prog}: interrupted before the run started; nothing was written", file=sys.stderr)
+      return e.status if isinstance(e, Interrupted) else EXIT_INTERRUPTED
+
+
+def _main(argv, prog, description, default, default_out, name, title, predictions) -> int:
   parser = build_parser(prog, description, default_out)
   args = parser.parse_args(argv)
   if args.replot is not None:

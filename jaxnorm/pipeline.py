@@ -246,8 +246,9 @@ def run(
   compiles on the host's cores, one core per program, so on an accelerator the compile
   time of the later programs hides behind the training of the first. `compile_workers=0`
   compiles each program in this thread when it is first needed (`run_norm`), nothing
-  overlapping. `on_progress(norm, phase, steps_done)` is called after every training chunk
-  ("train") and before each analysis ("analyze").
+  overlapping. `on_progress(norm, phase, steps_done)` is called when a training chunk has
+  finished on the device ("train"; the next one is already queued, so the device never
+  waits for the host) and before each analysis ("analyze").
 
   Interrupted (KeyboardInterrupt or any other exception), it cancels the compilations that
   have not started and returns at once; one already running in a worker thread finishes
@@ -352,18 +353,27 @@ def _run_norm(
       # Every leaf split over the seed axis, as the programs were compiled for (XLA may
       # return constant leaves replicated); a no-op for leaves already split.
       state = seeds.shard_seeds(program.init(group.keys.train, group.learning_rates), group.mesh)
-      chunks, done = [], 0
+      chunks, done, finished = [], 0, 0
+
+      def chunk_finished(losses_SxN: jax.Array) -> None:
+        nonlocal finished
+        losses_SxN.block_until_ready()
+        finished += losses_SxN.shape[1]
+        bar.update(losses_SxN.shape[1])
+        if progress:
+          bar.set_postfix(loss=f"{float(jnp.nanmean(losses_SxN[:, -1])):.4f}")
+        on_progress(norm, "train", finished)
+        fault_point(f"train:{norm}")
+
       while done < cfg.steps:
         n = min(spec.chunk_size, cfg.steps - done)
         state, losses_SxN = program.train[n](state)
         state = seeds.shard_seeds(state, group.mesh)
         chunks.append(losses_SxN)
         done += n
-        bar.update(n)
-        on_progress(norm, "train", done)
-        fault_point(f"train:{norm}")
-        if progress:  # reading the loss waits for the device: only for a visible bar
-          bar.set_postfix(loss=f"{float(jnp.nanmean(losses_SxN[:, -1])):.4f}")
+        if len(chunks) > 1:  # the device holds the chunk just queued: wait for the one before
+          chunk_finished(chunks[-2])
+      chunk_finished(chunks[-1])
       losses = np.asarray(jnp.concatenate(chunks, axis=1))
       seconds["train"] += time.perf_counter() - start
       on_progress(norm, "analyze", done)

@@ -159,28 +159,39 @@ def _exchange_linux(a: Path, b: Path) -> bool:
 exchange = _exchange_linux if os.uname().sysname == "Linux" else None
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def signals_handled(handler):
+  """Within the block, `handler(signum, frame)` handles SIGINT and SIGTERM; the previous
+  handlers come back after it. In the main thread only (elsewhere Python cannot set
+  handlers, and the block runs as is)."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+  try:
+    yield
+  finally:
+    for s, old in previous.items():
+      signal.signal(s, old)
+
+
 @contextlib.contextmanager
 def signals_deferred():
-  """SIGINT and SIGTERM that arrive within the block take effect when it ends (main
-  thread only), so a Ctrl-C never lands between the swap and the record that it happened.
+  """SIGINT and SIGTERM that arrive within the block take effect when it ends, so a
+  Ctrl-C never lands between the swap and the record that it happened.
 
   Python runs signal handlers in the main thread whichever thread the kernel delivered the
   signal to, so handlers (not a signal mask) defer them: they are noted and raised again
   after the block, under the handlers that were in place before it.
   """
-  if threading.current_thread() is not threading.main_thread():
-    yield
-    return
   received: list[int] = []
-  deferred = {signal.SIGINT, signal.SIGTERM}
-  previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in deferred}
-  try:
+  with signals_handled(lambda signum, frame: received.append(signum)):
     yield
-  finally:
-    for s, handler in previous.items():
-      signal.signal(s, handler)
-    if received:
-      signal.raise_signal(received[0])
+  if received:
+    signal.raise_signal(received[0])
 
 
 def _fsync_dir(path: Path) -> None:

@@ -126,6 +126,18 @@ def test_ctrl_c_from_outside_while_training(tmp_path, env, previous_run):
   assert holds_run_of_seed(out) == 0 and strays(out) == []
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_while_starting_up_ends_quietly(tmp_path, env, signum):
+  proc = subprocess.Popen(
+    script(tmp_path / "run"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+  )
+  time.sleep(0.5)  # importing JAX
+  proc.send_signal(signum)
+  _, stderr = proc.communicate(timeout=60)
+  assert proc.returncode == 128 + signum and "Traceback" not in stderr, stderr
+  assert not (tmp_path / "run").exists()
+
+
 def test_a_failure_after_training_exits_3_and_keeps_what_was_written(tmp_path, monkeypatch, capsys):
   def broken_figure(result):
     raise RuntimeError("no figure today")
