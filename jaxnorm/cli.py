@@ -322,7 +322,7 @@ def _report(result: pipeline.ExperimentResult, out: Path) -> int:
     if bad:
       print(
         f"WARNING: {report.label(norm)}: the landscape slice is NaN or infinite at {bad} "
-        "point(s) of models that trained finely: the perturbed weights overflow float32; "
+        "point(s) of seeds that did not diverge: the perturbed weights overflow float32; "
         "a smaller --landscape-range gives a finite slice",
         file=sys.stderr,
       )

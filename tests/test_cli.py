@@ -227,3 +227,11 @@ def test_a_compilation_cache_path_that_is_a_file_is_refused(tmp_path, capsys, mo
   line = capsys.readouterr().err.strip()
   assert "\n" not in line and "--no-compilation-cache" in line
   assert not (tmp_path / "run").exists()
+
+
+def test_a_slice_too_wide_for_float32_is_reported(tmp_path, capsys):
+  args = ["--out", str(tmp_path), *IN_PROCESS, "--no-measures", "--norms", "none"]
+  status = cli.main([*args, "--landscape-range", "1e30", "--steps", "3"], **TEST_SCRIPT)
+  assert status == 0
+  assert "No Norm: the landscape slice is NaN or infinite at" in capsys.readouterr().err
+  assert not np.isfinite(results.load(tmp_path).norms["none"].landscape).all()
