@@ -63,6 +63,20 @@ def _norm_list(text: str) -> tuple[str, ...]:
   return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
+def _rate_overrides(text: str) -> tuple[tuple[str, float], ...]:
+  """ "none=5e-4,l2=1e-3" -> (("none", 5e-4), ("l2", 1e-3)); "" -> ()."""
+  pairs = []
+  for item in _norm_list(text):
+    name, sep, rate = item.partition("=")
+    try:
+      pairs.append((name.strip(), float(rate)))
+    except ValueError:
+      sep = ""
+    if not sep:
+      raise argparse.ArgumentTypeError(f"expected NORM=RATE, got {item!r}")
+  return tuple(pairs)
+
+
 def build_parser(prog: str, description: str, default_out: str) -> argparse.ArgumentParser:
   p = _Parser(
     prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -71,8 +85,8 @@ def build_parser(prog: str, description: str, default_out: str) -> argparse.Argu
   p.add_argument(
     "--preset",
     choices=sorted(PRESETS),
-    help="start from this named configuration instead of the script's (tiny: a shrunken "
-    "task and model for smoke tests)",
+    help="start from this named configuration instead of the script's (equal_lr: the "
+    "reference with every model at 1e-4; tiny: a shrunken task and model for smoke tests)",
   )
   p.add_argument(
     "--quick",
@@ -84,6 +98,20 @@ def build_parser(prog: str, description: str, default_out: str) -> argparse.Argu
   p.add_argument("--batch-size", type=_positive_int, help="examples per batch")
   p.add_argument("--seed", type=int, help="seed of every key in the run")
   p.add_argument("--norms", type=_norm_list, help="comma-separated normalizations")
+  p.add_argument(
+    "--learning-rate",
+    type=float,
+    metavar="RATE",
+    help="every model's learning rate; drops the configuration's per-normalization rates "
+    "(the reference trains No Norm at 5e-4) unless --lr-override sets some",
+  )
+  p.add_argument(
+    "--lr-override",
+    type=_rate_overrides,
+    metavar="NORM=RATE,...",
+    help="per-normalization learning rates that replace the common one, e.g. none=5e-4 "
+    "(the reference's); an empty string: none",
+  )
   p.add_argument("--landscape-points", type=_positive_int, help="points on the 1D slice")
   p.add_argument("--landscape-range", type=float, help="the slice spans [-range, range]")
   p.add_argument(
@@ -157,6 +185,10 @@ def config_from_args(args: argparse.Namespace, default: Config) -> Config:
     "matmul_precision": args.matmul_precision,
   }
   cfg = cfg.replace(**{k: v for k, v in changes.items() if v is not None})
+  if args.learning_rate is not None:
+    cfg = cfg.replace(learning_rate=args.learning_rate, learning_rate_overrides=())
+  if args.lr_override is not None:
+    cfg = cfg.replace(learning_rate_overrides=args.lr_override)
   if args.landscape_cumulative:
     cfg = cfg.replace(landscape_cumulative=True)
   return cfg

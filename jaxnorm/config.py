@@ -191,4 +191,15 @@ EXP1 = Config(norms=("layernorm", "none"), landscape_points=50)
 # Experiment 3: Experiment 2 plus the parameter-free "Manual L2 Norm", trained at 1e-4.
 EXP3 = Config(norms=("layernorm", "batchnorm", "none", "l2"))
 
-PRESETS = {"paper": PAPER, "quick": QUICK, "tiny": TINY, "exp1": EXP1, "exp3": EXP3}
+# The reference configuration with every model at the same learning rate, 1e-4: the
+# control for the one rate the reference changes (No Norm at 5e-4).
+EQUAL_LR = PAPER.replace(learning_rate_overrides=())
+
+PRESETS = {
+  "paper": PAPER,
+  "equal_lr": EQUAL_LR,
+  "quick": QUICK,
+  "tiny": TINY,
+  "exp1": EXP1,
+  "exp3": EXP3,
+}

@@ -120,6 +120,7 @@ def markdown(result: ExperimentResult) -> str:
     "",
     "| measure | " + " | ".join(label(n) for n in stats) + " |",
     "|---|" + "---|" * len(stats),
+    "| learning rate | " + " | ".join(f"{r.learning_rate:g}" for r in result.norms.values()) + " |",
   ]
   for m in measures.MEASURES:
     if m.shown:
@@ -160,11 +161,12 @@ TABLE_COLUMNS = ("final_loss", "landscape_max_rise", "spectrum_top_bottom_ratio"
 
 
 def terminal_table(result: ExperimentResult) -> str:
-  """Per normalization: final loss, slice rise, spectrum ratio, training time. With
+  """Per normalization: learning rate, final loss, slice rise, spectrum ratio, training
+  time. With
   several seeds each cell is the mean ± the half-width of its 95% confidence interval."""
   headers = {"final_loss": "final loss", "landscape_max_rise": "landscape rise"}
   width = 22 if result.spec.num_seeds > 1 else 15
-  header = f"{'normalization':<16}" + "".join(
+  header = f"{'normalization':<16}{'lr':>8}" + "".join(
     f"{headers.get(name, measures.label(name)):>{width}}" for name in TABLE_COLUMNS
   )
   header += f"{'train s':>10}"
@@ -174,5 +176,5 @@ def terminal_table(result: ExperimentResult) -> str:
     cells = "".join(
       f"{_cell(*_value(stats, name), empty='nan'):>{width}}" for name in TABLE_COLUMNS
     )
-    rows.append(f"{label(norm):<16}{cells}{r.seconds['train']:>10.1f}")
+    rows.append(f"{label(norm):<16}{r.learning_rate:>8.2g}{cells}{r.seconds['train']:>10.1f}")
   return "\n".join(rows)

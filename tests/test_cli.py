@@ -155,6 +155,7 @@ def test_seeds_surface_and_measures_are_written(tmp_path, capsys):
   assert (tmp_path / "surfaces.png").is_file()
   text = (tmp_path / "measures.md").read_text()
   assert "| Hessian trace |" in text and "**a prediction**" in text
+  assert f"| learning rate | {cfg.learning_rate_for('none'):g} |" in text
   loaded_variables = results.load_variables(tmp_path, "none")
   assert jax.tree.leaves(loaded_variables)[0].shape[0] == 3
 
@@ -235,3 +236,40 @@ def test_a_slice_too_wide_for_float32_is_reported(tmp_path, capsys):
   assert status == 0
   assert "No Norm: the landscape slice is NaN or infinite at" in capsys.readouterr().err
   assert not np.isfinite(results.load(tmp_path).norms["none"].landscape).all()
+
+
+@pytest.mark.parametrize(
+  "args, rates",
+  [
+    ([], {"layernorm": 1e-4, "batchnorm": 1e-4, "none": 5e-4}),  # the reference's
+    (["--preset", "equal_lr"], {"layernorm": 1e-4, "batchnorm": 1e-4, "none": 1e-4}),
+    (["--lr-override", ""], {"layernorm": 1e-4, "batchnorm": 1e-4, "none": 1e-4}),
+    (["--learning-rate", "3e-4"], {"layernorm": 3e-4, "batchnorm": 3e-4, "none": 3e-4}),
+    (
+      ["--learning-rate", "3e-4", "--lr-override", "none=1e-3, batchnorm=2e-4"],
+      {"layernorm": 3e-4, "batchnorm": 2e-4, "none": 1e-3},
+    ),
+  ],
+)
+def test_learning_rates_from_the_command_line(args, rates):
+  parsed = cli.build_parser("t", "", "").parse_args(args)
+  cfg = cli.config_from_args(parsed, config.PAPER)
+  assert {norm: cfg.learning_rate_for(norm) for norm in cfg.norms} == rates
+
+
+@pytest.mark.parametrize(
+  "args, words",
+  [
+    (["--lr-override", "none"], "NORM=RATE"),
+    (["--lr-override", "none=fast"], "NORM=RATE"),
+    (["--lr-override", "groupnorm=1e-3"], "groupnorm"),
+    (["--learning-rate", "-1"], "learning_rate"),
+    (["--learning-rate", "inf"], "learning_rate"),
+  ],
+)
+def test_bad_learning_rates_exit_2_with_one_line(tmp_path, capsys, args, words):
+  with pytest.raises(SystemExit) as exit_:
+    cli.main([*args, "--out", str(tmp_path / "run"), *IN_PROCESS], **TEST_SCRIPT)
+  assert exit_.value.code == cli.EXIT_USAGE
+  lines = capsys.readouterr().err.strip().splitlines()
+  assert len(lines) == 1 and words in lines[0], lines
