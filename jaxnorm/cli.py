@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -24,7 +25,7 @@ from typing import NoReturn
 
 import numpy as np
 
-from jaxnorm import pipeline, plotting, preflight, report, results, runfolder, runtime
+from jaxnorm import pipeline, plotting, preflight, report, results, runfolder, runtime, sweep
 from jaxnorm.config import MATMUL_PRECISIONS, PRESETS, QUICK, Config
 from jaxnorm.measures import MeasureConfig
 
@@ -298,39 +299,62 @@ def _print_outputs(result: pipeline.ExperimentResult, paths: list[Path]) -> None
   print("figure:", ", ".join(map(str, paths)))
 
 
-def replot(out_dir: str, title: str, prog: str = "replot") -> int:
-  """Redraws Figure 2 of the run in `out_dir`; the folder is replaced as a whole (the
-  other files are carried over unchanged) with a new run.json."""
-  result = results.load(out_dir)
-  result = result._replace(spec=dataclasses.replace(result.spec, title=title))
+def _restage(prog: str, out_dir: str, replaced: set[str], redraw, info: dict) -> int:
+  """Replaces the folder `out_dir` as a whole by a copy (hard links) of its files, minus
+  the top-level files named in `replaced` and its run.json, plus what `redraw(staging)`
+  writes, with a new run.json."""
   staging = runfolder.begin(out_dir)
   target, where = staging.target, _Position()
   where.phase = "write"
 
   def work():
-    for path in sorted(target.iterdir()):
-      if path.is_file() and path.name != runfolder.MANIFEST and path.stem != "figure2":
-        try:
-          os.link(path, staging.path / path.name)  # unchanged files: the same bytes
-        except OSError:  # a file system without hard links
-          shutil.copy2(path, staging.path / path.name)
-    plotting.save_figure(plotting.figure2(result), staging.path / "figure2")
-    staging.commit(results.manifest_info(result))
+    for path in sorted(target.rglob("*")):
+      name = path.relative_to(target)
+      hidden = any(part.startswith(".") for part in name.parts)  # locks, temporaries
+      if hidden or not path.is_file() or str(name) in {*replaced, runfolder.MANIFEST}:
+        continue
+      (staging.path / name).parent.mkdir(parents=True, exist_ok=True)
+      try:
+        os.link(path, staging.path / name)  # unchanged files: the same bytes
+      except OSError:  # a file system without hard links
+        shutil.copy2(path, staging.path / name)
+    redraw(staging)
+    staging.commit(info)
     where.phase = "done"
-    _print_outputs(result, [target / "figure2.png", target / "figure2.pdf"])
 
   status = _guarded(prog, staging, where, work)
   return 0 if status is None else status
 
 
-def _write_outputs(staging: runfolder.Staging, result: pipeline.ExperimentResult) -> None:
-  """Everything a run leaves in its folder, written into the staging folder."""
-  results.write_run(staging, result)
-  plotting.save_figure(plotting.figure2(result), staging.path / "figure2")
+def replot(out_dir: str, title: str, prog: str = "replot") -> int:
+  """Redraws Figure 2 of the run in `out_dir`; the folder is replaced as a whole (the
+  other files are carried over unchanged) with a new run.json."""
+  result = results.load(out_dir)
+  result = result._replace(spec=dataclasses.replace(result.spec, title=title))
+
+  def redraw(staging: runfolder.Staging) -> None:
+    plotting.save_figure(plotting.figure2(result), staging.path / "figure2")
+
+  info = results.manifest_info(result)
+  status = _restage(prog, out_dir, {"figure2.png", "figure2.pdf"}, redraw, info)
+  if status == 0:
+    target = Path(out_dir)
+    _print_outputs(result, [target / "figure2.png", target / "figure2.pdf"])
+  return status
+
+
+def write_outputs(
+  staging: runfolder.Staging, result: pipeline.ExperimentResult, folder: str = ""
+) -> None:
+  """Everything a run leaves in its folder, written into the staging folder (into its
+  sub-folder `folder` if given)."""
+  results.write_run(staging, result, folder)
+  plotting.save_figure(plotting.figure2(result), staging.path / folder / "figure2")
   if result.spec.surface_points:
-    plotting.save_figure(plotting.surfaces(result), staging.path / "surfaces", formats=("png",))
+    stem = staging.path / folder / "surfaces"
+    plotting.save_figure(plotting.surfaces(result), stem, formats=("png",))
   if result.spec.measures is not None:
-    staging.write("measures.md", report.markdown(result).encode())
+    staging.write(str(Path(folder) / "measures.md"), report.markdown(result).encode())
 
 
 def _report(result: pipeline.ExperimentResult, out: Path) -> int:
@@ -361,6 +385,39 @@ def _report(result: pipeline.ExperimentResult, out: Path) -> int:
   return EXIT_DIVERGED if diverged else 0
 
 
+def _interruptible(prog: str, body) -> int:
+  """`body()` with SIGINT/SIGTERM raising `Interrupted`; interrupted before a run folder
+  was begun (parsing, checks), one line and 130/143."""
+  with runfolder.signals_handled(_interrupt):
+    try:
+      return body()
+    except (Interrupted, KeyboardInterrupt) as e:
+      _cleaning_up()
+      print(f"{prog}: interrupted before the run started; nothing was written", file=sys.stderr)
+      return e.status if isinstance(e, Interrupted) else EXIT_INTERRUPTED
+
+
+def _begin(parser: argparse.ArgumentParser, args: argparse.Namespace, spec) -> runfolder.Staging:
+  """The checks after parsing (memory, compilation cache, output folder), each failure
+  one line and exit 2; then the run's staging folder."""
+  try:
+    preflight.check(spec)
+  except ValueError as e:
+    parser.error(str(e))
+  if not args.no_compilation_cache:
+    try:
+      runtime.enable_compilation_cache()
+    except OSError as e:
+      parser.error(
+        f"cannot use the compilation cache folder {runtime.default_cache_dir()} "
+        f"({e.strerror or e}): set ${runtime.CACHE_ENV} or pass --no-compilation-cache"
+      )
+  try:
+    return runfolder.begin(args.out)
+  except runfolder.RunFolderError as e:
+    parser.error(f"--out: {e}")
+
+
 def main(
   argv: Sequence[str] | None,
   *,
@@ -374,62 +431,151 @@ def main(
 ) -> int:
   """Parses `argv`, checks everything, runs the experiment and writes its run folder;
   returns the exit status (`EXIT_*`)."""
-  with runfolder.signals_handled(_interrupt):
-    try:
-      return _main(argv, prog, description, default, default_out, name, title, predictions)
-    except (Interrupted, KeyboardInterrupt) as e:  # before the run folder was begun
-      print(f"{prog}: interrupted before the run started; nothing was written", file=sys.stderr)
-      return e.status if isinstance(e, Interrupted) else EXIT_INTERRUPTED
 
-
-def _main(argv, prog, description, default, default_out, name, title, predictions) -> int:
-  parser = build_parser(prog, description, default_out)
-  args = parser.parse_args(argv)
-  if args.replot is not None:
-    if not args.replot:
-      parser.error("--replot needs a folder, got an empty string")
+  def body() -> int:
+    parser = build_parser(prog, description, default_out)
+    args = parser.parse_args(argv)
+    if args.replot is not None:
+      if not args.replot:
+        parser.error("--replot needs a folder, got an empty string")
+      try:
+        return replot(args.replot, title, prog)
+      except (results.ResultsError, runfolder.RunFolderError) as e:
+        parser.error(str(e))
     try:
-      return replot(args.replot, title, prog)
-    except (results.ResultsError, runfolder.RunFolderError) as e:
+      spec = spec_from_args(args, default, name, title, predictions)
+    except ValueError as e:
       parser.error(str(e))
-  try:
-    spec = spec_from_args(args, default, name, title, predictions)
-    preflight.check(spec)
-  except ValueError as e:
-    parser.error(str(e))
-  if not args.no_compilation_cache:
-    try:
-      runtime.enable_compilation_cache()
-    except OSError as e:
-      parser.error(
-        f"cannot use the compilation cache folder {runtime.default_cache_dir()} "
-        f"({e.strerror or e}): set ${runtime.CACHE_ENV} or pass --no-compilation-cache"
+    staging = _begin(parser, args, spec)
+    cfg, out = spec.config, staging.target
+    print(f"{name}: {len(cfg.norms)} models x {cfg.steps} steps; results -> {out}")
+    where = _Position()
+    where.steps = cfg.steps
+    outcome: list[int] = []
+
+    def work():
+      result = pipeline.run(
+        spec,
+        progress=not args.no_progress,
+        compile_workers=args.compile_workers,
+        on_progress=where.update,
       )
+      where.phase = "write"
+      write_outputs(staging, result)
+      staging.commit(results.manifest_info(result))
+      where.phase = "done"
+      outcome.append(_report(result, out))
+
+    status = _guarded(prog, staging, where, work)
+    return outcome[0] if status is None else status
+
+  return _interruptible(prog, body)
+
+
+def _rate_list(text: str) -> tuple[float, ...]:
   try:
-    staging = runfolder.begin(args.out)
-  except runfolder.RunFolderError as e:
-    parser.error(f"--out: {e}")
-  cfg, out = spec.config, staging.target
-  print(f"{name}: {len(cfg.norms)} models x {cfg.steps} steps; results -> {out}")
-  where = _Position()
-  where.steps = cfg.steps
-  outcome: list[pipeline.ExperimentResult] = []
+    return sweep.check_rates(float(r) for r in _norm_list(text))
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
 
-  def work():
-    result = pipeline.run(
-      spec,
-      progress=not args.no_progress,
-      compile_workers=args.compile_workers,
-      on_progress=where.update,
+
+def sweep_main(
+  argv: Sequence[str] | None,
+  *,
+  prog: str,
+  description: str,
+  default: Config,
+  default_out: str,
+  name: str,
+  rates: Sequence[float],
+) -> int:
+  """The learning-rate sweep's command line: the experiment's options plus --rates; one
+  run folder per rate inside the sweep's folder, sweep.md, sweep.json and sweep.png.
+  Exit statuses as `main`, except that a diverged model is a finding of the sweep
+  (sweep.md counts them), not a failure: 0."""
+
+  def body() -> int:
+    parser = build_parser(prog, description, default_out)
+    parser.add_argument(
+      "--rates",
+      type=_rate_list,
+      default=tuple(rates),
+      metavar="R1,R2,...",
+      help="the learning rates; every model trains at each",
     )
-    where.phase = "write"
-    _write_outputs(staging, result)
-    staging.commit(results.manifest_info(result))
-    where.phase = "done"
-    outcome.append(_report(result, out))
+    args = parser.parse_args(argv)
+    if args.learning_rate is not None or args.lr_override is not None:
+      parser.error("--learning-rate and --lr-override do not apply to a sweep: use --rates")
+    if args.replot is not None:
+      if not args.replot:
+        parser.error("--replot needs a folder, got an empty string")
+      try:
+        return replot_sweep(args.replot, prog)
+      except (results.ResultsError, runfolder.RunFolderError) as e:
+        parser.error(str(e))
+    try:
+      spec = spec_from_args(args, default, name, "", ())
+    except ValueError as e:
+      parser.error(str(e))
+    staging = _begin(parser, args, spec)
+    cfg, out = spec.config, staging.target
+    print(
+      f"{name}: {len(args.rates)} rates x {len(cfg.norms)} models x {cfg.steps} steps; "
+      f"results -> {out}"
+    )
+    where = _Position()
+    where.steps = cfg.steps
 
-  status = _guarded(prog, staging, where, work)
-  return outcome[0] if status is None else status
+    def on_rate(i: int, rate: float) -> None:
+      print(f"learning rate {rate:g} ({i + 1} of {len(args.rates)})", flush=True)
+
+    def work():
+      result = sweep.run(
+        spec,
+        args.rates,
+        progress=not args.no_progress,
+        compile_workers=args.compile_workers,
+        on_progress=where.update,
+        on_rate=on_rate,
+      )
+      where.phase = "write"
+      for rate, run in zip(result.rates, result.runs, strict=True):
+        write_outputs(staging, run, sweep.folder(rate))
+        staging.write_manifest(results.manifest_info(run), sweep.folder(rate))
+      _write_sweep(staging, result)
+      staging.commit(results.manifest_info(result.runs[0]))
+      where.phase = "done"
+      print(sweep.markdown(result, names=("final_loss",)))
+      print("sweep:", out / "sweep.md", out / "sweep.png")
+
+    status = _guarded(prog, staging, where, work)
+    return 0 if status is None else status
+
+  return _interruptible(prog, body)
+
+
+def _write_sweep(staging: runfolder.Staging, result: sweep.SweepResult) -> None:
+  staging.write("sweep.md", sweep.markdown(result).encode())
+  text = json.dumps(sweep.summary_dict(result), indent=2, allow_nan=False)
+  staging.write("sweep.json", text.encode())
+  plotting.save_figure(plotting.sweep(result), staging.path / "sweep", formats=("png",))
+
+
+def replot_sweep(out_dir: str, prog: str = "replot") -> int:
+  """Redraws sweep.png (and sweep.md) of the sweep in `out_dir`; the folder is replaced as
+  a whole with a new run.json."""
+  result = sweep.load(out_dir)
+  info = results.manifest_info(result.runs[0])
+  status = _restage(
+    prog,
+    out_dir,
+    {"sweep.png", "sweep.md", "sweep.json"},
+    lambda st: _write_sweep(st, result),
+    info,
+  )
+  if status == 0:
+    print("sweep:", Path(out_dir) / "sweep.md", Path(out_dir) / "sweep.png")
+  return status
 
 
 def exit_process(status: int) -> NoReturn:

@@ -1,4 +1,4 @@
-"""Figure 2 of the paper and the 2D slices, from an `ExperimentResult`.
+"""Figure 2 of the paper, the 2D slices and the learning-rate sweep, from results.
 
 Drawn with matplotlib's object-oriented API on a bare `Figure` (no pyplot, no window), so
 it never blocks and needs no display. Each normalization is drawn in the colour and line
@@ -9,6 +9,7 @@ mean across seeds with a shaded band of +- one standard deviation.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,11 +18,13 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from jaxnorm import norms
+from jaxnorm import sweep as sweep_lib
 from jaxnorm.report import label
 from jaxnorm.runfolder import write_bytes
 
 if TYPE_CHECKING:
   from jaxnorm.pipeline import ExperimentResult
+  from jaxnorm.sweep import SweepResult
 
 
 def _draw(ax, x, y_SxN, norm: str, **kwargs) -> None:
@@ -121,4 +124,47 @@ def surfaces(result: ExperimentResult) -> Figure:
       ylabel="α (first direction)",
     )
   fig.tight_layout()
+  return fig
+
+
+def sweep(result: SweepResult) -> Figure:
+  """One panel per measure of `measures.md`: its mean across seeds against the learning
+  rate (log x; log y where every value is positive), one line per normalization, error
+  bars the 95% confidence interval with several seeds."""
+  shown = sweep_lib.shown_measures(result)
+  stats = result.stats()
+  columns = min(4, len(shown))
+  rows = math.ceil(len(shown) / columns)
+  with matplotlib.style.context("seaborn-v0_8-whitegrid"):
+    fig = Figure(figsize=(5 * columns, 4 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False).ravel())
+    for ax, m in zip(axes, shown, strict=False):
+      positive = True
+      for norm, by_name in stats.items():
+        cells = by_name[m.name]
+        mean = np.array([np.nan if s["mean"] is None else s["mean"] for s in cells])
+        low = np.array([np.nan if s["ci95"][0] is None else s["ci95"][0] for s in cells])
+        high = np.array([np.nan if s["ci95"][1] is None else s["ci95"][1] for s in cells])
+        spec = norms.REGISTRY.get(norm)
+        err = np.nan_to_num(np.stack([mean - low, high - mean]))
+        ax.errorbar(
+          result.rates,
+          mean,
+          yerr=err if np.isfinite(low).any() else None,
+          color=spec.color if spec else None,
+          linestyle=spec.linestyle if spec else "-",
+          marker="o",
+          capsize=3,
+          label=label(norm),
+        )
+        positive &= bool(np.all(mean[np.isfinite(mean)] > 0))
+      ax.set(title=m.label, xlabel="learning rate", xscale="log")
+      if positive:
+        ax.set_yscale("log")
+    for ax in axes[len(shown) :]:
+      ax.set_visible(False)
+    axes[0].legend()
+    seeds = result.runs[0].spec.num_seeds
+    fig.suptitle(f"Measures against the learning rate ({seeds} seed(s) per point)")
+    fig.tight_layout()
   return fig

@@ -94,7 +94,7 @@ def judge(prediction: Prediction, norms: dict[str, dict]) -> list[dict[str, Any]
   return rows
 
 
-def _cell(mean, low, high, empty: str = "n/a") -> str:
+def cell(mean, low, high, empty: str = "n/a") -> str:
   if mean is None:
     return empty
   return f"{mean:.4g}" if low is None else f"{mean:.4g} ± {(high - low) / 2:.2g}"
@@ -125,7 +125,7 @@ def markdown(result: ExperimentResult) -> str:
   for m in measures.MEASURES:
     if m.shown:
       lines.append(
-        f"| {m.label} | " + " | ".join(_cell(*_value(stats[n], m.name)) for n in stats) + " |"
+        f"| {m.label} | " + " | ".join(cell(*_value(stats[n], m.name)) for n in stats) + " |"
       )
   lines += ["", "## The paper's predictions", ""]
   for p in result.spec.predictions:
@@ -173,8 +173,6 @@ def terminal_table(result: ExperimentResult) -> str:
   rows = [header, "-" * len(header)]
   for norm, r in result.norms.items():
     stats = summary.stats(r)
-    cells = "".join(
-      f"{_cell(*_value(stats, name), empty='nan'):>{width}}" for name in TABLE_COLUMNS
-    )
+    cells = "".join(f"{cell(*_value(stats, name), empty='nan'):>{width}}" for name in TABLE_COLUMNS)
     rows.append(f"{label(norm):<16}{r.learning_rate:>8.2g}{cells}{r.seconds['train']:>10.1f}")
   return "\n".join(rows)

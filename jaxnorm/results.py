@@ -67,12 +67,13 @@ def arrays(r: NormResult) -> dict[str, np.ndarray]:
   return out
 
 
-def write_run(staging: runfolder.Staging, result: ExperimentResult) -> None:
+def write_run(staging: runfolder.Staging, result: ExperimentResult, folder: str = "") -> None:
   """Writes results.npz, summary.json and one variables file per normalization into a
-  staging folder (the caller commits it)."""
+  staging folder (into its sub-folder `folder` if given; the caller commits it)."""
   for norm, r in result.norms.items():
     if r.variables is not None:
-      staging.write(variables_file(norm), flax.serialization.to_bytes(jax.device_get(r.variables)))
+      data = flax.serialization.to_bytes(jax.device_get(r.variables))
+      staging.write(str(Path(folder) / variables_file(norm)), data)
   buffer = io.BytesIO()
   np.savez(
     buffer,
@@ -82,9 +83,9 @@ def write_run(staging: runfolder.Staging, result: ExperimentResult) -> None:
       for name, value in arrays(r).items()
     },
   )
-  staging.write(RESULTS, buffer.getvalue())
+  staging.write(str(Path(folder) / RESULTS), buffer.getvalue())
   text = json.dumps(summary.summary_dict(result), indent=2, allow_nan=False)
-  staging.write(SUMMARY, text.encode())
+  staging.write(str(Path(folder) / SUMMARY), text.encode())
 
 
 def manifest_info(result: ExperimentResult) -> dict:

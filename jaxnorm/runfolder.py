@@ -55,7 +55,14 @@ OUTPUT_PATTERNS = (
   "surfaces.png",
   "variables_*.msgpack",
   ".*.tmp",  # per-file temporaries of versions before run folders were staged
+  # A learning-rate sweep (`jaxnorm.sweep`): its tables and figure, and one run per rate
+  # (a `SUBRUN_PATTERN` folder, itself a run folder, maybe locked by a --replot of it).
+  "sweep.md",
+  "sweep.json",
+  "sweep.png",
+  ".*.lock",
 )
+SUBRUN_PATTERN = "lr_*"
 FAULT_ENV = "JAXNORM_FAULT"
 
 
@@ -95,12 +102,15 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 def foreign_entries(folder: Path) -> list[str]:
-  """The entries of `folder` that are not files jaxnorm writes into a run folder."""
-  return sorted(
-    entry.name + ("/" if entry.is_dir() else "")
-    for entry in folder.iterdir()
-    if entry.is_dir() or not any(fnmatch.fnmatchcase(entry.name, p) for p in OUTPUT_PATTERNS)
-  )
+  """The entries of `folder` (and of its sub-run folders) that are not what jaxnorm writes
+  into a run folder."""
+  foreign = []
+  for entry in sorted(folder.iterdir()):
+    if entry.is_dir() and fnmatch.fnmatchcase(entry.name, SUBRUN_PATTERN):
+      foreign += [f"{entry.name}/{name}" for name in foreign_entries(entry)]
+    elif entry.is_dir() or not any(fnmatch.fnmatchcase(entry.name, p) for p in OUTPUT_PATTERNS):
+      foreign.append(entry.name + ("/" if entry.is_dir() else ""))
+  return foreign
 
 
 def check_target(target: Path) -> None:
@@ -222,22 +232,29 @@ class Staging:
     self._lock_fd: int | None = lock_fd
 
   def write(self, name: str, data: bytes) -> Path:
-    """Writes the file `name` of the run."""
+    """Writes the file `name` of the run (a path relative to the run folder)."""
     path = self.path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes(path, data)
     return path
 
-  def commit(self, info: dict[str, Any]) -> None:
-    """Writes the manifest (every file's size and SHA-256, plus `info`) and puts the run
-    in the target's place in one step; the previous run is then deleted."""
+  def write_manifest(self, info: dict[str, Any], folder: str = "") -> None:
+    """Writes `folder`/run.json (default: the run's own): every file below `folder`, as
+    a path relative to it, with its size and SHA-256, plus `info`."""
+    root = self.path / folder
     files = {
-      p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-      for p in sorted(self.path.iterdir())
-      if p.is_file()
+      p.relative_to(root).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+      for p in sorted(root.rglob("*"))
+      if p.is_file() and p != root / MANIFEST
     }
     written = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     manifest = {"format": MANIFEST_FORMAT, "written": written, **info, "files": files}
-    self.write(MANIFEST, json.dumps(manifest, indent=2).encode())
+    self.write(str(Path(folder) / MANIFEST), json.dumps(manifest, indent=2).encode())
+
+  def commit(self, info: dict[str, Any]) -> None:
+    """Writes the manifest (`write_manifest`) and puts the run in the target's place in
+    one step; the previous run is then deleted."""
+    self.write_manifest(info)
     _fsync_dir(self.path)
     with signals_deferred():
       fault_point("commit")

@@ -1,0 +1,85 @@
+"""The learning-rate sweep (`jaxnorm.sweep`, experiments/lr_sweep.py)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxnorm import cli, config, pipeline, results, runfolder, sweep
+
+CFG = config.TINY.replace(steps=6, landscape_points=3, norms=("layernorm", "none"))
+SPEC = pipeline.ExperimentSpec(CFG, num_seeds=2, measures=None, name="t")
+RATES = (1e-3, 1e-2)
+
+
+def test_spec_at_puts_every_model_at_the_rate():
+  spec = sweep.spec_at(pipeline.ExperimentSpec(config.PAPER), 3e-4)
+  assert {spec.config.learning_rate_for(n) for n in config.PAPER.norms} == {3e-4}
+
+
+@pytest.mark.parametrize("rates", [(), (1e-3, 0.0), (1e-3, float("nan")), (1e-3, 1e-3)])
+def test_bad_rates_are_refused(rates):
+  with pytest.raises(ValueError, match="learning rate"):
+    sweep.check_rates(rates)
+
+
+@pytest.fixture(scope="module")
+def swept():
+  return sweep.run(SPEC, RATES, progress=False)
+
+
+def test_each_rate_is_the_ordinary_run_at_that_rate(swept):
+  assert swept.rates == RATES and len(swept.runs) == 2
+  alone = pipeline.run(
+    pipeline.ExperimentSpec(
+      CFG.replace(learning_rate=1e-2, learning_rate_overrides=()), 2, measures=None
+    ),
+    progress=False,
+  )
+  for norm in CFG.norms:
+    assert swept.runs[1].norms[norm].learning_rate == 1e-2
+    np.testing.assert_array_equal(swept.runs[1].norms[norm].losses, alone.norms[norm].losses)
+    np.testing.assert_array_equal(swept.runs[1].norms[norm].landscape, alone.norms[norm].landscape)
+  # Different rates train differently.
+  assert not np.array_equal(swept.runs[0].norms["none"].losses, swept.runs[1].norms["none"].losses)
+
+
+def test_stats_hold_one_entry_per_rate(swept):
+  stats = swept.stats()
+  final = stats["none"]["final_loss"]
+  assert len(final) == 2 and all(s["n"] == 2 for s in final)
+  expected = swept.runs[0].norms["none"].losses[:, -100:].mean(axis=1).mean()
+  assert final[0]["mean"] == pytest.approx(expected)
+  assert swept.diverged() == {"layernorm": [0, 0], "none": [0, 0]}
+  text = sweep.markdown(swept)
+  assert "| lr 0.001 | lr 0.01 |" in text and "| No Norm | 0/2 | 0/2 |" in text
+
+
+def test_the_command_line_writes_one_run_folder_per_rate_and_replots(tmp_path, capsys):
+  args = ["--out", str(tmp_path), "--no-progress", "--no-compilation-cache", "--no-measures"]
+  args += ["--seeds", "2", "--norms", "none", "--rates", "1e-3,1e-2"]
+  kwargs = dict(prog="t", description="", default=CFG, default_out="", name="t", rates=(1e-3,))
+  assert cli.sweep_main(args, **kwargs) == 0
+  assert "learning rate 0.01 (2 of 2)" in capsys.readouterr().out
+  info = json.loads((tmp_path / "sweep.json").read_text())
+  assert info["rates"] == [1e-3, 1e-2] and info["folders"] == ["lr_0.001", "lr_0.01"]
+  for rate, folder in zip(info["rates"], info["folders"], strict=True):
+    loaded = results.load(tmp_path / folder)  # an ordinary run folder, checked against its run.json
+    assert loaded.norms["none"].learning_rate == rate
+  manifest = runfolder.manifest(tmp_path)
+  assert "lr_0.01/results.npz" in manifest["files"] and "sweep.png" in manifest["files"]
+  runfolder.verify(tmp_path, tuple(manifest["files"]))
+  again = sweep.load(tmp_path)
+  assert again.stats()["none"]["final_loss"] == info["norms"]["none"]["final_loss"]
+  (tmp_path / "sweep.png").unlink()
+  assert cli.sweep_main(["--replot", str(tmp_path)], **kwargs) == 0
+  assert (tmp_path / "sweep.png").is_file()
+  runfolder.verify(tmp_path, tuple(runfolder.manifest(tmp_path)["files"]))
+
+
+def test_a_single_rate_option_is_refused_in_a_sweep(tmp_path, capsys):
+  kwargs = dict(prog="t", description="", default=CFG, default_out="", name="t", rates=(1e-3,))
+  with pytest.raises(SystemExit) as exit_:
+    cli.sweep_main(["--out", str(tmp_path / "s"), "--learning-rate", "1e-3"], **kwargs)
+  assert exit_.value.code == cli.EXIT_USAGE
+  assert "--rates" in capsys.readouterr().err
