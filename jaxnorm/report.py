@@ -1,12 +1,14 @@
 """What a run prints and writes as text: the terminal table and `measures.md` with the
 verdict on each of the paper's predictions. Pure functions of a `pipeline.ExperimentResult`.
 
-A prediction compares normalizations on named measures. Each comparison is judged from
-the measures across seeds (`summary.stats`): with one seed, by the point values ("1 seed":
-no error bar); with several, by the 95% confidence intervals of the means: "supported" when
-they are disjoint in the predicted direction, "contradicted" when disjoint the other way,
-else "inconclusive". A "similar" prediction holds on a measure when the two means are
-within a factor of 2.
+A prediction compares normalizations on named measures. Each comparison is judged on the
+per-seed values, paired by seed (`verdicts`): a paired t-test for "lower" / "higher" with
+Holm's correction over the prediction's comparisons, an equivalence test on the ratio for
+"similar"; one seed gives an untested reading. Every verdict says how many seeds it rests
+on. Measures the table calls not comparable across normalizations (the Hessian's λ_max and
+trace, which reparametrizations change: Dinh et al. 2017) are listed but not judged, and
+verdicts are listed by kind of measure, never tallied into votes: the measures of one kind
+are correlated.
 """
 
 from __future__ import annotations
@@ -14,12 +16,11 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from jaxnorm import measures, norms, summary
+from jaxnorm import measures, norms, summary, verdicts
 
 if TYPE_CHECKING:
   from jaxnorm.pipeline import ExperimentResult
 
-SIMILAR_FACTOR = 2.0
 LOWER_IS_FLATTER = measures.FLATNESS
 HIGHER_IS_ISOTROPIC = measures.ISOTROPY
 
@@ -55,43 +56,49 @@ def _value(stats_norm: dict, name: str) -> tuple[float | None, float | None, flo
   return v["mean"], v["ci95"][0], v["ci95"][1]
 
 
-def _judge(a, b, relation: str) -> str:
-  (ma, la, ha), (mb, lb, hb) = a, b
-  if ma is None or mb is None:
-    return "no data"
-  if relation == "similar":
-    ok = min(abs(ma), abs(mb)) * SIMILAR_FACTOR >= max(abs(ma), abs(mb))
-    return ("supported" if ok else "not supported") + (" (1 seed)" if la is None else "")
-  sign = 1 if relation == "higher" else -1
-  if la is None or lb is None:
-    return ("supported" if sign * (ma - mb) > 0 else "not supported") + " (1 seed)"
-  if sign > 0 and la > hb or sign < 0 and ha < lb:
-    return "supported"
-  if sign > 0 and ha < lb or sign < 0 and la > hb:
-    return "contradicted"
-  return "inconclusive"
-
-
 def judge(prediction: Prediction, norms: dict[str, dict]) -> list[dict[str, Any]]:
-  """One verdict per (subject, measure) pair; `norms` maps a normalization to its
-  `summary.stats`."""
-  rows = []
+  """One row per (subject, measure): {"subject", "measure", "comparison" (a
+  `verdicts.Comparison`, None for a measure that is not comparable), "verdict" (text,
+  with the seed count)}. `norms` maps a normalization to its `summary.stats`, whose
+  per-seed values are paired by seed."""
+  rows, tested = [], []
   for subject in prediction.subjects:
     if subject not in norms or prediction.baseline not in norms:
       continue
     for name in prediction.on:
-      rows.append(
-        {
-          "subject": subject,
-          "measure": name,
-          "verdict": _judge(
-            _value(norms[subject], name),
-            _value(norms[prediction.baseline], name),
-            prediction.relation,
-          ),
-        }
-      )
+      a, b = norms[subject].get(name), norms[prediction.baseline].get(name)
+      row = {"subject": subject, "measure": name, "comparison": None}
+      if a is None or b is None:
+        row["verdict"] = "no data"
+      elif name in measures.BY_NAME and not measures.BY_NAME[name].comparable:
+        row["verdict"] = "not judged: not comparable across normalizations"
+      elif prediction.relation == "similar":
+        row["comparison"] = verdicts.similar(a["values"], b["values"])
+      else:
+        row["comparison"] = verdicts.directional(a["values"], b["values"], prediction.relation)
+      if row["comparison"] is not None:
+        tested.append(row)
+      rows.append(row)
+  fixed = verdicts.corrected([r["comparison"] for r in tested], prediction.relation)
+  for row, comparison in zip(tested, fixed, strict=True):
+    row["comparison"] = comparison
+    row["verdict"] = _verdict_text(comparison, prediction.relation)
   return rows
+
+
+def _verdict_text(c: verdicts.Comparison, relation: str) -> str:
+  seeds = f"{c.n} seed" + ("s" if c.n != 1 else "")
+  if c.p is None:  # no data, a tie, one seed, values of opposite signs
+    shown = "" if c.estimate is None else f"; {_estimate(c.estimate, relation)}"
+    return f"{c.verdict} ({seeds}{shown})"
+  what = _estimate(c.estimate, relation)
+  interval = f"95% CI [{c.low:.3g}, {c.high:.3g}]" if c.low is not None else "no spread"
+  test = "Holm-corrected p" if relation != "similar" else "equivalence p"
+  return f"{c.verdict} ({seeds}, paired; {what}, {interval}, {test} = {c.p:.2g})"
+
+
+def _estimate(value: float, relation: str) -> str:
+  return f"ratio {value:.3g}" if relation == "similar" else f"difference {value:.3g}"
 
 
 def cell(mean, low, high, empty: str = "n/a") -> str:
@@ -115,8 +122,8 @@ def markdown(result: ExperimentResult) -> str:
     f"# Measures: {result.spec.name}",
     "",
     f"{seeds} seed(s); cells are the value"
-    + (" (mean ± 95% CI half-width)" if seeds > 1 else "")
-    + ".",
+    + (" (mean ± 95% CI half-width over seeds)" if seeds > 1 else " (one seed: no interval)")
+    + "; MC se: the Monte Carlo standard error of an estimator.",
     "",
     "| measure | " + " | ".join(label(n) for n in stats) + " |",
     "|---|" + "---|" * len(stats),
@@ -124,37 +131,62 @@ def markdown(result: ExperimentResult) -> str:
   ]
   for m in measures.MEASURES:
     if m.shown:
-      lines.append(
-        f"| {m.label} | " + " | ".join(cell(*_value(stats[n], m.name)) for n in stats) + " |"
-      )
+      cells = (cell(*_value(stats[n], m.name)) + _mc_se(stats[n], m.name) for n in stats)
+      lines.append(f"| {m.label} | " + " | ".join(cells) + " |")
   lines += ["", "## The paper's predictions", ""]
+  groups = {
+    "fit": "Fit",
+    "flatness": "Flatness",
+    "isotropy": "Isotropy",
+  }
   for p in result.spec.predictions:
     rows = judge(p, stats)
     if not rows:
       continue
-    tally = {}
-    for r in rows:
-      key = r["verdict"].split(" (")[0]
-      tally[key] = tally.get(key, 0) + 1
-    lines.append(
-      f"**{p.text}** — "
-      + ", ".join(f"{k}: {v}" for k, v in tally.items())
-      + f" of {len(rows)} comparisons."
-    )
-    lines.append("")
-    for r in rows:
-      lines.append(
-        f"- {label(r['subject'])} vs {label(p.baseline)}, {measures.label(r['measure'])}:"
-        f" {r['verdict']}"
-      )
+    lines += [f"**{p.text}** ({_relation_text(p)}; {seeds} seed(s))", ""]
+    for kind, title in groups.items():
+      kind_rows = [
+        r
+        for r in rows
+        if measures.BY_NAME.get(r["measure"], None) is not None
+        and measures.BY_NAME[r["measure"]].kind == kind
+      ]
+      if not kind_rows:
+        continue
+      lines.append(f"- {title}:")
+      for r in kind_rows:
+        lines.append(
+          f"  - {label(r['subject'])} vs {label(p.baseline)}, {measures.label(r['measure'])}:"
+          f" {r['verdict']}"
+        )
     lines.append("")
   lines.append(
-    "Verdicts: with several seeds, 95% confidence intervals of the means must be "
-    "disjoint; 'similar' means within a factor of 2. Hessian λ_max and trace are "
-    "not invariant to the rescalings that normalization layers allow (Dinh et al. "
-    "2017); the adaptive sharpness and the filter-normalized slice are."
+    "How verdicts are reached: per-seed values paired by seed (every normalization trains "
+    "from the same seeds); lower/higher: paired t-test, p-values Holm-corrected within a "
+    f"prediction, 'supported' / 'opposite' at p < {verdicts.ALPHA}, else 'undecided'; "
+    f"similar: equivalence within a factor {verdicts.SIMILAR_RATIO} (two one-sided tests), "
+    "'different' when the interval lies outside it; "
+    "one seed: an untested reading. Hessian λ_max and trace are not judged: reparametrizations "
+    "that leave the function unchanged change them (Dinh et al. 2017). Adaptive sharpness and "
+    "the filter-normalized slice are invariant to rescaling the weights that feed LayerNorm, "
+    "not for BatchNorm measured in evaluation mode (frozen statistics make it a fixed affine "
+    "map). 'MC se': the Monte Carlo standard error of an estimate (mean over seeds)."
   )
   return "\n".join(lines) + "\n"
+
+
+def _mc_se(stats_norm: dict, name: str) -> str:
+  """ " (MC se x)" for a Monte Carlo estimate whose standard error was measured."""
+  se = stats_norm.get(f"{name}_stderr")
+  return "" if se is None or se["mean"] is None else f" (MC se {se['mean']:.2g})"
+
+
+def _relation_text(p: Prediction) -> str:
+  return {
+    "lower": f"lower than {label(p.baseline)}",
+    "higher": f"higher than {label(p.baseline)}",
+    "similar": f"within a factor {verdicts.SIMILAR_RATIO} of {label(p.baseline)}",
+  }[p.relation]
 
 
 TABLE_COLUMNS = ("final_loss", "landscape_max_rise", "spectrum_top_bottom_ratio")

@@ -1,42 +1,109 @@
-import numpy as np
+import math
 
-from jaxnorm import config, pipeline, report, summary
+import numpy as np
+import pytest
+import scipy.stats
+
+from jaxnorm import config, pipeline, report, summary, verdicts
 
 
 def _stats(values):
   return summary.across_seeds(values)
 
 
-def test_one_seed_verdicts_compare_point_values():
+def _verdict(subject, baseline, relation, name="final_loss"):
+  norms = {"a": {name: _stats(subject)}, "b": {name: _stats(baseline)}}
+  rows = report.judge(report.Prediction("", ("a",), "b", relation, (name,)), norms)
+  return rows[0]["comparison"], rows[0]["verdict"]
+
+
+def test_pairing_by_seed_finds_a_difference_the_seed_spread_hides():
+  """Seeds move both models alike (common random numbers): the paired test sees a
+  consistent 0.1 gap that unpaired intervals (overlapping) cannot."""
+  base = np.array([1.0, 3.0, 5.0, 7.0, 9.0])
+  lower = base - 0.1 + np.array([0.01, -0.01, 0.0, 0.02, -0.02])
+  c, text = _verdict(lower, base, "lower")
+  assert c.verdict == "supported" and c.n == 5 and "5 seeds, paired" in text
+  assert c.p == pytest.approx(scipy.stats.ttest_rel(lower, base).pvalue)
+  assert c.estimate == pytest.approx(-0.1)
+  assert _verdict(lower, base, "higher")[0].verdict == "opposite"
+
+
+def test_undecided_tie_and_one_seed():
+  noisy = _verdict([1.0, 2.0, 0.5], [1.2, 1.1, 1.0], "lower")[0]
+  assert noisy.verdict == "undecided" and noisy.p > 0.05
+  assert _verdict([1.0, 2.0], [1.0, 2.0], "lower")[0].verdict == "tie"
+  c, text = _verdict([1.0], [2.0], "lower")
+  assert c.verdict == "supported, untested" and "(1 seed;" in text
+  assert _verdict([3.0], [2.0], "lower")[0].verdict == "opposite, untested"
+
+
+def test_similar_respects_sign_and_scale():
+  assert _verdict([1.0], [-1.0], "similar")[0].verdict.startswith("different")  # opposite signs
+  assert _verdict([70.0], [115.0], "similar")[0].verdict == "different, untested"  # 1.6x apart
+  close = _verdict([1.00, 2.02, 3.01, 4.0], [1.01, 2.0, 3.0, 4.02], "similar")[0]
+  assert close.verdict == "supported" and close.estimate == pytest.approx(1.0, abs=0.01)
+  far = _verdict([2.0, 4.1, 6.0, 8.1], [1.0, 2.0, 3.0, 4.0], "similar")[0]
+  assert far.verdict == "different" and far.estimate == pytest.approx(2.0, rel=0.02)
+
+
+def test_holm_correction_known_answer():
+  # p = (0.01, 0.04, 0.03) -> sorted 0.01*3, 0.03*2, 0.04*1 -> 0.03, 0.06, 0.06
+  assert verdicts.holm([0.01, 0.04, None, 0.03]) == pytest.approx([0.03, 0.06, None, 0.06])
+
+
+def test_holm_turns_a_borderline_family_member_undecided():
+  rng = np.random.default_rng(0)
+  base = rng.normal(size=(3, 6))
+  # Three comparisons, each significant alone (p = 0.038: the differences are -0.1, -0.9).
+  lower = base - 0.5 + 0.4 * np.array([[1, -1, 1, -1, 1, -1]] * 3)
+  norms = {"a": {}, "b": {}}
+  for i in range(3):
+    norms["a"][f"m{i}"] = _stats(lower[i])
+    norms["b"][f"m{i}"] = _stats(base[i])
+  raw = [verdicts.directional(lower[i], base[i], "lower").p for i in range(3)]
+  assert all(p < 0.05 < 3 * p for p in raw)
+  rows = report.judge(report.Prediction("", ("a",), "b", "lower", ("m0", "m1", "m2")), norms)
+  assert [r["comparison"].verdict for r in rows] == ["undecided"] * 3
+
+
+def test_non_comparable_measures_and_missing_data_are_not_judged():
   norms = {
-    "a": {"final_loss": _stats([1.0]), "hessian_trace": _stats([2.0])},
-    "b": {"final_loss": _stats([3.0]), "hessian_trace": _stats([1.0])},
+    "a": {"hessian_trace": _stats([1.0, 2.0]), "y": _stats([None, None])},
+    "b": {"hessian_trace": _stats([3.0, 4.0]), "y": _stats([1.0, 2.0])},
   }
-  p = report.Prediction("a lower", ("a",), "b", "lower", ("final_loss", "hessian_trace"))
-  rows = report.judge(p, norms)
-  assert [r["verdict"] for r in rows] == ["supported (1 seed)", "not supported (1 seed)"]
+  rows = report.judge(report.Prediction("", ("a",), "b", "lower", ("hessian_trace", "y")), norms)
+  assert rows[0]["verdict"].startswith("not judged") and rows[0]["comparison"] is None
+  assert rows[1]["verdict"] == "no data (0 seeds)"
+  assert report.judge(report.Prediction("", ("zzz",), "b", "lower", ("y",)), norms) == []
 
 
-def test_several_seeds_use_confidence_intervals():
-  low, high, mid = _stats([1.0, 1.1, 0.9]), _stats([5.0, 5.1, 4.9]), _stats([0.0, 6.0, 3.0])
-  norms = {"low": {"m": low}, "high": {"m": high}, "mid": {"m": mid}}
-  verdict = lambda s, b, rel: report.judge(  # noqa: E731
-    report.Prediction("", (s,), b, rel, ("m",)), norms
-  )[0]["verdict"]
-  assert verdict("low", "high", "lower") == "supported"
-  assert verdict("low", "high", "higher") == "contradicted"
-  assert verdict("mid", "high", "lower") == "inconclusive"  # overlapping intervals
-  assert verdict("low", "mid", "similar") == "not supported"
+def test_markdown_lists_verdicts_by_kind_with_seed_counts_and_no_tally(measured_result):
+  result = measured_result._replace(
+    spec=pipeline.ExperimentSpec(
+      measured_result.spec.config,
+      num_seeds=2,
+      measures=measured_result.spec.measures,
+      predictions=(
+        report.flatter(("batchnorm",), "none", "BN flatter"),
+        report.more_isotropic(("batchnorm",), "none", "BN more isotropic"),
+      ),
+    )
+  )
+  text = report.markdown(result)
+  assert "**BN flatter** (lower than No Norm; 2 seed(s))" in text
+  assert "- Flatness:" in text and "- Isotropy:" in text
+  assert "comparisons." not in text  # no vote tally
+  assert "Hessian trace: not judged" in text
+  verdict_lines = [line for line in text.splitlines() if line.startswith("  - ")]
+  assert verdict_lines and all("2 seeds" in line or "not judged" in line for line in verdict_lines)
+  assert "(MC se " in text  # the Monte Carlo standard errors are shown
 
 
-def test_similar_within_a_factor_of_two_and_missing_data():
-  norms = {
-    "a": {"x": _stats([1.0]), "y": _stats([None])},
-    "b": {"x": _stats([1.9]), "y": _stats([1.0])},
-  }
-  rows = report.judge(report.Prediction("", ("a",), "b", "similar", ("x", "y")), norms)
-  assert [r["verdict"] for r in rows] == ["supported (1 seed)", "no data"]
-  assert report.judge(report.Prediction("", ("zzz",), "b", "lower", ("x",)), norms) == []
+def test_terminal_table_has_a_row_per_norm(measured_result):
+  table = report.terminal_table(measured_result)
+  assert "BatchNorm" in table and "No Norm" in table and "lr" in table.splitlines()[0]
+  assert math.isfinite(float(table.splitlines()[2].split()[1]))
 
 
 def _norm_result(norm, final_loss, landscape_max_rise, measured):
@@ -60,7 +127,7 @@ def _norm_result(norm, final_loss, landscape_max_rise, measured):
   )
 
 
-def test_markdown_has_the_table_and_the_verdicts():
+def test_markdown_has_the_table_and_the_one_seed_verdicts():
   norms = {
     "layernorm": _norm_result(
       "layernorm", 0.1, 0.2, {"hessian_trace": 5.0, "effective_rank": 100.0}
@@ -75,7 +142,10 @@ def test_markdown_has_the_table_and_the_verdicts():
   )
   text = report.markdown(pipeline.ExperimentResult(spec, norms, 0.0, {}))
   assert "| measure | LayerNorm | No Norm |" in text
+  assert "| learning rate | 0.001 | 0.001 |" in text
   assert "| Hessian trace | 5 | 9 |" in text
   assert "**LN is flatter**" in text
-  assert "LayerNorm vs No Norm, Hessian trace: supported (1 seed)" in text
+  rise = "LayerNorm vs No Norm, slice rise, global-norm direction"
+  assert f"{rise}: supported, untested (1 seed; difference -0.2)" in text
+  assert "LayerNorm vs No Norm, Hessian trace: not judged" in text
   assert "| Hessian λ_max | n/a | n/a |" in text
