@@ -158,11 +158,36 @@ MEASURES: tuple[Measure, ...] = (
   ),
 )
 
+# Flatness relative to the fit. Near zero cross-entropy the Gauss-Newton part of the Hessian,
+# and with it every curvature and loss-rise measure, scales with the loss itself, so models
+# trained to losses orders of magnitude apart are also compared on value / (loss at α = 0).
+PER_LOSS_OF = (
+  "landscape_max_rise",
+  "filter_landscape_max_rise",
+  "adaptive_sharpness",
+  "hessian_top_eigenvalue",
+  "hessian_trace",
+)
+_BASE = {m.name: m for m in MEASURES}
+MEASURES += tuple(
+  Measure(
+    f"{name}_per_loss",
+    f"{_BASE[name].label} / loss",
+    "" if _BASE[name].unit == _NATS else "1 / parameter²",
+    "flatness",
+    "lower",
+    "divided by the evaluation loss at α = 0 (the Gauss-Newton term scales with the loss)",
+    comparable=_BASE[name].comparable,
+  )
+  for name in PER_LOSS_OF
+)
 BY_NAME: dict[str, Measure] = {m.name: m for m in MEASURES}
 # Read off the training losses, the 1D slice and the spectrum, with or without measures.
 BASIC = ("final_loss", "loss_at_alpha0", "landscape_max_rise", "spectrum_top_bottom_ratio")
+# Derived from other measures by `summary.per_seed`.
+DERIVED = tuple(f"{name}_per_loss" for name in PER_LOSS_OF)
 # Computed by `jaxnorm.analysis` when measures are asked for.
-ANALYZED = tuple(m.name for m in MEASURES if m.name not in BASIC)
+ANALYZED = tuple(m.name for m in MEASURES if m.name not in BASIC + DERIVED)
 # The measures a prediction about flatness or isotropy is judged on.
 FLATNESS = tuple(m.name for m in MEASURES if m.kind == "flatness" and m.better)
 ISOTROPY = tuple(m.name for m in MEASURES if m.kind == "isotropy" and m.better)

@@ -22,7 +22,8 @@ def per_seed(r: NormResult) -> dict[str, np.ndarray]:
 
   The basic ones are read off the arrays: final loss (mean of the last 100 steps), the
   eval loss at alpha = 0, the largest rise over the 1D slice, the top/bottom singular
-  value ratio; the others are `r.measures` (booleans as 0.0 / 1.0).
+  value ratio; the others are `r.measures` (booleans as 0.0 / 1.0), and each flatness
+  measure of `measures.PER_LOSS_OF` divided by the loss at alpha = 0.
   """
   values = {
     "final_loss": np.mean(r.losses[:, -FINAL_LOSS_WINDOW:], axis=1),
@@ -31,6 +32,10 @@ def per_seed(r: NormResult) -> dict[str, np.ndarray]:
     "spectrum_top_bottom_ratio": r.spectrum[:, 0] / r.spectrum[:, -1],
     **r.measures,
   }
+  loss = values["loss_at_alpha0"]
+  for name in measures.PER_LOSS_OF:
+    if name in values:
+      values[f"{name}_per_loss"] = np.asarray(values[name], dtype=np.float64) / loss
   order = [m.name for m in measures.MEASURES if m.name in values]
   return {name: np.asarray(values[name], dtype=np.float64) for name in order}
 

@@ -16,7 +16,8 @@ def test_the_table_is_well_formed():
     assert m.kind in measures.KINDS, m.name
     assert m.better in ("lower", "higher", None), m.name
     assert m.label and isinstance(m.unit, str), m.name
-  assert set(measures.BASIC) | set(measures.ANALYZED) == set(names)
+  assert set(measures.BASIC) | set(measures.ANALYZED) | set(measures.DERIVED) == set(names)
+  assert not set(measures.ANALYZED) & set(measures.DERIVED)
   assert "hessian_trace" in measures.FLATNESS and "effective_rank" in measures.ISOTROPY
   assert not measures.BY_NAME["hessian_trace"].comparable
   assert measures.label("no_such_measure") == "no_such_measure"

@@ -35,3 +35,9 @@ def test_summary_is_json_with_every_measure_across_seeds(measured_result):
     entry["spectrum_top_bottom_ratio"]["values"], r.spectrum[:, 0] / r.spectrum[:, -1]
   )
   assert entry["learning_rate"] == result.spec.config.learning_rate_for("none")
+  for name in measures.PER_LOSS_OF:  # flatness relative to the loss at alpha = 0
+    np.testing.assert_allclose(
+      entry[f"{name}_per_loss"]["values"],
+      np.asarray(entry[name]["values"]) / np.asarray(entry["loss_at_alpha0"]["values"]),
+    )
+    assert measures.BY_NAME[f"{name}_per_loss"].comparable == measures.BY_NAME[name].comparable
