@@ -64,6 +64,15 @@ def _norm_list(text: str) -> tuple[str, ...]:
   return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
+def _float_list(text: str) -> tuple[float, ...]:
+  try:
+    return tuple(float(x) for x in _norm_list(text))
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+      f"expected numbers separated by commas, got {text!r}"
+    ) from None
+
+
 def _rate_overrides(text: str) -> tuple[tuple[str, float], ...]:
   """ "none=5e-4,l2=1e-3" -> (("none", 5e-4), ("l2", 1e-3)); "" -> ()."""
   pairs = []
@@ -156,6 +165,13 @@ def build_parser(prog: str, description: str, default_out: str) -> argparse.Argu
     help="skip the Hessian, sharpness and isotropy measures (measures.md)",
   )
   p.add_argument(
+    "--matched-loss",
+    type=_float_list,
+    metavar="L1,L2,...",
+    help="also analyze every model where its training loss first falls to each level "
+    "(e.g. 0.1,0.01), so that models are compared at equal fit (measures.md)",
+  )
+  p.add_argument(
     "--compile-workers",
     type=_nonnegative_int,
     help="threads that compile the run's programs ahead of time, while the device trains "
@@ -208,6 +224,7 @@ def spec_from_args(
     measures=None if args.no_measures else MeasureConfig(),
     surface_points=args.surface,
     seeds_per_call=args.seeds_per_call,
+    matched_losses=args.matched_loss or (),
   )
 
 

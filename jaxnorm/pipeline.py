@@ -54,6 +54,8 @@ class ExperimentSpec:
     surface_points: also a 2D slice on this many points per axis (None: no surface).
     seeds_per_call: at most this many seeds per compiled call (bounds memory; None: all).
     chunk_size: training steps per compiled call (one host round-trip per chunk).
+    matched_losses: training-loss levels at which every model is also analyzed (`Matched`):
+      the state at the end of the first chunk whose mean training loss is <= the level.
   """
 
   config: Config
@@ -65,8 +67,17 @@ class ExperimentSpec:
   surface_points: int | None = None
   seeds_per_call: int | None = None
   chunk_size: int = 100
+  matched_losses: tuple[float, ...] = ()
 
   def __post_init__(self):
+    levels = self.matched_losses
+    if not isinstance(levels, tuple) or len(set(levels)) != len(levels):
+      raise ValueError(f"ExperimentSpec.matched_losses={levels!r} is invalid: distinct levels.")
+    for level in levels:
+      if not (isinstance(level, (int, float)) and math.isfinite(level) and level > 0):
+        raise ValueError(
+          f"ExperimentSpec.matched_losses={levels!r} is invalid: levels must be finite and > 0."
+        )
     for field in ("num_seeds", "chunk_size"):
       value = getattr(self, field)
       if not isinstance(value, int) or value < 1:
@@ -96,6 +107,19 @@ class ExperimentSpec:
     return tuple(range(self.config.seed, self.config.seed + self.num_seeds))
 
 
+class Matched(NamedTuple):
+  """The analysis of one normalization at a matched training loss, per seed: the state at
+  the end of the first training chunk (`ExperimentSpec.chunk_size` steps) whose mean
+  training loss is <= `level`. A seed that never gets there has step -1 and NaN values."""
+
+  level: float
+  step: np.ndarray  # (S,) int: steps trained at the checkpoint, -1 if never reached
+  landscape: np.ndarray  # (S, P) eval loss along the global-norm direction
+  base_loss: np.ndarray  # (S,) eval loss at the checkpoint
+  spectrum: np.ndarray  # (S, K)
+  measures: dict[str, np.ndarray]  # (S,) each; {} when not measured
+
+
 class NormResult(NamedTuple):
   """One normalization over S seeds. Every per-seed array has a leading seed axis S."""
 
@@ -116,6 +140,7 @@ class NormResult(NamedTuple):
     np.ndarray
   )  # (S,) int: first step (0-based) with a non-finite loss, -1 if none
   seconds: dict[str, float]  # wall time: train, analysis
+  matched: tuple[Matched, ...] = ()  # one per `ExperimentSpec.matched_losses` level
 
   @property
   def diverged(self) -> np.ndarray:
@@ -354,26 +379,31 @@ def _run_norm(
       # return constant leaves replicated); a no-op for leaves already split.
       state = seeds.shard_seeds(program.init(group.keys.train, group.learning_rates), group.mesh)
       chunks, done, finished = [], 0, 0
+      checkpoints = _Checkpoints(spec.matched_losses, group.size)
 
-      def chunk_finished(losses_SxN: jax.Array) -> None:
+      def chunk_finished(losses_SxN: jax.Array, snapshot, checkpoints=checkpoints) -> None:
         nonlocal finished
         losses_SxN.block_until_ready()
         finished += losses_SxN.shape[1]
         bar.update(losses_SxN.shape[1])
         if progress:
           bar.set_postfix(loss=f"{float(jnp.nanmean(losses_SxN[:, -1])):.4f}")
+        checkpoints.update(losses_SxN, finished, snapshot)
         on_progress(norm, "train", finished)
         fault_point(f"train:{norm}")
 
+      previous = None
       while done < cfg.steps:
         n = min(spec.chunk_size, cfg.steps - done)
         state, losses_SxN = program.train[n](state)
         state = seeds.shard_seeds(state, group.mesh)
         chunks.append(losses_SxN)
         done += n
-        if len(chunks) > 1:  # the device holds the chunk just queued: wait for the one before
-          chunk_finished(chunks[-2])
-      chunk_finished(chunks[-1])
+        if previous is not None:  # the device holds the chunk just queued: wait for the one before
+          chunk_finished(*previous)
+        # The next chunk donates `state`: a matched-loss checkpoint needs its own copy.
+        previous = (losses_SxN, checkpoints.snapshot(state))
+      chunk_finished(*previous)
       losses = np.asarray(jnp.concatenate(chunks, axis=1))
       seconds["train"] += time.perf_counter() - start
       on_progress(norm, "analyze", done)
@@ -384,14 +414,18 @@ def _run_norm(
       start = time.perf_counter()
       result = analyze(state.params, state.batch_stats, group.keys, offsets, alphas, grid)
       result = jax.device_get(result)
+      matched = checkpoints.analyze(
+        lambda p, b, run=analyze, k=group.keys: jax.device_get(run(p, b, k, offsets, alphas, grid)),
+        result,
+      )
       seconds["analysis"] += time.perf_counter() - start
       variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
       keep = slice(0, min(group.size, len(all_seeds) - done_seeds))
       done_seeds += keep.stop
       outputs.append(
-        jax.tree.map(lambda x, keep=keep: np.asarray(x)[keep], (losses, result, variables))
+        jax.tree.map(lambda x, keep=keep: np.asarray(x)[keep], (losses, result, variables, matched))
       )
-  losses, result, variables = jax.tree.map(lambda *xs: np.concatenate(xs), *outputs)
+  losses, result, variables, matched = jax.tree.map(lambda *xs: np.concatenate(xs), *outputs)
   first_bad = np.array([_first_or_minus_one(train.first_nonfinite(row)) for row in losses])
   return NormResult(
     norm=norm,
@@ -409,7 +443,61 @@ def _run_norm(
     variables=variables,
     first_nonfinite_step=first_bad,
     seconds=seconds,
+    matched=tuple(
+      Matched(level, step, a.landscape, a.base_loss, a.spectrum, a.measures)
+      for level, (step, a) in zip(spec.matched_losses, matched, strict=True)
+    ),
   )
+
+
+class _Checkpoints:
+  """The training states where each seed's chunk-mean training loss first fell to each
+  level of `ExperimentSpec.matched_losses` (kept on the device, one per level)."""
+
+  def __init__(self, levels: tuple[float, ...], num_seeds: int):
+    self.levels = levels
+    self.step = [np.full(num_seeds, -1) for _ in levels]
+    self.saved: list[Any] = [None for _ in levels]
+
+  def snapshot(self, state) -> Any:
+    """A copy of (params, batch_stats) that outlives the state's donation; None when no
+    level is tracked."""
+    if not self.levels:
+      return None
+    return jax.tree.map(jnp.copy, (state.params, state.batch_stats))
+
+  def update(self, losses_SxN: jax.Array, steps_done: int, snapshot) -> None:
+    if not self.levels:
+      return
+    mean_S = np.asarray(losses_SxN).mean(axis=1)
+    for i, level in enumerate(self.levels):
+      newly_S = np.isfinite(mean_S) & (mean_S <= level) & (self.step[i] < 0)
+      if not newly_S.any():
+        continue
+      self.step[i][newly_S] = steps_done
+      if self.saved[i] is None:
+        self.saved[i] = snapshot
+      else:
+        pick = lambda new, old, m=newly_S: jnp.where(  # noqa: E731
+          m.reshape(-1, *([1] * (new.ndim - 1))), new, old
+        )
+        self.saved[i] = jax.tree.map(pick, snapshot, self.saved[i])
+
+  def analyze(self, analyze: Callable, final: analysis.Analysis) -> list:
+    """Per level (step_S, Analysis at the checkpoints), NaN for seeds never there; the
+    final analysis gives the shapes where no seed got there."""
+    out = []
+    for step_S, saved in zip(self.step, self.saved, strict=True):
+      result = final if saved is None else analyze(*saved)
+      missed_S = step_S < 0
+
+      def mask(x, missed=missed_S):
+        x = np.asarray(x, dtype=np.float64)
+        return np.where(missed.reshape(-1, *([1] * (x.ndim - 1))), np.nan, x)
+
+      result = result._replace(surface=None)
+      out.append((step_S.copy(), jax.tree.map(mask, result)))
+    return out
 
 
 def _first_or_minus_one(step: int | None) -> int:

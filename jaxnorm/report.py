@@ -114,9 +114,8 @@ def label(norm: str) -> str:
 
 
 def markdown(result: ExperimentResult) -> str:
-  """measures.md: the table of every shown measure per normalization, then the verdicts
-  on the spec's predictions."""
-  stats = {norm: summary.stats(r) for norm, r in result.norms.items()}
+  """measures.md: the table of every shown measure per normalization and the verdicts on
+  the spec's predictions; then the same at each matched training loss."""
   seeds = result.spec.num_seeds
   lines = [
     f"# Measures: {result.spec.name}",
@@ -125,41 +124,26 @@ def markdown(result: ExperimentResult) -> str:
     + (" (mean ± 95% CI half-width over seeds)" if seeds > 1 else " (one seed: no interval)")
     + "; MC se: the Monte Carlo standard error of an estimator.",
     "",
-    "| measure | " + " | ".join(label(n) for n in stats) + " |",
-    "|---|" + "---|" * len(stats),
-    "| learning rate | " + " | ".join(f"{r.learning_rate:g}" for r in result.norms.values()) + " |",
   ]
-  for m in measures.MEASURES:
-    if m.shown:
-      cells = (cell(*_value(stats[n], m.name)) + _mc_se(stats[n], m.name) for n in stats)
-      lines.append(f"| {m.label} | " + " | ".join(cells) + " |")
-  lines += ["", "## The paper's predictions", ""]
-  groups = {
-    "fit": "Fit",
-    "flatness": "Flatness",
-    "isotropy": "Isotropy",
-  }
-  for p in result.spec.predictions:
-    rows = judge(p, stats)
-    if not rows:
-      continue
-    lines += [f"**{p.text}** ({_relation_text(p)}; {seeds} seed(s))", ""]
-    for kind, title in groups.items():
-      kind_rows = [
-        r
-        for r in rows
-        if measures.BY_NAME.get(r["measure"], None) is not None
-        and measures.BY_NAME[r["measure"]].kind == kind
-      ]
-      if not kind_rows:
-        continue
-      lines.append(f"- {title}:")
-      for r in kind_rows:
-        lines.append(
-          f"  - {label(r['subject'])} vs {label(p.baseline)}, {measures.label(r['measure'])}:"
-          f" {r['verdict']}"
-        )
-    lines.append("")
+  rates = {norm: f"{r.learning_rate:g}" for norm, r in result.norms.items()}
+  stats = {norm: summary.stats(r) for norm, r in result.norms.items()}
+  lines += _table_and_verdicts(stats, {"learning rate": rates}, result.spec.predictions, seeds)
+  for i, level in enumerate(result.spec.matched_losses):
+    at = {norm: r.matched[i] for norm, r in result.norms.items()}
+    reached = {
+      norm: ", ".join(str(int(x)) if x >= 0 else "never" for x in m.step) for norm, m in at.items()
+    }
+    lines += [
+      f"## At matched training loss {level:g}",
+      "",
+      "Each model where its mean training loss over a chunk first fell to "
+      f"{level:g} (the state at the end of that chunk); a seed that never got there "
+      "contributes no value.",
+      "",
+    ]
+    extra = {"learning rate": rates, "steps trained (per seed)": reached}
+    matched_stats = {norm: summary.stats(m) for norm, m in at.items()}
+    lines += _table_and_verdicts(matched_stats, extra, result.spec.predictions, seeds)
   lines.append(
     "How verdicts are reached: per-seed values paired by seed (every normalization trains "
     "from the same seeds); lower/higher: paired t-test, p-values Holm-corrected within a "
@@ -173,6 +157,45 @@ def markdown(result: ExperimentResult) -> str:
     "map). 'MC se': the Monte Carlo standard error of an estimate (mean over seeds)."
   )
   return "\n".join(lines) + "\n"
+
+
+KIND_TITLES = {"fit": "Fit", "flatness": "Flatness", "isotropy": "Isotropy"}
+
+
+def _table_and_verdicts(
+  stats: dict[str, dict], extra_rows: dict[str, dict[str, str]], predictions, seeds: int
+) -> list[str]:
+  """The measures table (after `extra_rows`: label -> norm -> text) and, per prediction,
+  the verdicts listed by kind of measure; measures absent from `stats` are left out."""
+  lines = [
+    "| measure | " + " | ".join(label(n) for n in stats) + " |",
+    "|---|" + "---|" * len(stats),
+  ]
+  for row_label, by_norm in extra_rows.items():
+    lines.append(f"| {row_label} | " + " | ".join(by_norm[n] for n in stats) + " |")
+  present = set().union(*(set(s) for s in stats.values()))
+  for m in measures.MEASURES:
+    if m.shown and m.name in present:
+      cells = (cell(*_value(stats[n], m.name)) + _mc_se(stats[n], m.name) for n in stats)
+      lines.append(f"| {m.label} | " + " | ".join(cells) + " |")
+  lines += ["", "### The paper's predictions", ""]
+  for p in predictions:
+    rows = [r for r in judge(p, stats) if r["measure"] in present]
+    if not rows:
+      continue
+    lines += [f"**{p.text}** ({_relation_text(p)}; {seeds} seed(s))", ""]
+    for kind, title in KIND_TITLES.items():
+      kind_rows = [r for r in rows if measures.BY_NAME[r["measure"]].kind == kind]
+      if not kind_rows:
+        continue
+      lines.append(f"- {title}:")
+      for r in kind_rows:
+        lines.append(
+          f"  - {label(r['subject'])} vs {label(p.baseline)}, {measures.label(r['measure'])}:"
+          f" {r['verdict']}"
+        )
+    lines.append("")
+  return lines
 
 
 def _mc_se(stats_norm: dict, name: str) -> str:

@@ -6,7 +6,10 @@ A run folder holds:
                          N/landscape (S, P), N/base_loss (S,), N/spectrum (S, K),
                          N/first_nonfinite_step (S,), N/measure/<name> (S,) for every
                          analyzed measure, N/surface_grid (A,) and N/surface (S, A, A)
-                         when a 2D slice was taken.
+                         when a 2D slice was taken; per matched-loss level i
+                         (`pipeline.Matched`) N/matched/<i>/{level, step (S,),
+                         landscape (S, P), base_loss (S,), spectrum (S, K),
+                         measure/<name> (S,)}.
   summary.json           `summary.summary_dict`: config, every measure across seeds, wall
                          times, versions, device ("format": 2).
   variables_N.msgpack    trained {'params', 'batch_stats'} of N, leaves (S, ...)
@@ -35,7 +38,7 @@ import numpy as np
 
 from jaxnorm import measures, runfolder, summary
 from jaxnorm.config import Config
-from jaxnorm.pipeline import ExperimentResult, ExperimentSpec, NormResult
+from jaxnorm.pipeline import ExperimentResult, ExperimentSpec, Matched, NormResult
 
 RESULTS = "results.npz"
 SUMMARY = "summary.json"
@@ -64,6 +67,17 @@ def arrays(r: NormResult) -> dict[str, np.ndarray]:
   }
   if r.surface is not None:
     out.update(surface_grid=r.surface_grid, surface=r.surface)
+  for i, m in enumerate(r.matched):
+    out.update(
+      {
+        f"matched/{i}/level": np.asarray(m.level),
+        f"matched/{i}/step": m.step,
+        f"matched/{i}/landscape": m.landscape,
+        f"matched/{i}/base_loss": m.base_loss,
+        f"matched/{i}/spectrum": m.spectrum,
+        **{f"matched/{i}/measure/{name}": v for name, v in m.measures.items()},
+      }
+    )
   return out
 
 
@@ -158,8 +172,11 @@ def _result(info: dict[str, Any], flat: dict[str, np.ndarray]) -> ExperimentResu
       variables=None,
       first_nonfinite_step=a["first_nonfinite_step"],
       seconds=dict(entry.get("seconds", {})),
+      matched=_matched(a),
     )
+  levels = tuple(float(m["level"]) for m in info.get("matched", []))
   spec = ExperimentSpec(
+    matched_losses=levels,
     config=cfg,
     num_seeds=num_seeds,
     name=info.get("experiment", "exp2"),
@@ -168,6 +185,27 @@ def _result(info: dict[str, Any], flat: dict[str, np.ndarray]) -> ExperimentResu
   )
   seconds = float(info.get("seconds", {}).get("total", 0.0))
   return ExperimentResult(spec, norms, seconds, info.get("environment", {}))
+
+
+def _matched(a: dict[str, np.ndarray]) -> tuple[Matched, ...]:
+  """The `Matched` analyses among one normalization's arrays (keys matched/<i>/...)."""
+  count = len({k.split("/")[1] for k in a if k.startswith("matched/")})
+  out = []
+  for i in range(count):
+    p = f"matched/{i}/"
+    out.append(
+      Matched(
+        level=float(a[p + "level"]),
+        step=a[p + "step"],
+        landscape=a[p + "landscape"],
+        base_loss=a[p + "base_loss"],
+        spectrum=a[p + "spectrum"],
+        measures={
+          k[len(p + "measure/") :]: v for k, v in a.items() if k.startswith(p + "measure/")
+        },
+      )
+    )
+  return tuple(out)
 
 
 def _from_format_1(

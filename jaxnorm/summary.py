@@ -11,27 +11,29 @@ import scipy.stats
 from jaxnorm import measures
 
 if TYPE_CHECKING:
-  from jaxnorm.pipeline import ExperimentResult, NormResult
+  from jaxnorm.pipeline import ExperimentResult, Matched, NormResult
 
 FORMAT = 2  # summary.json / results.npz layout: every per-seed array keeps its seed axis.
 FINAL_LOSS_WINDOW = 100  # final_loss is the mean training loss over the last 100 steps.
 
 
-def per_seed(r: NormResult) -> dict[str, np.ndarray]:
+def per_seed(r: NormResult | Matched) -> dict[str, np.ndarray]:
   """Every measure of `r`, in `measures.MEASURES` order: name -> (S,) float64.
 
-  The basic ones are read off the arrays: final loss (mean of the last 100 steps), the
-  eval loss at alpha = 0, the largest rise over the 1D slice, the top/bottom singular
-  value ratio; the others are `r.measures` (booleans as 0.0 / 1.0), and each flatness
-  measure of `measures.PER_LOSS_OF` divided by the loss at alpha = 0.
+  The basic ones are read off the arrays: final loss (mean of the last 100 steps; not for
+  a `Matched` checkpoint), the eval loss at alpha = 0, the largest rise over the 1D slice,
+  the top/bottom singular value ratio; the others are `r.measures` (booleans as 0.0 /
+  1.0), and each flatness measure of `measures.PER_LOSS_OF` divided by the loss at
+  alpha = 0.
   """
   values = {
-    "final_loss": np.mean(r.losses[:, -FINAL_LOSS_WINDOW:], axis=1),
     "loss_at_alpha0": r.base_loss,
     "landscape_max_rise": np.max(r.landscape, axis=1) - r.base_loss,
     "spectrum_top_bottom_ratio": r.spectrum[:, 0] / r.spectrum[:, -1],
     **r.measures,
   }
+  if hasattr(r, "losses"):
+    values["final_loss"] = np.mean(r.losses[:, -FINAL_LOSS_WINDOW:], axis=1)
   loss = values["loss_at_alpha0"]
   for name in measures.PER_LOSS_OF:
     if name in values:
@@ -57,7 +59,7 @@ def across_seeds(values) -> dict[str, Any]:
   return out
 
 
-def stats(r: NormResult) -> dict[str, dict[str, Any]]:
+def stats(r: NormResult | Matched) -> dict[str, dict[str, Any]]:
   """`across_seeds` of every measure of `r`."""
   return {name: across_seeds(v) for name, v in per_seed(r).items()}
 
@@ -68,7 +70,8 @@ def config_to_dict(cfg) -> dict[str, Any]:
 
 def summary_dict(result: ExperimentResult) -> dict[str, Any]:
   """summary.json: the config, per normalization every measure across seeds, the
-  learning rate, divergence, wall times; the versions and devices."""
+  learning rate, divergence, wall times; per matched-loss level the step each seed reached
+  it at (null: never) and every measure there; the versions and devices."""
   spec = result.spec
   norms = {}
   for norm, r in result.norms.items():
@@ -90,6 +93,19 @@ def summary_dict(result: ExperimentResult) -> dict[str, Any]:
     "measured": spec.measures is not None,
     "surface_points": spec.surface_points,
     "norms": norms,
+    "matched": [
+      {
+        "level": level,
+        "norms": {
+          norm: {
+            "step": [int(x) if x >= 0 else None for x in r.matched[i].step],
+            **stats(r.matched[i]),
+          }
+          for norm, r in result.norms.items()
+        },
+      }
+      for i, level in enumerate(spec.matched_losses)
+    ],
     "seconds": {"total": result.seconds},
     "environment": result.environment,
   }

@@ -197,3 +197,37 @@ def test_a_diverged_seed_has_no_measures():
 def test_bad_spec_is_refused_with_the_field_named(change, field):
   with pytest.raises(ValueError, match=field):
     dataclasses.replace(pipeline.ExperimentSpec(CFG), **change)
+
+
+def test_matched_loss_checkpoints_are_the_runs_trained_that_long(tmp_path):
+  """The analysis at a matched training loss equals the analysis of the same seed trained
+  for exactly the checkpoint's steps; a level never reached gives step -1 and no values."""
+  from jaxnorm import report, results
+
+  cfg = config.TINY.replace(steps=40, norms=("none",), seed=5)
+  base = pipeline.ExperimentSpec(cfg, num_seeds=2, measures=None, chunk_size=10)
+  means = pipeline.run(base, progress=False).norms["none"].losses.reshape(2, 4, 10).mean(-1)
+  level = float(means[:, 1].max())  # both seeds are at or below it after 20 steps
+  spec = dataclasses.replace(base, matched_losses=(level, 1e-9))
+  r = pipeline.run(spec, progress=False).norms["none"]
+  reached, never = r.matched
+  expected = [int(10 * (1 + np.argmax(row <= level))) for row in means]
+  assert reached.level == level and reached.step.tolist() == expected
+  for s, step in enumerate(expected):
+    alone = pipeline.run(
+      dataclasses.replace(base, config=cfg.replace(steps=step, seed=5 + s), num_seeds=1),
+      progress=False,
+    ).norms["none"]
+    np.testing.assert_allclose(reached.base_loss[s], alone.base_loss[0], rtol=1e-6)
+    np.testing.assert_allclose(reached.landscape[s], alone.landscape[0], rtol=1e-6)
+    np.testing.assert_allclose(reached.spectrum[s], alone.spectrum[0], rtol=1e-5)
+  assert never.step.tolist() == [-1, -1] and np.isnan(never.base_loss).all()
+  info = summary.summary_dict(pipeline.ExperimentResult(spec, {"none": r}, 0.0, {}))
+  assert info["matched"][1]["norms"]["none"]["step"] == [None, None]
+  assert info["matched"][1]["norms"]["none"]["loss_at_alpha0"]["n"] == 0
+  result = pipeline.ExperimentResult(spec, {"none": r}, 0.0, {})
+  results.save(tmp_path, result)
+  again = results.load(tmp_path)
+  assert again.spec.matched_losses == (level, 1e-9)
+  np.testing.assert_array_equal(again.norms["none"].matched[0].landscape, reached.landscape)
+  assert "## At matched training loss" in report.markdown(again)
