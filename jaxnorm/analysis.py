@@ -6,8 +6,9 @@ one evaluation loss (`loss.eval_loss_fn` on the landscape batch, evaluation mode
   * the 1D slice along the reference's global-norm direction, and the loss at alpha = 0;
   * the singular values of the block output on the spectrum batch (Figure 2, right);
   * with a `measures.MeasureConfig`: every analyzed measure of `measures.MEASURES`
-    (Hessian lambda_max and trace, adaptive sharpness, filter-normalized slice, isotropy of
-    the raw and centered activations), from the same activations and loss;
+    (Hessian lambda_max and trace, adaptive sharpness, filter-normalized slice, both slices'
+    rises averaged over `slice_directions` random directions with their spread, isotropy
+    of the raw and centered activations), from the same activations and loss;
   * with a grid: the 2D slice along two filter-normalized directions (Li et al. 2018).
 
 `analyze_seeds` is the same vmapped over a leading seed axis and jitted: the model, the
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnorm import curvature, data, directions, isotropy, landscape, loss, spectrum
+from jaxnorm import keys as keys_lib
 from jaxnorm import model as model_lib
 from jaxnorm.keys import RunKeys
 from jaxnorm.measures import MeasureConfig
@@ -93,9 +95,19 @@ def _perturbed_losses(
   ("sharpness"); with a grid, the 2D slice ("surface", flattened row-major)."""
   fixed = {"global": landscape.random_direction(keys.direction, params)}
   if mcfg is not None:
-    fixed["filter"] = directions.filter_normalized_direction(
-      keys.filter_direction, params, policy_1d=mcfg.filter_policy_1d
+    filter_direction = functools.partial(
+      directions.filter_normalized_direction, params=params, policy_1d=mcfg.filter_policy_1d
     )
+    fixed["filter"] = filter_direction(keys.filter_direction)
+    # The slices averaged over directions: D more of each kind, drawn in one vmapped call.
+    global_keys, filter_keys = keys_lib.slice_direction_keys(keys.direction, mcfg.slice_directions)
+    many = {
+      "global": jax.vmap(lambda k: landscape.random_direction(k, params))(global_keys),
+      "filter": jax.vmap(lambda k: filter_direction(k))(filter_keys),
+    }
+    for kind, stacked in many.items():
+      for i in range(mcfg.slice_directions):
+        fixed[f"{kind}{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
   if surface_grid_A is not None:
     fixed["surface1"] = directions.filter_normalized_direction(keys.surface1, params)
     fixed["surface2"] = directions.filter_normalized_direction(keys.surface2, params)
@@ -110,6 +122,10 @@ def _perturbed_losses(
   blocks = {"landscape": block(offsets_P[:, None], ["global"])}
   if mcfg is not None:
     blocks["filter"] = block(alphas_P[:, None], ["filter"])
+    for kind in ("global", "filter"):  # direction i's slice: alphas along column kind<i>
+      blocks[f"{kind}_directions"] = jnp.concatenate(
+        [block(alphas_P[:, None], [f"{kind}{i}"]) for i in range(mcfg.slice_directions)]
+      )
   if surface_grid_A is not None:
     grid_Gx2 = directions.surface_coefficients(surface_grid_A, surface_grid_A)
     blocks["surface"] = block(grid_Gx2, ["surface1", "surface2"])
@@ -171,6 +187,10 @@ def _measures(
     "adaptive_sharpness_stderr": sharp.stderr,
     "filter_landscape_max_rise": jnp.max(perturbed["filter"]) - base_loss,
   }
+  for kind, name in (("global", "landscape_rise_directions"), ("filter", "filter_rise_directions")):
+    rises_D = perturbed[f"{kind}_directions"].reshape(mcfg.slice_directions, -1).max(1) - base_loss
+    out[name] = jnp.mean(rises_D)
+    out[f"{name}_std"] = jnp.std(rises_D, ddof=1)
   for prefix, m in (("", raw), ("centered_", centered)):
     for name in (
       "effective_rank",

@@ -10,6 +10,8 @@ learning rate). The derivation, fixed so that a seed always means the same run:
     init, data = split(train)                               (inside train.init_state)
     lanczos, trace, sharpness, filter_direction = split(fold_in(direction, MEASURES), 4)
     surface1, surface2 = split(fold_in(direction, SURFACE))
+    global_1..global_D, filter_1..filter_D = split(fold_in(direction, DIRECTIONS), 2 D)
+                                                            (`slice_direction_keys`)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import jax
 # Streams folded into the direction key for the keys of the measures and the 2D surface.
 MEASURES = 1
 SURFACE = 2
+DIRECTIONS = 3
 
 
 class RunKeys(NamedTuple):
@@ -57,3 +60,10 @@ def run_keys(seed: int | jax.Array) -> RunKeys:
     surface1,
     surface2,
   )
+
+
+def slice_direction_keys(direction: jax.Array, num: int) -> tuple[jax.Array, jax.Array]:
+  """The keys of `num` global-norm and `num` filter-normalized slice directions, each (num,),
+  from a run's direction key (the slices averaged over directions). Traceable."""
+  both = jax.random.split(jax.random.fold_in(direction, DIRECTIONS), 2 * num)
+  return both[:num], both[num:]

@@ -11,6 +11,7 @@ largest arrays a run holds at once, from the sizes alone:
   analysis per seed: c (n + B L (4 D + H L)) (c = `landscape.DEFAULT_CHUNK` perturbed
                    models evaluated together, each holding its FFN or attention
                    activations) + (lanczos + 2) n (Lanczos basis)
+                   + (2 D + 2) n (the slices' directions, D = slice_directions)
   results:         S (steps + P + A^2) (loss history, slice, 2D slice), twice (device and
                    host copies), and S n for the trained variables
 
@@ -74,6 +75,7 @@ def memory_estimate(spec: ExperimentSpec, num_devices: int = 1) -> MemoryEstimat
   analysis += chunk * (n + b * seq * (4 * d + h * seq))
   if spec.measures is not None:
     analysis += (spec.measures.lanczos_iterations + 2) * n
+    analysis += (2 * spec.measures.slice_directions + 2) * n  # the slices' directions
   points = cfg.landscape_points + (spec.surface_points or 0) ** 2
   per_seed_results = 2 * (cfg.steps + points) + n
   return MemoryEstimate(

@@ -199,9 +199,14 @@ def _table_and_verdicts(
 
 
 def _mc_se(stats_norm: dict, name: str) -> str:
-  """ " (MC se x)" for a Monte Carlo estimate whose standard error was measured."""
-  se = stats_norm.get(f"{name}_stderr")
-  return "" if se is None or se["mean"] is None else f" (MC se {se['mean']:.2g})"
+  """ " (MC se x)" for a Monte Carlo estimate whose standard error was measured, " (sd over
+  directions x)" for a slice rise averaged over random directions (means over seeds)."""
+  out = ""
+  for suffix, text in (("_stderr", "MC se"), ("_std", "sd over directions")):
+    spread = stats_norm.get(f"{name}{suffix}")
+    if spread is not None and spread["mean"] is not None:
+      out += f" ({text} {spread['mean']:.2g})"
+  return out
 
 
 def _relation_text(p: Prediction) -> str:

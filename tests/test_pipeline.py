@@ -119,6 +119,19 @@ def test_every_number_equals_the_building_blocks_on_the_same_keys(measured):
   filt = directions.filter_normalized_direction(k.filter_direction, params)
   rise = max(loss_fn(jax.tree.map(lambda p, d, a=a: p + a * d, params, filt)) for a in r.alphas)
   np.testing.assert_allclose(r.measures["filter_landscape_max_rise"][0], rise - base, rtol=1e-3)
+  # The rises averaged over directions: each direction's slice on its own, then mean and sd.
+  global_keys, filter_keys = keys.slice_direction_keys(k.direction, MCFG.slice_directions)
+  for name, make, dir_keys in (
+    ("landscape_rise_directions", landscape.random_direction, global_keys),
+    ("filter_rise_directions", directions.filter_normalized_direction, filter_keys),
+  ):
+    rises = []
+    for dk in dir_keys:
+      d = make(dk, params)
+      at = [loss_fn(jax.tree.map(lambda p, v, a=a: p + a * v, params, d)) for a in r.alphas]
+      rises.append(max(at) - base)
+    np.testing.assert_allclose(r.measures[name][0], np.mean(rises), rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(r.measures[f"{name}_std"][0], np.std(rises, ddof=1), rtol=1e-2)
 
   d1 = directions.filter_normalized_direction(k.surface1, params)
   d2 = directions.filter_normalized_direction(k.surface2, params)

@@ -130,9 +130,17 @@ def _norm_result(norm, final_loss, landscape_max_rise, measured):
 def test_markdown_has_the_table_and_the_one_seed_verdicts():
   norms = {
     "layernorm": _norm_result(
-      "layernorm", 0.1, 0.2, {"hessian_trace": 5.0, "effective_rank": 100.0}
+      "layernorm",
+      0.1,
+      0.2,
+      {"hessian_trace": 5.0, "effective_rank": 100.0, "landscape_rise_directions": 0.2},
     ),
-    "none": _norm_result("none", 0.3, 0.4, {"hessian_trace": 9.0, "effective_rank": 50.0}),
+    "none": _norm_result(
+      "none",
+      0.3,
+      0.4,
+      {"hessian_trace": 9.0, "effective_rank": 50.0, "landscape_rise_directions": 0.4},
+    ),
   }
   spec = pipeline.ExperimentSpec(
     config.TINY.replace(norms=("layernorm", "none")),
@@ -145,7 +153,8 @@ def test_markdown_has_the_table_and_the_one_seed_verdicts():
   assert "| learning rate | 0.001 | 0.001 |" in text
   assert "| Hessian trace | 5 | 9 |" in text
   assert "**LN is flatter**" in text
-  rise = "LayerNorm vs No Norm, slice rise, global-norm direction"
+  rise = "LayerNorm vs No Norm, slice rise, global-norm, mean over directions"
   assert f"{rise}: supported, untested (1 seed; difference -0.2)" in text
+  assert "global-norm direction (one draw):" not in text  # one draw is shown, not judged
   assert "LayerNorm vs No Norm, Hessian trace: not judged" in text
-  assert "| Hessian λ_max | n/a | n/a |" in text
+  assert "| Hessian λ_max |" not in text  # a measure no model has is left out
