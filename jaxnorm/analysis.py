@@ -29,8 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnorm import curvature, data, directions, isotropy, landscape, loss, spectrum
+from jaxnorm import curvature, data, directions, isotropy, landscape, loss, norms, spectrum
 from jaxnorm import keys as keys_lib
+from jaxnorm import measures as measures_lib
 from jaxnorm import model as model_lib
 from jaxnorm.keys import RunKeys
 from jaxnorm.measures import MeasureConfig
@@ -73,7 +74,21 @@ def analyze(
   s_K = spectrum.singular_values(acts_NxD)
   measured = {}
   if mcfg is not None:
-    measured = _measures(mcfg, loss_fn, params, base, keys, perturbed, acts_NxD, s_K)
+    measured = _flatness(mcfg, loss_fn, params, base, keys, perturbed)
+    if norms.get(model.norm).needs_batch:  # the same measures with batch statistics
+      train_fn = loss.train_mode_loss_fn(model, batch_stats, tokens_BxL, labels_B)
+      base_t = train_fn(params)
+      perturbed_t = _perturbed_losses(mcfg, train_fn, params, keys, alphas_P, alphas_P, None)
+      flat_t = _flatness(mcfg, train_fn, params, base_t, keys, perturbed_t)
+    else:  # training and evaluation mode are the same function
+      base_t, flat_t = base, measured
+    measured = {
+      **measured,
+      "loss_at_alpha0_batch_stats": base_t,
+      **{f"{name}_batch_stats": flat_t[name] for name in measures_lib.BATCH_STATS_OF},
+      **_isotropy(acts_NxD, s_K),
+      **_weight_norms(params),
+    }
   surface = None
   if surface_grid_A is not None:
     surface = perturbed["surface"].reshape(surface_grid_A.shape[0], surface_grid_A.shape[0])
@@ -151,16 +166,15 @@ def _split(x_N: jax.Array, ends: np.ndarray) -> list[jax.Array]:
   return [x_N[int(a) : int(b)] for a, b in zip(starts, ends, strict=True)]
 
 
-def _measures(
+def _flatness(
   mcfg: MeasureConfig,
   loss_fn: loss.LossFn,
   params: PyTree,
   base_loss: jax.Array,
   keys: RunKeys,
   perturbed: dict[str, jax.Array],
-  acts_NxD: jax.Array,
-  s_K: jax.Array,
 ) -> dict[str, jax.Array]:
+  """The curvature, sharpness and slice measures of `loss_fn` at `params`."""
   hvp_flat = curvature.flat_hvp(loss_fn, params)  # one linearization for both estimators
   top = curvature.lanczos(
     loss_fn,
@@ -175,8 +189,6 @@ def _measures(
     loss_fn, params, keys.trace, num_probes=mcfg.trace_probes, hvp_flat=hvp_flat
   )
   sharp = directions.sharpness_result(perturbed["sharpness"], base_loss)
-  raw = isotropy.from_spectrum(s_K, isotropy.default_rtol(acts_NxD.shape, acts_NxD.dtype))
-  centered = isotropy.measures(acts_NxD, center=True)
   out = {
     "hessian_top_eigenvalue": top.eigenvalues[0],
     "hessian_top_relative_residual": top.residuals[0] / jnp.abs(top.eigenvalues[0]),
@@ -191,6 +203,15 @@ def _measures(
     rises_D = perturbed[f"{kind}_directions"].reshape(mcfg.slice_directions, -1).max(1) - base_loss
     out[name] = jnp.mean(rises_D)
     out[f"{name}_std"] = jnp.std(rises_D, ddof=1)
+  return out
+
+
+def _isotropy(acts_NxD: jax.Array, s_K: jax.Array) -> dict[str, jax.Array]:
+  """The isotropy measures of the block output, raw (from its singular values) and
+  centered."""
+  raw = isotropy.from_spectrum(s_K, isotropy.default_rtol(acts_NxD.shape, acts_NxD.dtype))
+  centered = isotropy.measures(acts_NxD, center=True)
+  out = {}
   for prefix, m in (("", raw), ("centered_", centered)):
     for name in (
       "effective_rank",
@@ -201,6 +222,18 @@ def _measures(
     ):
       out[prefix + name] = getattr(m, name)
   return out
+
+
+def _weight_norms(params: PyTree) -> dict[str, jax.Array]:
+  """Frobenius norms of the kernels whose outputs feed norm1 (attention's output
+  projection) and norm2 (the FFN's down projection): a scale-invariant layer after them
+  turns a learning rate eta into the effective rate eta / ||W||^2 (van Laarhoven 2017;
+  Arora et al. 2019; `summary.per_seed`)."""
+  block = params["transformer_block"]
+  return {
+    "weight_norm_norm1_input": jnp.linalg.norm(block["attention"]["out_proj"]["kernel"]),
+    "weight_norm_norm2_input": jnp.linalg.norm(block["ffn"]["down"]["kernel"]),
+  }
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))

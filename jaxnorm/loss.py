@@ -110,3 +110,17 @@ def eval_loss_fn(
     f"tokens {tokens.shape} and labels {labels.shape} must be (N, L) and (N,), "
     "or (K, B, L) and (K, B) for K batches"
   )
+
+
+def train_mode_loss_fn(
+  model: model_lib.Transformer,
+  batch_stats: PyTree,
+  tokens_BxL: jax.Array,
+  labels_B: jax.Array,
+  fast: bool = True,
+) -> LossFn:
+  """params -> training-mode loss on one batch: BatchNorm normalizes with the batch's own
+  statistics (the running ones are neither used nor changed), so a perturbation of the
+  weights before it is renormalized, as during training. For the other norms it is
+  `eval_loss_fn`'s function."""
+  return lambda params: training_loss(model, params, batch_stats, tokens_BxL, labels_B, fast)[0]

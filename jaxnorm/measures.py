@@ -214,11 +214,64 @@ MEASURES += tuple(
   )
   for name in PER_LOSS_OF
 )
+# BatchNorm measured both ways. The flatness measures above use the evaluation-mode loss
+# (running statistics: a fixed affine map that never renormalizes a perturbation); these
+# use the training-mode loss (the batch's own statistics). Reported, not judged; for a norm
+# without batch statistics the two modes are one function and the values coincide.
+BATCH_STATS_OF = (
+  "landscape_rise_directions",
+  "filter_rise_directions",
+  "adaptive_sharpness",
+  "hessian_top_eigenvalue",
+  "hessian_trace",
+)
+_BASE = {m.name: m for m in MEASURES}
+MEASURES += (
+  Measure(
+    "loss_at_alpha0_batch_stats", "evaluation loss at α = 0, batch statistics", _NATS, "fit", None
+  ),
+  *(
+    Measure(
+      f"{name}_batch_stats",
+      f"{_BASE[name].label}, batch statistics",
+      _BASE[name].unit,
+      "flatness",
+      None,
+      "the training-mode loss (BatchNorm with the batch's statistics)",
+      comparable=_BASE[name].comparable,
+    )
+    for name in BATCH_STATS_OF
+  ),
+  # The weights whose outputs feed each normalization, and the effective learning rate a
+  # scale-invariant layer after them gives (van Laarhoven 2017; Arora et al. 2019).
+  Measure("weight_norm_norm1_input", "‖W‖ into norm1 (attention output)", "", "diagnostic", None),
+  Measure("weight_norm_norm2_input", "‖W‖ into norm2 (FFN output)", "", "diagnostic", None),
+  Measure(
+    "effective_lr_norm1",
+    "η / ‖W‖² at norm1",
+    "",
+    "diagnostic",
+    None,
+    "van Laarhoven 2017; Arora et al. 2019",
+  ),
+  Measure(
+    "effective_lr_norm2",
+    "η / ‖W‖² at norm2",
+    "",
+    "diagnostic",
+    None,
+    "van Laarhoven 2017; Arora et al. 2019",
+  ),
+)
 BY_NAME: dict[str, Measure] = {m.name: m for m in MEASURES}
 # Read off the training losses, the 1D slice and the spectrum, with or without measures.
 BASIC = ("final_loss", "loss_at_alpha0", "landscape_max_rise", "spectrum_top_bottom_ratio")
 # Derived from other measures by `summary.per_seed`.
-DERIVED = tuple(f"{name}_per_loss" for name in PER_LOSS_OF)
+DERIVED = (
+  *(f"{name}_per_loss" for name in PER_LOSS_OF),
+  "effective_lr_norm1",
+  "effective_lr_norm2",
+)
 # Computed by `jaxnorm.analysis` when measures are asked for.
 ANALYZED = tuple(m.name for m in MEASURES if m.name not in BASIC + DERIVED)
 # The measures a prediction about flatness or isotropy is judged on.

@@ -23,8 +23,8 @@ def per_seed(r: NormResult | Matched) -> dict[str, np.ndarray]:
   The basic ones are read off the arrays: final loss (mean of the last 100 steps; not for
   a `Matched` checkpoint), the eval loss at alpha = 0, the largest rise over the 1D slice,
   the top/bottom singular value ratio; the others are `r.measures` (booleans as 0.0 /
-  1.0), and each flatness measure of `measures.PER_LOSS_OF` divided by the loss at
-  alpha = 0.
+  1.0), each flatness measure of `measures.PER_LOSS_OF` divided by the loss at
+  alpha = 0, and the effective learning rate eta / ||W||^2 at each normalization.
   """
   values = {
     "loss_at_alpha0": r.base_loss,
@@ -34,6 +34,11 @@ def per_seed(r: NormResult | Matched) -> dict[str, np.ndarray]:
   }
   if hasattr(r, "losses"):
     values["final_loss"] = np.mean(r.losses[:, -FINAL_LOSS_WINDOW:], axis=1)
+  if hasattr(r, "learning_rate"):
+    for layer in ("norm1", "norm2"):
+      if f"weight_norm_{layer}_input" in values:
+        w = np.asarray(values[f"weight_norm_{layer}_input"], dtype=np.float64)
+        values[f"effective_lr_{layer}"] = r.learning_rate / w**2
   loss = values["loss_at_alpha0"]
   for name in measures.PER_LOSS_OF:
     if name in values:

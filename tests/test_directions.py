@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxnorm import config, data, directions, landscape, loss, model
+from jaxnorm import config, curvature, data, directions, landscape, loss, model
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
@@ -215,3 +215,37 @@ def test_adaptive_sharpness_is_invariant_to_function_preserving_rescaling(key):
   assert abs(float(plain_rescaled.sharpness) / float(plain.sharpness) - 1) > 0.5
   with pytest.raises(ValueError, match=">= 2"):
     directions.average_sharpness(_relu_net_loss, params, key, rho=0.1, num_samples=1)
+
+
+def test_adaptive_sharpness_is_invariant_to_the_layernorm_models_symmetry(key):
+  """Scaling the embedding and the v / output-projection biases by s while dividing W_q and
+  W_k by s scales the input of norm1 by s, which LayerNorm removes: the model computes the
+  same function, and the adaptive sharpness (noise relative to each weight) is unchanged,
+  while the Hessian trace is not."""
+  cfg = config.TINY
+  m = model.build(cfg, "layernorm")
+  tokens, labels = data.batch(key, cfg)
+  params = m.init(key, tokens, train=False)["params"]
+  d, s = cfg.embed_dim, 10.0
+  attention = params["transformer_block"]["attention"]
+  kernel = attention["in_proj"]["kernel"]  # (D, 3D): q | k | v columns
+  bias = attention["in_proj"]["bias"]
+  column_scale = jnp.concatenate([jnp.full((2 * d,), 1 / s), jnp.ones((d,))])
+  bias_scale = jnp.concatenate([jnp.ones((2 * d,)), jnp.full((d,), s)])
+  rescaled = jax.tree.map(lambda x: x, params)
+  rescaled["token_embeddings"] = {"embedding": params["token_embeddings"]["embedding"] * s}
+  rescaled["transformer_block"]["attention"] = {
+    "in_proj": {"kernel": kernel * column_scale[None, :], "bias": bias * bias_scale},
+    "out_proj": {
+      "kernel": attention["out_proj"]["kernel"],
+      "bias": attention["out_proj"]["bias"] * s,
+    },
+  }
+  loss_fn = loss.eval_loss_fn(m, {}, tokens, labels)
+  np.testing.assert_allclose(loss_fn(rescaled), loss_fn(params), rtol=1e-4)
+  sharpness = jax.jit(
+    lambda p: directions.average_sharpness(loss_fn, p, key, rho=0.05, num_samples=16).samples
+  )
+  np.testing.assert_allclose(sharpness(rescaled), sharpness(params), rtol=2e-3, atol=1e-6)
+  hessian_trace = jax.jit(lambda p: curvature.hutchinson_trace(loss_fn, p, key, num_probes=8).trace)
+  assert abs(float(hessian_trace(rescaled)) / float(hessian_trace(params)) - 1) > 0.1

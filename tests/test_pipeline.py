@@ -133,12 +133,34 @@ def test_every_number_equals_the_building_blocks_on_the_same_keys(measured):
     np.testing.assert_allclose(r.measures[name][0], np.mean(rises), rtol=1e-3, atol=1e-7)
     np.testing.assert_allclose(r.measures[f"{name}_std"][0], np.std(rises, ddof=1), rtol=1e-2)
 
+  # BatchNorm also measured in training mode (the batch's own statistics), which differs.
+  train_fn = loss.train_mode_loss_fn(m, stats, tokens, labels)
+  np.testing.assert_allclose(r.measures["loss_at_alpha0_batch_stats"][0], train_fn(params), 1e-5)
+  trace_t = jax.jit(
+    lambda p: curvature.hutchinson_trace(train_fn, p, k.trace, num_probes=MCFG.trace_probes)
+  )(params)
+  np.testing.assert_allclose(r.measures["hessian_trace_batch_stats"][0], trace_t.trace, 1e-3)
+  assert abs(trace_t.trace / trace.trace - 1) > 1e-3
+  block = params["transformer_block"]
+  for layer, kernel in (("norm1", block["attention"]["out_proj"]), ("norm2", block["ffn"]["down"])):
+    w = np.linalg.norm(np.asarray(kernel["kernel"]))
+    np.testing.assert_allclose(r.measures[f"weight_norm_{layer}_input"][0], w, rtol=1e-5)
+    effective = summary.per_seed(r)[f"effective_lr_{layer}"][0]
+    np.testing.assert_allclose(effective, r.learning_rate / w**2, rtol=1e-5)
+
   d1 = directions.filter_normalized_direction(k.surface1, params)
   d2 = directions.filter_normalized_direction(k.surface2, params)
   corner = jax.tree.map(
     lambda p, u, v: p + r.surface_grid[0] * u + r.surface_grid[2] * v, params, d1, d2
   )
   np.testing.assert_allclose(r.surface[0, 0, 2], loss_fn(corner), rtol=1e-5)
+
+
+def test_without_batch_statistics_both_modes_are_one_function(measured):
+  r = measured.norms["none"]
+  np.testing.assert_array_equal(r.measures["loss_at_alpha0_batch_stats"], r.base_loss)
+  for name in measures.BATCH_STATS_OF:
+    np.testing.assert_array_equal(r.measures[f"{name}_batch_stats"], r.measures[name])
 
 
 def test_summary_and_report_read_the_same_numbers(measured):
