@@ -47,6 +47,9 @@ class Analysis(NamedTuple):
   spectrum: jax.Array  # (min(B L, D),) singular values of the block output, descending
   measures: dict[str, jax.Array]  # name -> () for every measures.ANALYZED; {} without config
   surface: jax.Array | None  # (A, A) 2D slice on grid x grid; None without a grid
+  # The Hessian's eigenvalue density (SLQ quadrature of the lambda_max Lanczos run, one
+  # probe): (nodes (m,), weights (m,)); None without measures.
+  hessian_density: tuple[jax.Array, jax.Array] | None = None
 
 
 def analyze(
@@ -74,12 +77,12 @@ def analyze(
   s_K = spectrum.singular_values(acts_NxD)
   measured = {}
   if mcfg is not None:
-    measured = _flatness(mcfg, loss_fn, params, base, keys, perturbed)
+    measured, density = _flatness(mcfg, loss_fn, params, base, keys, perturbed)
     if norms.get(model.norm).needs_batch:  # the same measures with batch statistics
       train_fn = loss.train_mode_loss_fn(model, batch_stats, tokens_BxL, labels_B)
       base_t = train_fn(params)
       perturbed_t = _perturbed_losses(mcfg, train_fn, params, keys, alphas_P, alphas_P, None)
-      flat_t = _flatness(mcfg, train_fn, params, base_t, keys, perturbed_t)
+      flat_t, _ = _flatness(mcfg, train_fn, params, base_t, keys, perturbed_t)
     else:  # training and evaluation mode are the same function
       base_t, flat_t = base, measured
     measured = {
@@ -92,7 +95,9 @@ def analyze(
   surface = None
   if surface_grid_A is not None:
     surface = perturbed["surface"].reshape(surface_grid_A.shape[0], surface_grid_A.shape[0])
-  return Analysis(perturbed["landscape"], base, s_K, measured, surface)
+  return Analysis(
+    perturbed["landscape"], base, s_K, measured, surface, density if mcfg is not None else None
+  )
 
 
 def _perturbed_losses(
@@ -173,8 +178,9 @@ def _flatness(
   base_loss: jax.Array,
   keys: RunKeys,
   perturbed: dict[str, jax.Array],
-) -> dict[str, jax.Array]:
-  """The curvature, sharpness and slice measures of `loss_fn` at `params`."""
+) -> tuple[dict[str, jax.Array], tuple[jax.Array, jax.Array]]:
+  """The curvature, sharpness and slice measures of `loss_fn` at `params`, and the
+  Hessian's eigenvalue density from the lambda_max Lanczos run (nodes, weights)."""
   hvp_flat = curvature.flat_hvp(loss_fn, params)  # one linearization for both estimators
   top = curvature.lanczos(
     loss_fn,
@@ -203,7 +209,9 @@ def _flatness(
     rises_D = perturbed[f"{kind}_directions"].reshape(mcfg.slice_directions, -1).max(1) - base_loss
     out[name] = jnp.mean(rises_D)
     out[f"{name}_std"] = jnp.std(rises_D, ddof=1)
-  return out
+  nodes_M, weights_M = curvature.quadrature(top.alpha, top.beta)
+  out["hessian_negative_mass"] = curvature.negative_mass(nodes_M[None], weights_M[None])
+  return out, (nodes_M, weights_M)
 
 
 def _isotropy(acts_NxD: jax.Array, s_K: jax.Array) -> dict[str, jax.Array]:

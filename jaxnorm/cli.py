@@ -372,6 +372,8 @@ def write_outputs(
     plotting.save_figure(plotting.surfaces(result), stem, formats=("png",))
   if result.spec.measures is not None:
     staging.write(str(Path(folder) / "measures.md"), report.markdown(result).encode())
+    stem = staging.path / folder / "hessian_density"
+    plotting.save_figure(plotting.hessian_density(result), stem, formats=("png",))
 
 
 def _report(result: pipeline.ExperimentResult, out: Path) -> int:

@@ -174,6 +174,15 @@ MEASURES: tuple[Measure, ...] = (
     "hessian_trace_stderr", "Hessian trace, std. error", _CURVATURE, "diagnostic", None, shown=False
   ),
   Measure(
+    "hessian_negative_mass",
+    "Hessian eigenvalue mass below 0",
+    "",
+    "diagnostic",
+    None,
+    "stochastic Lanczos quadrature, Ghorbani et al. 2019 (one probe per seed; below "
+    "-1% of the largest |eigenvalue|)",
+  ),
+  Measure(
     "landscape_rise_directions_std",
     "slice rise, global-norm, sd over directions",
     _NATS,

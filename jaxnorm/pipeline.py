@@ -141,6 +141,9 @@ class NormResult(NamedTuple):
   )  # (S,) int: first step (0-based) with a non-finite loss, -1 if none
   seconds: dict[str, float]  # wall time: train, analysis
   matched: tuple[Matched, ...] = ()  # one per `ExperimentSpec.matched_losses` level
+  # The Hessian's eigenvalue density per seed, SLQ nodes and weights, each (S, m); None
+  # without measures (`analysis.Analysis.hessian_density`).
+  hessian_density: tuple[np.ndarray, np.ndarray] | None = None
 
   @property
   def diverged(self) -> np.ndarray:
@@ -447,6 +450,7 @@ def _run_norm(
       Matched(level, step, a.landscape, a.base_loss, a.spectrum, a.measures)
       for level, (step, a) in zip(spec.matched_losses, matched, strict=True)
     ),
+    hessian_density=result.hessian_density,
   )
 
 
@@ -495,7 +499,7 @@ class _Checkpoints:
         x = np.asarray(x, dtype=np.float64)
         return np.where(missed.reshape(-1, *([1] * (x.ndim - 1))), np.nan, x)
 
-      result = result._replace(surface=None)
+      result = result._replace(surface=None, hessian_density=None)
       out.append((step_S.copy(), jax.tree.map(mask, result)))
     return out
 

@@ -17,7 +17,7 @@ import matplotlib.style
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxnorm import norms
+from jaxnorm import curvature, norms
 from jaxnorm import sweep as sweep_lib
 from jaxnorm.report import label
 from jaxnorm.runfolder import write_bytes
@@ -167,4 +167,47 @@ def sweep(result: SweepResult) -> Figure:
     seeds = result.runs[0].spec.num_seeds
     fig.suptitle(f"Measures against the learning rate ({seeds} seed(s) per point)")
     fig.tight_layout()
+  return fig
+
+
+def hessian_density(result: ExperimentResult) -> Figure:
+  """The Hessian's eigenvalue density of every normalization (stochastic Lanczos
+  quadrature, `curvature.density_on`), the mean over seeds, on a log scale: the bulk near 0,
+  the outliers, and the mass below 0 (in the legend)."""
+  drawn = {n: r for n, r in result.norms.items() if r.hessian_density is not None}
+  if not drawn:
+    raise ValueError("the result holds no Hessian density (run with measures)")
+  fig = Figure(figsize=(7 * len(drawn), 5))
+  axes = fig.subplots(1, len(drawn), squeeze=False)[0]
+  for ax, (norm, r) in zip(axes, drawn.items(), strict=True):
+    nodes, weights = (np.asarray(x, dtype=np.float64) for x in r.hessian_density)
+    finite = np.isfinite(nodes).all(axis=1) & np.isfinite(weights).all(axis=1)
+    if not finite.any():
+      ax.set(title=f"{label(norm)}: no finite density")
+      continue
+    nodes, weights = nodes[finite], weights[finite]
+    low, high = nodes.min(), nodes.max()
+    pad = 0.05 * max(high - low, 1e-12)
+    grid = np.linspace(low - pad, high + pad, 2000)
+    sigma = (high - low + 2 * pad) / 60
+    z = (grid[:, None, None] - nodes[None]) / sigma
+    density = np.sum(weights[None] * np.exp(-0.5 * z**2), axis=(1, 2))
+    density /= sigma * np.sqrt(2 * np.pi) * nodes.shape[0]
+    cut = -curvature.NEGATIVE_TOL * np.abs(nodes).max()
+    negative = float(np.sum(np.where(nodes < cut, weights, 0.0)) / nodes.shape[0])
+    spec = norms.REGISTRY.get(norm)
+    ax.plot(grid, np.maximum(density, 1e-8), color=spec.color if spec else None)
+    ax.set(
+      title=f"{label(norm)}: Hessian eigenvalue density",
+      xlabel="eigenvalue",
+      ylabel="density (log scale)",
+      yscale="log",
+    )
+    ax.axvline(0.0, color="gray", linewidth=0.8)
+    ax.text(0.02, 0.95, f"mass below 0: {negative:.3f}", transform=ax.transAxes, va="top")
+  fig.suptitle(
+    f"Stochastic Lanczos quadrature, {int(nodes.shape[1])} nodes per seed, "
+    f"mean over {result.spec.num_seeds} seed(s)"
+  )
+  fig.tight_layout()
   return fig

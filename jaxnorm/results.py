@@ -6,7 +6,9 @@ A run folder holds:
                          N/landscape (S, P), N/base_loss (S,), N/spectrum (S, K),
                          N/first_nonfinite_step (S,), N/measure/<name> (S,) for every
                          analyzed measure, N/surface_grid (A,) and N/surface (S, A, A)
-                         when a 2D slice was taken; per matched-loss level i
+                         when a 2D slice was taken; N/hessian_density_nodes and
+                         N/hessian_density_weights (S, m) with measures; per matched-loss
+                         level i
                          (`pipeline.Matched`) N/matched/<i>/{level, step (S,),
                          landscape (S, P), base_loss (S,), spectrum (S, K),
                          measure/<name> (S,)}.
@@ -67,6 +69,9 @@ def arrays(r: NormResult) -> dict[str, np.ndarray]:
   }
   if r.surface is not None:
     out.update(surface_grid=r.surface_grid, surface=r.surface)
+  if r.hessian_density is not None:
+    out.update(hessian_density_nodes=r.hessian_density[0])
+    out.update(hessian_density_weights=r.hessian_density[1])
   for i, m in enumerate(r.matched):
     out.update(
       {
@@ -173,6 +178,9 @@ def _result(info: dict[str, Any], flat: dict[str, np.ndarray]) -> ExperimentResu
       first_nonfinite_step=a["first_nonfinite_step"],
       seconds=dict(entry.get("seconds", {})),
       matched=_matched(a),
+      hessian_density=(a["hessian_density_nodes"], a["hessian_density_weights"])
+      if "hessian_density_nodes" in a
+      else None,
     )
   levels = tuple(float(m["level"]) for m in info.get("matched", []))
   spec = ExperimentSpec(

@@ -53,6 +53,7 @@ OUTPUT_PATTERNS = (
   "figure2.png",
   "figure2.pdf",
   "surfaces.png",
+  "hessian_density.png",
   "variables_*.msgpack",
   ".*.tmp",  # per-file temporaries of versions before run folders were staged
   # A learning-rate sweep (`jaxnorm.sweep`): its tables and figure, and one run per rate

@@ -106,6 +106,14 @@ def test_every_number_equals_the_building_blocks_on_the_same_keys(measured):
     )
   )(params)
   np.testing.assert_allclose(r.measures["hessian_top_eigenvalue"][0], top.eigenvalues[0], rtol=1e-3)
+  nodes, weights = curvature.quadrature(top.alpha, top.beta)  # the density: the same run's
+  np.testing.assert_allclose(r.hessian_density[0][0], nodes, rtol=1e-3, atol=1e-5)
+  np.testing.assert_allclose(r.hessian_density[1][0].sum(), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(
+    r.measures["hessian_negative_mass"][0],
+    curvature.negative_mass(nodes[None], weights[None]),
+    atol=1e-3,
+  )
   trace = jax.jit(
     lambda p: curvature.hutchinson_trace(loss_fn, p, k.trace, num_probes=MCFG.trace_probes)
   )(params)

@@ -76,3 +76,10 @@ def test_surfaces_draw_one_contour_panel_per_model(tmp_path):
   assert [ax.get_title().split(":")[0] for ax in panels] == ["LayerNorm", "No Norm"]
   plotting.save_figure(fig, tmp_path / "s", formats=("png",))
   assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_hessian_density_has_a_panel_per_norm(measured_result, tmp_path):
+  fig = plotting.hessian_density(measured_result)
+  assert len([ax for ax in fig.axes if ax.get_visible()]) == len(measured_result.norms)
+  assert all(ax.get_yscale() == "log" for ax in fig.axes)
+  assert plotting.save_figure(fig, tmp_path / "d", formats=("png",))[0].stat().st_size > 0

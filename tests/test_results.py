@@ -27,6 +27,8 @@ def test_save_and_load_round_trip(tmp_path, result):
     for field in ("seeds", "losses", "alphas", "offsets", "landscape", "base_loss", "spectrum"):
       np.testing.assert_array_equal(getattr(again, field), getattr(r, field), err_msg=field)
     np.testing.assert_array_equal(again.surface, r.surface)
+    for saved, kept in zip(again.hessian_density, r.hessian_density, strict=True):
+      np.testing.assert_array_equal(saved, kept)
     np.testing.assert_array_equal(again.first_nonfinite_step, r.first_nonfinite_step)
     assert again.measures.keys() == r.measures.keys()
     for name in r.measures:
