@@ -172,6 +172,15 @@ def build_parser(prog: str, description: str, default_out: str) -> argparse.Argu
     "(e.g. 0.1,0.01), so that models are compared at equal fit (measures.md)",
   )
   p.add_argument(
+    "--curvature-iterations",
+    type=_nonnegative_int,
+    default=0,
+    metavar="N",
+    help="track the Hessian's lambda_max and Adam's preconditioned sharpness at the end of "
+    "every 100-step chunk, inside the training program, with N Lanczos steps "
+    "(curvature.png; 0: off)",
+  )
+  p.add_argument(
     "--compile-workers",
     type=_nonnegative_int,
     help="threads that compile the run's programs ahead of time, while the device trains "
@@ -225,6 +234,7 @@ def spec_from_args(
     surface_points=args.surface,
     seeds_per_call=args.seeds_per_call,
     matched_losses=args.matched_loss or (),
+    curvature_iterations=args.curvature_iterations,
   )
 
 
@@ -370,6 +380,9 @@ def write_outputs(
   if result.spec.surface_points:
     stem = staging.path / folder / "surfaces"
     plotting.save_figure(plotting.surfaces(result), stem, formats=("png",))
+  if result.spec.curvature_iterations:
+    stem = staging.path / folder / "curvature"
+    plotting.save_figure(plotting.curvature_over_training(result), stem, formats=("png",))
   if result.spec.measures is not None:
     staging.write(str(Path(folder) / "measures.md"), report.markdown(result).encode())
     stem = staging.path / folder / "hessian_density"

@@ -10,6 +10,7 @@ learning rate). The derivation, fixed so that a seed always means the same run:
     init, data = split(train)                               (inside train.init_state)
     lanczos, trace, sharpness, filter_direction = split(fold_in(direction, MEASURES), 4)
     surface1, surface2 = split(fold_in(direction, SURFACE))
+    curvature = fold_in(direction, CURVATURE)
     global_1..global_D, filter_1..filter_D = split(fold_in(direction, DIRECTIONS), 2 D)
                                                             (`slice_direction_keys`)
 """
@@ -24,6 +25,7 @@ import jax
 MEASURES = 1
 SURFACE = 2
 DIRECTIONS = 3
+CURVATURE = 4
 
 
 class RunKeys(NamedTuple):
@@ -39,6 +41,7 @@ class RunKeys(NamedTuple):
   filter_direction: jax.Array  # the filter-normalized direction of the 1D slice
   surface1: jax.Array  # first filter-normalized direction of the 2D slice
   surface2: jax.Array  # second one
+  curvature: jax.Array  # the batch and Lanczos start of the curvature tracked over training
 
 
 def run_keys(seed: int | jax.Array) -> RunKeys:
@@ -59,6 +62,7 @@ def run_keys(seed: int | jax.Array) -> RunKeys:
     filter_direction,
     surface1,
     surface2,
+    jax.random.fold_in(direction, CURVATURE),
   )
 
 

@@ -56,6 +56,8 @@ class ExperimentSpec:
     chunk_size: training steps per compiled call (one host round-trip per chunk).
     matched_losses: training-loss levels at which every model is also analyzed (`Matched`):
       the state at the end of the first chunk whose mean training loss is <= the level.
+    curvature_iterations: Lanczos steps of the curvature tracked at the end of every chunk
+      inside the training program (`trajectory`); 0: not tracked.
   """
 
   config: Config
@@ -68,8 +70,16 @@ class ExperimentSpec:
   seeds_per_call: int | None = None
   chunk_size: int = 100
   matched_losses: tuple[float, ...] = ()
+  curvature_iterations: int = 0
 
   def __post_init__(self):
+    if not isinstance(self.curvature_iterations, int) or not (
+      self.curvature_iterations == 0 or self.curvature_iterations >= 2
+    ):
+      raise ValueError(
+        f"ExperimentSpec.curvature_iterations={self.curvature_iterations!r} is invalid: "
+        "0 (off) or >= 2 Lanczos steps."
+      )
     levels = self.matched_losses
     if not isinstance(levels, tuple) or len(set(levels)) != len(levels):
       raise ValueError(f"ExperimentSpec.matched_losses={levels!r} is invalid: distinct levels.")
@@ -144,6 +154,10 @@ class NormResult(NamedTuple):
   # The Hessian's eigenvalue density per seed, SLQ nodes and weights, each (S, m); None
   # without measures (`analysis.Analysis.hessian_density`).
   hessian_density: tuple[np.ndarray, np.ndarray] | None = None
+  # Curvature over training (`ExperimentSpec.curvature_iterations`): the chunk ends (C,)
+  # and per seed (lambda_max, Adam's preconditioned sharpness) there, (S, C, 2).
+  trajectory_steps: np.ndarray | None = None
+  trajectory: np.ndarray | None = None
 
   @property
   def diverged(self) -> np.ndarray:
@@ -171,7 +185,9 @@ class Programs(NamedTuple):
   called with their array arguments only (the static ones are compiled in)."""
 
   init: Callable  # (train_keys_S, learning_rates_S) -> states_S
-  train: dict[int, Callable]  # chunk length n -> (states_S) -> (states_S, losses_SxN); donates
+  # chunk length n -> (states_S, curvature keys_S) -> (states_S, losses_SxN, curvature_Sx2
+  # or None); donates the states
+  train: dict[int, Callable]
   analyze: Callable | None  # (params_S, batch_stats_S, keys_S, offsets, alphas, grid) -> Analysis
 
 
@@ -234,10 +250,22 @@ def compile_training(spec: ExperimentSpec, norm: str, group: _Group) -> Programs
     init = init.compile()
     states = _states(group, init)
     train_programs = {
-      n: seeds.train_chunk.lower(model, cfg.task, states, n).compile()
-      for n in sorted(_chunk_lengths(spec))
+      n: _train_program(spec, model, states, group, n) for n in _chunk_lengths(spec)
     }
   return Programs(init, train_programs, None)
+
+
+def _train_program(spec: ExperimentSpec, model, states, group: _Group, n: int) -> Callable:
+  """The compiled chunk of n steps, as (states, curvature keys) -> (states, losses,
+  curvature or None)."""
+  task = spec.config.task
+  if not spec.curvature_iterations:
+    chunk = seeds.train_chunk.lower(model, task, states, n).compile()
+    return lambda states_S, keys_S: (*chunk(states_S), None)
+  iters = spec.curvature_iterations
+  return seeds.train_chunk_tracked.lower(
+    model, task, states, n, True, iters, group.keys.curvature
+  ).compile()
 
 
 def compile_analysis(spec: ExperimentSpec, norm: str, group: _Group, trained: Programs):
@@ -381,7 +409,7 @@ def _run_norm(
       # Every leaf split over the seed axis, as the programs were compiled for (XLA may
       # return constant leaves replicated); a no-op for leaves already split.
       state = seeds.shard_seeds(program.init(group.keys.train, group.learning_rates), group.mesh)
-      chunks, done, finished = [], 0, 0
+      chunks, tracked, done, finished = [], [], 0, 0
       checkpoints = _Checkpoints(spec.matched_losses, group.size)
 
       def chunk_finished(losses_SxN: jax.Array, snapshot, checkpoints=checkpoints) -> None:
@@ -398,9 +426,10 @@ def _run_norm(
       previous = None
       while done < cfg.steps:
         n = min(spec.chunk_size, cfg.steps - done)
-        state, losses_SxN = program.train[n](state)
+        state, losses_SxN, curvature_Sx2 = program.train[n](state, group.keys.curvature)
         state = seeds.shard_seeds(state, group.mesh)
         chunks.append(losses_SxN)
+        tracked.append(curvature_Sx2)
         done += n
         if previous is not None:  # the device holds the chunk just queued: wait for the one before
           chunk_finished(*previous)
@@ -408,6 +437,7 @@ def _run_norm(
         previous = (losses_SxN, checkpoints.snapshot(state))
       chunk_finished(*previous)
       losses = np.asarray(jnp.concatenate(chunks, axis=1))
+      trajectory = None if tracked[0] is None else np.asarray(jnp.stack(tracked, axis=1))
       seconds["train"] += time.perf_counter() - start
       on_progress(norm, "analyze", done)
       fault_point(f"analyze:{norm}")
@@ -426,9 +456,17 @@ def _run_norm(
       keep = slice(0, min(group.size, len(all_seeds) - done_seeds))
       done_seeds += keep.stop
       outputs.append(
-        jax.tree.map(lambda x, keep=keep: np.asarray(x)[keep], (losses, result, variables, matched))
+        jax.tree.map(
+          lambda x, keep=keep: np.asarray(x)[keep],
+          (losses, result, variables, matched, trajectory),
+        )
       )
-  losses, result, variables, matched = jax.tree.map(lambda *xs: np.concatenate(xs), *outputs)
+  losses, result, variables, matched, trajectory = jax.tree.map(
+    lambda *xs: np.concatenate(xs), *outputs
+  )
+  ends = np.minimum(
+    np.arange(1, math.ceil(cfg.steps / spec.chunk_size) + 1) * spec.chunk_size, cfg.steps
+  )
   first_bad = np.array([_first_or_minus_one(train.first_nonfinite(row)) for row in losses])
   return NormResult(
     norm=norm,
@@ -451,6 +489,8 @@ def _run_norm(
       for level, (step, a) in zip(spec.matched_losses, matched, strict=True)
     ),
     hessian_density=result.hessian_density,
+    trajectory_steps=None if trajectory is None else ends,
+    trajectory=trajectory,
   )
 
 

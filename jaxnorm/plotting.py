@@ -17,7 +17,7 @@ import matplotlib.style
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxnorm import curvature, norms
+from jaxnorm import curvature, norms, trajectory
 from jaxnorm import sweep as sweep_lib
 from jaxnorm.report import label
 from jaxnorm.runfolder import write_bytes
@@ -210,4 +210,35 @@ def hessian_density(result: ExperimentResult) -> Figure:
     f"mean over {result.spec.num_seeds} seed(s)"
   )
   fig.tight_layout()
+  return fig
+
+
+def curvature_over_training(result: ExperimentResult) -> Figure:
+  """Left: the Hessian's lambda_max at the end of every training chunk; right: Adam's
+  preconditioned sharpness with its stability threshold 38 / eta dashed (Cohen et al. 2022),
+  one line per normalization (mean over seeds, log y)."""
+  drawn = {n: r for n, r in result.norms.items() if r.trajectory is not None}
+  if not drawn:
+    raise ValueError("the result holds no curvature over training (curvature_iterations)")
+  with matplotlib.style.context("seaborn-v0_8-whitegrid"):
+    fig = Figure(figsize=(14, 5))
+    left, right = fig.subplots(1, 2)
+    for norm, r in drawn.items():
+      _draw(left, r.trajectory_steps, r.trajectory[..., 0], norm, marker="o", markersize=3)
+      _draw(right, r.trajectory_steps, r.trajectory[..., 1], norm, marker="o", markersize=3)
+      spec = norms.REGISTRY.get(norm)
+      right.axhline(
+        trajectory.stability_threshold(r.learning_rate),
+        color=spec.color if spec else None,
+        linestyle=":",
+        linewidth=1,
+      )
+    left.set(title="Hessian λ_max (training loss)", xlabel="step", yscale="log")
+    right.set(
+      title="Adam preconditioned sharpness; dotted: 38/η",
+      xlabel="step",
+      yscale="log",
+    )
+    left.legend()
+    fig.tight_layout()
   return fig

@@ -7,7 +7,9 @@ A run folder holds:
                          N/first_nonfinite_step (S,), N/measure/<name> (S,) for every
                          analyzed measure, N/surface_grid (A,) and N/surface (S, A, A)
                          when a 2D slice was taken; N/hessian_density_nodes and
-                         N/hessian_density_weights (S, m) with measures; per matched-loss
+                         N/hessian_density_weights (S, m) with measures;
+                         N/trajectory_steps (C,) and N/trajectory (S, C, 2) (lambda_max,
+                         preconditioned sharpness) when tracked; per matched-loss
                          level i
                          (`pipeline.Matched`) N/matched/<i>/{level, step (S,),
                          landscape (S, P), base_loss (S,), spectrum (S, K),
@@ -69,6 +71,8 @@ def arrays(r: NormResult) -> dict[str, np.ndarray]:
   }
   if r.surface is not None:
     out.update(surface_grid=r.surface_grid, surface=r.surface)
+  if r.trajectory is not None:
+    out.update(trajectory_steps=r.trajectory_steps, trajectory=r.trajectory)
   if r.hessian_density is not None:
     out.update(hessian_density_nodes=r.hessian_density[0])
     out.update(hessian_density_weights=r.hessian_density[1])
@@ -178,6 +182,8 @@ def _result(info: dict[str, Any], flat: dict[str, np.ndarray]) -> ExperimentResu
       first_nonfinite_step=a["first_nonfinite_step"],
       seconds=dict(entry.get("seconds", {})),
       matched=_matched(a),
+      trajectory_steps=a.get("trajectory_steps"),
+      trajectory=a.get("trajectory"),
       hessian_density=(a["hessian_density_nodes"], a["hessian_density_weights"])
       if "hessian_density_nodes" in a
       else None,

@@ -54,6 +54,7 @@ OUTPUT_PATTERNS = (
   "figure2.pdf",
   "surfaces.png",
   "hessian_density.png",
+  "curvature.png",
   "variables_*.msgpack",
   ".*.tmp",  # per-file temporaries of versions before run folders were staged
   # A learning-rate sweep (`jaxnorm.sweep`): its tables and figure, and one run per rate

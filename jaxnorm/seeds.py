@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxnorm import data, train
+from jaxnorm import data, train, trajectory
 from jaxnorm import model as model_lib
 
 PyTree = Any
@@ -72,3 +72,24 @@ def train_chunk(
   must not be used afterwards (pass `jax.tree.map(jnp.copy, states_S)` to keep them).
   """
   return jax.vmap(lambda s: train.train_steps(model, task, s, num_steps, fast))(states_S)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 3, 4, 5), donate_argnums=(2,))
+def train_chunk_tracked(
+  model: model_lib.Transformer,
+  task: data.Task,
+  states_S: train.TrainState,
+  num_steps: int,
+  fast: bool,
+  curvature_iterations: int,
+  curvature_keys_S: jax.Array,
+) -> tuple[train.TrainState, jax.Array, jax.Array]:
+  """`train_chunk`, then at its end each seed's (lambda_max, preconditioned sharpness)
+  (`trajectory.sharpness`) in the same compiled program: (states, losses (S, num_steps),
+  curvature (S, 2)). Donates `states_S`."""
+
+  def one(state, key):
+    state, losses = train.train_steps(model, task, state, num_steps, fast)
+    return state, losses, trajectory.sharpness(model, task, state, key, curvature_iterations)
+
+  return jax.vmap(one)(states_S, curvature_keys_S)

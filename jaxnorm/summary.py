@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.stats
 
-from jaxnorm import measures
+from jaxnorm import measures, trajectory
 
 if TYPE_CHECKING:
   from jaxnorm.pipeline import ExperimentResult, Matched, NormResult
@@ -89,6 +89,13 @@ def summary_dict(result: ExperimentResult) -> dict[str, Any]:
       "first_nonfinite_step": steps,
       "seconds": dict(r.seconds),
     }
+    if r.trajectory is not None:
+      norms[norm]["curvature_over_training"] = {
+        "steps": [int(x) for x in r.trajectory_steps],
+        "lambda_max": np.nanmean(r.trajectory[..., 0], axis=0).tolist(),
+        "preconditioned_sharpness": np.nanmean(r.trajectory[..., 1], axis=0).tolist(),
+        "stability_threshold": trajectory.stability_threshold(r.learning_rate),
+      }
   return {
     "format": FORMAT,
     "experiment": spec.name,

@@ -37,6 +37,10 @@ class TrainState(NamedTuple):
   data_key: jax.Array  # Batch t is data.batch_at(data_key, t).
 
 
+# Adam's constants: PyTorch's (= optax's) defaults.
+ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
+
+
 @functools.cache
 def optimizer() -> optax.GradientTransformation:
   """Adam with PyTorch's (= optax's) betas (0.9, 0.999) and eps 1e-8, its learning rate
@@ -47,7 +51,7 @@ def optimizer() -> optax.GradientTransformation:
   argument and compiles once for every learning rate.
   """
   return optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps", "eps_root"))(
-    learning_rate=0.0
+    learning_rate=0.0, b1=ADAM_B1, b2=ADAM_B2, eps=ADAM_EPS
   )
 
 

@@ -136,7 +136,7 @@ def test_divergence_is_reported_and_the_run_goes_on(tmp_path, capsys):
 def test_seeds_surface_and_measures_are_written(tmp_path, capsys):
   cfg = config.TINY.replace(steps=12, landscape_points=5)
   args = ["--out", str(tmp_path), *IN_PROCESS, "--surface", "3", "--seeds", "3"]
-  args += ["--matmul-precision", "high", "--compile-workers", "0"]
+  args += ["--matmul-precision", "high", "--compile-workers", "0", "--curvature-iterations", "4"]
   status = cli.main(
     [*args, "--norms", "none"],
     **{**TEST_SCRIPT, "default": cfg},
@@ -152,7 +152,8 @@ def test_seeds_surface_and_measures_are_written(tmp_path, capsys):
   assert summary["norms"]["none"]["seeds"] == [0, 1, 2]
   assert summary["config"]["matmul_precision"] == "high"
   assert "±" in capsys.readouterr().out
-  assert (tmp_path / "surfaces.png").is_file()
+  assert (tmp_path / "surfaces.png").is_file() and (tmp_path / "curvature.png").is_file()
+  assert (tmp_path / "hessian_density.png").is_file()
   text = (tmp_path / "measures.md").read_text()
   assert "| Hessian trace |" in text and "**a prediction**" in text
   assert f"| learning rate | {cfg.learning_rate_for('none'):g} |" in text
@@ -190,6 +191,7 @@ def _truncated_run(tmp_path):
     (["--matched-loss", "0.1,-1"], "matched_losses"),
     (["--matched-loss", "0.1,0.1"], "matched_losses"),
     (["--matched-loss", "low"], "--matched-loss"),
+    (["--curvature-iterations", "1"], "curvature_iterations"),
     (["--surface", "100000"], "surface_points"),
     (["--batch-size", str(10**7)], "GiB"),
     (["--seeds", str(10**6)], "GiB"),

@@ -274,3 +274,30 @@ def test_matched_loss_checkpoints_are_the_runs_trained_that_long(tmp_path):
   assert again.spec.matched_losses == (level, 1e-9)
   np.testing.assert_array_equal(again.norms["none"].matched[0].landscape, reached.landscape)
   assert "## At matched training loss" in report.markdown(again)
+
+
+def test_curvature_tracked_in_training_equals_lanczos_at_the_same_step(tmp_path):
+  """The curvature the training program measures at a chunk end is what Lanczos gives on
+  the state trained that many steps, outside the program (`trajectory.sharpness`)."""
+  from jaxnorm import plotting, results, trajectory
+
+  cfg = config.TINY.replace(steps=30, norms=("layernorm",), seed=2)
+  spec = pipeline.ExperimentSpec(
+    cfg, num_seeds=1, measures=None, chunk_size=10, curvature_iterations=8
+  )
+  result = pipeline.run(spec, progress=False)
+  r = result.norms["layernorm"]
+  assert r.trajectory_steps.tolist() == [10, 20, 30] and r.trajectory.shape == (1, 3, 2)
+  k = keys.run_keys(2)
+  m = model.build(cfg, "layernorm")
+  state = train.init_state(m, cfg.task, k.train, cfg.learning_rate)
+  state, _ = jax.jit(lambda s: train.train_steps(m, cfg.task, s, 20))(state)
+  alone = jax.jit(lambda s: trajectory.sharpness(m, cfg.task, s, k.curvature, 8))(state)
+  np.testing.assert_allclose(r.trajectory[0, 1], alone, rtol=1e-3)
+  assert r.trajectory[0, 1, 1] > r.trajectory[0, 1, 0]  # Adam's 1/sqrt(v) scales H up here
+  results.save(tmp_path, result)
+  again = results.load(tmp_path).norms["layernorm"]
+  np.testing.assert_array_equal(again.trajectory, r.trajectory)
+  info = summary.summary_dict(result)["norms"]["layernorm"]["curvature_over_training"]
+  assert info["stability_threshold"] == pytest.approx(38 / cfg.learning_rate)
+  assert len(plotting.curvature_over_training(result).axes) == 2
