@@ -203,13 +203,16 @@ MEASURES: tuple[Measure, ...] = (
 # Flatness relative to the fit. Near zero cross-entropy the Gauss-Newton part of the Hessian,
 # and with it every curvature and loss-rise measure, scales with the loss itself, so models
 # trained to losses orders of magnitude apart are also compared on value / (loss at α = 0).
-PER_LOSS_OF = (
+# The flatness measures proper (the one-draw rises aside): taken per loss, and with batch
+# statistics.
+FLATNESS_CORE = (
   "landscape_rise_directions",
   "filter_rise_directions",
   "adaptive_sharpness",
   "hessian_top_eigenvalue",
   "hessian_trace",
 )
+PER_LOSS_OF = FLATNESS_CORE
 _BASE = {m.name: m for m in MEASURES}
 MEASURES += tuple(
   Measure(
@@ -227,14 +230,7 @@ MEASURES += tuple(
 # (running statistics: a fixed affine map that never renormalizes a perturbation); these
 # use the training-mode loss (the batch's own statistics). Reported, not judged; for a norm
 # without batch statistics the two modes are one function and the values coincide.
-BATCH_STATS_OF = (
-  "landscape_rise_directions",
-  "filter_rise_directions",
-  "adaptive_sharpness",
-  "hessian_top_eigenvalue",
-  "hessian_trace",
-)
-_BASE = {m.name: m for m in MEASURES}
+BATCH_STATS_OF = FLATNESS_CORE
 MEASURES += (
   Measure(
     "loss_at_alpha0_batch_stats", "evaluation loss at α = 0, batch statistics", _NATS, "fit", None
