@@ -304,8 +304,9 @@ class Staging:
 def begin(target: str | os.PathLike) -> Staging:
   """Checks `target` (`check_target`), takes its lock, puts back a previous run an
   interrupted swap left aside, removes staging folders of interrupted runs and creates a
-  fresh staging folder. Raises RunFolderError with a one-line reason."""
-  target = Path(os.path.abspath(target))
+  fresh staging folder. Raises RunFolderError with a one-line reason. A target that is a
+  symbolic link is followed: the run replaces the folder it points to."""
+  target = Path(os.path.realpath(target))
   check_target(target)
   try:
     target.parent.mkdir(parents=True, exist_ok=True)
