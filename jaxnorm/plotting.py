@@ -190,11 +190,8 @@ def hessian_density(result: ExperimentResult) -> Figure:
     pad = 0.05 * max(high - low, 1e-12)
     grid = np.linspace(low - pad, high + pad, 2000)
     sigma = (high - low + 2 * pad) / 60
-    z = (grid[:, None, None] - nodes[None]) / sigma
-    density = np.sum(weights[None] * np.exp(-0.5 * z**2), axis=(1, 2))
-    density /= sigma * np.sqrt(2 * np.pi) * nodes.shape[0]
-    cut = -curvature.NEGATIVE_TOL * np.abs(nodes).max()
-    negative = float(np.sum(np.where(nodes < cut, weights, 0.0)) / nodes.shape[0])
+    density = np.asarray(curvature.density_on(grid, nodes, weights, sigma))
+    negative = float(curvature.negative_mass(nodes, weights))
     spec = norms.REGISTRY.get(norm)
     ax.plot(grid, np.maximum(density, 1e-8), color=spec.color if spec else None)
     ax.set(
