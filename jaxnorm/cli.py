@@ -181,6 +181,14 @@ def build_parser(prog: str, description: str, default_out: str) -> argparse.Argu
     "(curvature.png; 0: off)",
   )
   p.add_argument(
+    "--analysis-dtype",
+    choices=pipeline.ANALYSIS_DTYPES,
+    default="float32",
+    help="precision of the analysis (slices, spectrum, measures; training stays float32): "
+    "float64 where float32 rounding is a visible part of a measure, e.g. slice rises of "
+    "a few 1e-7 (README, 'Precision of the analysis'); about 2-3x the analysis time on a CPU",
+  )
+  p.add_argument(
     "--compile-workers",
     type=_nonnegative_int,
     help="threads that compile the run's programs ahead of time, while the device trains "
@@ -235,6 +243,7 @@ def spec_from_args(
     seeds_per_call=args.seeds_per_call,
     matched_losses=args.matched_loss or (),
     curvature_iterations=args.curvature_iterations,
+    analysis_dtype=args.analysis_dtype,
   )
 
 

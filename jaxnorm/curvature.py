@@ -93,6 +93,13 @@ def _orthogonalize(basis_MxP: jax.Array, w_P: jax.Array) -> jax.Array:
   return w_P
 
 
+def rademacher(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
+  """Random signs +-1 as `dtype`, the same at either analysis precision (as
+  `landscape.standard_normal`): `jax.random.rademacher` draws from a float64 uniform
+  when x64 is enabled, a different sequence."""
+  return (2 * jax.random.bernoulli(key, jnp.float32(0.5), shape) - 1).astype(dtype)
+
+
 def _unit(w_P: jax.Array) -> jax.Array:
   norm = jnp.linalg.norm(w_P)
   return jnp.where(norm > 0, w_P / jnp.where(norm > 0, norm, 1.0), 0.0)
@@ -174,7 +181,7 @@ def _tridiagonal(
   """m Lanczos steps from a Gaussian unit vector drawn from `key` (see `lanczos`):
   (basis (m + 1, P), alpha (m,), beta (m - 1,)), T = tridiag(beta, alpha, beta)."""
   init_key, restart_key = jax.random.split(key)
-  v0_P = _unit(jax.random.normal(init_key, (p,), dtype))
+  v0_P = _unit(landscape.standard_normal(init_key, (p,), dtype))
   basis_MxP = jnp.zeros((m + 1, p), dtype).at[0].set(v0_P)
   # A product this close to zero after orthogonalization is rounding: the Krylov space is
   # invariant and the iteration restarts.
@@ -188,7 +195,7 @@ def _tridiagonal(
     w_P = _orthogonalize(basis_MxP, w_P)
     beta_j = jnp.linalg.norm(w_P)
     broke = beta_j <= breakdown * scale
-    fresh_P = jax.random.normal(jax.random.fold_in(restart_key, j), (p,), dtype)
+    fresh_P = landscape.standard_normal(jax.random.fold_in(restart_key, j), (p,), dtype)
     next_P = jnp.where(broke, fresh_P, w_P)
     # One more pass after normalizing keeps v_{j+1} orthogonal when beta_j is small.
     next_P = _unit(_orthogonalize(basis_MxP, _unit(next_P)))
@@ -285,7 +292,7 @@ def hutchinson_trace(
   dtype = ravel_pytree(params)[0].dtype
 
   def sample(probe_key):
-    z_P = jax.random.rademacher(probe_key, (p,), dtype)
+    z_P = rademacher(probe_key, (p,), dtype)
     return jnp.vdot(z_P, matvec(z_P))
 
   samples_N = landscape.chunked_map(sample, jax.random.split(key, num_probes), chunk_size)

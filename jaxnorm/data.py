@@ -54,7 +54,7 @@ def batch(
   batch at once.
   """
   b = cfg.batch_size if batch_size is None else batch_size
-  scores_BxK = jax.random.uniform(key, (b, cfg.num_keys))
+  scores_BxK = jax.random.uniform(key, (b, cfg.num_keys), jnp.float32)  # float32 under x64 too
   _, drawn_BxR = jax.lax.top_k(scores_BxK, cfg.theoretical_rank)
   # The barrier changes no value. Without it XLA folds the slices below into the sort
   # that top_k lowers to, which then no longer matches its TopK kernel: on CPU the batch

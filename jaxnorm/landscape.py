@@ -57,7 +57,17 @@ def gaussian_direction(key: jax.Array, params: PyTree) -> PyTree:
   of XLA compilation each on a CPU for the 16 leaves of the model, 0.3 s for one draw).
   """
   flat_P, unravel = ravel_pytree(params)
-  return unravel(jax.random.normal(key, flat_P.shape, flat_P.dtype))
+  return unravel(standard_normal(key, flat_P.shape, flat_P.dtype))
+
+
+def standard_normal(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
+  """Standard normals drawn in float32 and cast to `dtype`.
+
+  A float64 draw from the same key is a different sequence: drawing in float32 keeps every
+  random direction and probe of the analysis the same at either analysis precision
+  (`pipeline.ExperimentSpec.analysis_dtype`), so the two differ by rounding only.
+  """
+  return jax.random.normal(key, shape, jnp.float32).astype(dtype)
 
 
 def random_direction(key: jax.Array, params: PyTree) -> PyTree:

@@ -37,8 +37,11 @@ from jaxnorm.measures import MeasureConfig
 from jaxnorm.report import Prediction
 from jaxnorm.runfolder import fault_point
 
+PyTree = Any
+
 DEFAULT_TITLE = "Comparative Analysis of Normalization Techniques"
 MAX_SURFACE = 2**12  # points per axis of a 2D slice: at most 2^24 losses per seed
+ANALYSIS_DTYPES = ("float32", "float64")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +61,11 @@ class ExperimentSpec:
       the state at the end of the first chunk whose mean training loss is <= the level.
     curvature_iterations: Lanczos steps of the curvature tracked at the end of every chunk
       inside the training program (`trajectory`); 0: not tracked.
+    analysis_dtype: "float32", or "float64" to analyze (slices, spectrum, measures, matched
+      checkpoints) in double precision: the trained float32 weights cast up and every loss,
+      product and decomposition of the analysis computed in float64 under `jax.enable_x64`.
+      Training (and the in-loop curvature) stays float32, and the random directions,
+      probes and batches are the same numbers, so the two differ by rounding only.
   """
 
   config: Config
@@ -71,8 +79,14 @@ class ExperimentSpec:
   chunk_size: int = 100
   matched_losses: tuple[float, ...] = ()
   curvature_iterations: int = 0
+  analysis_dtype: str = "float32"
 
   def __post_init__(self):
+    if self.analysis_dtype not in ANALYSIS_DTYPES:
+      raise ValueError(
+        f"ExperimentSpec.analysis_dtype={self.analysis_dtype!r} is invalid: one of "
+        f"{', '.join(ANALYSIS_DTYPES)}."
+      )
     if not isinstance(self.curvature_iterations, int) or not (
       self.curvature_iterations == 0 or self.curvature_iterations >= 2
     ):
@@ -269,21 +283,48 @@ def _train_program(spec: ExperimentSpec, model, states, group: _Group, n: int) -
 
 
 def compile_analysis(spec: ExperimentSpec, norm: str, group: _Group, trained: Programs):
-  """Compiles, ahead of time, the analysis of `group`'s trained states."""
+  """Compiles, ahead of time, the analysis of `group`'s trained states: a function
+  (params_S, batch_stats_S, keys_S, offsets, alphas, grid) -> `analysis.Analysis`.
+
+  With `spec.analysis_dtype` "float64" the program is traced and run with x64 enabled
+  (a context local to the calling thread) on the float32 states cast to float64; the
+  slice axes stay float32 numbers, so both precisions evaluate the same points.
+  """
   cfg = spec.config
   model = model_lib.build(cfg, norm)
   states = _states(group, trained.init)
-  with jax.default_matmul_precision(cfg.matmul_precision):
-    lowered = analysis.analyze_seeds.lower(
+  dtype = jnp.dtype(spec.analysis_dtype)
+  with jax.enable_x64(dtype == jnp.float64), jax.default_matmul_precision(cfg.matmul_precision):
+    program = analysis.analyze_seeds.lower(
       model,
       cfg.task,
       spec.measures,
-      states.params,
-      states.batch_stats,
+      _cast(states.params, dtype),
+      _cast(states.batch_stats, dtype),
       group.keys,
       *_slice_axes(spec),
-    )
-    return lowered.compile()
+    ).compile()
+  if dtype == jnp.float32:
+    return program
+
+  def analyze(params_S, batch_stats_S, *rest) -> analysis.Analysis:
+    with jax.enable_x64(True):
+      return program(_cast(params_S, dtype), _cast(batch_stats_S, dtype), *rest)
+
+  return analyze
+
+
+def _cast(tree: PyTree, dtype) -> PyTree:
+  """Every floating leaf of `tree` (arrays or `jax.ShapeDtypeStruct`s) as `dtype`."""
+
+  def cast(x):
+    if not jnp.issubdtype(x.dtype, jnp.floating) or x.dtype == dtype:
+      return x
+    if isinstance(x, jax.ShapeDtypeStruct):
+      return jax.ShapeDtypeStruct(x.shape, dtype, sharding=x.sharding)
+    return x.astype(dtype)
+
+  return jax.tree.map(cast, tree)
 
 
 def run(

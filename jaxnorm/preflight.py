@@ -15,7 +15,8 @@ largest arrays a run holds at once, from the sizes alone:
   results:         S (steps + P + A^2) (loss history, slice, 2D slice), twice (device and
                    host copies), and S n for the trained variables
 
-in float32 (4 bytes), for the seeds of one compiled call split over the devices. It is an
+in float32 (4 bytes; the analysis twice that with `analysis_dtype` float64), for the seeds
+of one compiled call split over the devices. It is an
 estimate of the order of magnitude, meant to refuse a run that cannot fit (a batch, seed
 count or slice far too large) with one line before any work, not to predict the exact peak.
 Measured on the 2-core CPU (`/usr/bin/time -f %M python experiments/exp2.py --quick --steps
@@ -80,7 +81,7 @@ def memory_estimate(spec: ExperimentSpec, num_devices: int = 1) -> MemoryEstimat
   per_seed_results = 2 * (cfg.steps + points) + n
   return MemoryEstimate(
     train=FLOAT32 * seeds_here * train,
-    analysis=FLOAT32 * seeds_here * analysis,
+    analysis=FLOAT32 * (2 if spec.analysis_dtype == "float64" else 1) * seeds_here * analysis,
     results=FLOAT32 * math.ceil(spec.num_seeds / num_devices) * per_seed_results,
   )
 

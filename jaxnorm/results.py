@@ -196,6 +196,7 @@ def _result(info: dict[str, Any], flat: dict[str, np.ndarray]) -> ExperimentResu
     name=info.get("experiment", "exp2"),
     title=info.get("title", ExperimentSpec.title),
     measures=measures.MeasureConfig() if any(r.measures for r in norms.values()) else None,
+    analysis_dtype=info.get("analysis_dtype", "float32"),
   )
   seconds = float(info.get("seconds", {}).get("total", 0.0))
   return ExperimentResult(spec, norms, seconds, info.get("environment", {}))

@@ -104,6 +104,7 @@ def summary_dict(result: ExperimentResult) -> dict[str, Any]:
     "seeds": spec.num_seeds,
     "measured": spec.measures is not None,
     "surface_points": spec.surface_points,
+    "analysis_dtype": spec.analysis_dtype,
     "norms": norms,
     "matched": [
       {

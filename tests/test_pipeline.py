@@ -235,11 +235,54 @@ def test_a_diverged_seed_has_no_measures():
     ({"surface_points": 0}, "surface_points"),
     ({"seeds_per_call": -1}, "seeds_per_call"),
     ({"chunk_size": 1.5}, "chunk_size"),
+    ({"analysis_dtype": "float16"}, "analysis_dtype"),
   ],
 )
 def test_bad_spec_is_refused_with_the_field_named(change, field):
   with pytest.raises(ValueError, match=field):
     dataclasses.replace(pipeline.ExperimentSpec(CFG), **change)
+
+
+def test_float64_analysis_is_the_float32_one_without_its_rounding(measured, tmp_path):
+  """With analysis_dtype float64 training is unchanged, the analysis evaluates the same
+  points along the same random directions, and every loss is what a float64 evaluation
+  of the trained weights gives (to 1e-12), which the float32 analysis is not."""
+  spec = pipeline.ExperimentSpec(
+    CFG.replace(norms=("batchnorm",), seed=3),
+    num_seeds=2,
+    measures=MCFG,
+    surface_points=3,
+    analysis_dtype="float64",
+  )
+  result = pipeline.run(spec, progress=False)
+  r64, r32 = result.norms["batchnorm"], measured.norms["batchnorm"]
+  np.testing.assert_array_equal(r64.losses, r32.losses)
+  assert r64.landscape.dtype == r64.base_loss.dtype == r64.surface.dtype == np.float64
+  assert r64.measures["hessian_trace"].dtype == np.float64
+
+  k = keys.run_keys(3)
+  m = model.build(CFG, "batchnorm")
+  with jax.enable_x64(True):
+    trained = jax.tree.map(lambda x: jnp.asarray(x[0], jnp.float64), r32.variables)
+    params, stats = trained["params"], trained["batch_stats"]
+    loss_fn = jax.jit(loss.eval_loss_fn(m, stats, *data.batch(k.landscape_batch, CFG)))
+    base = float(loss_fn(params))
+    direction = landscape.random_direction(k.direction, params)
+    by_loop = [
+      float(loss_fn(jax.tree.map(lambda p, d, a=a: p + a * d, params, direction)))
+      for a in r64.alphas.astype(np.float32).astype(np.float64)
+    ]
+  np.testing.assert_allclose(r64.base_loss[0], base, rtol=1e-12)
+  np.testing.assert_allclose(r64.landscape[0], by_loop, rtol=1e-12)
+  float32_error = np.abs(r32.landscape[0].astype(np.float64) - by_loop)
+  assert np.all(float32_error > 1e-12 * np.abs(by_loop))  # float32 rounding, visible here
+  # Same directions, probes and Lanczos start: the measures differ by rounding only.
+  np.testing.assert_allclose(r64.landscape, r32.landscape, rtol=1e-5)
+  for name in ("hessian_trace", "adaptive_sharpness", "landscape_rise_directions"):
+    np.testing.assert_allclose(r64.measures[name], r32.measures[name], rtol=1e-3, atol=1e-6)
+
+  results.save(tmp_path, result)
+  assert results.load(tmp_path).spec.analysis_dtype == "float64"
 
 
 def test_matched_loss_checkpoints_are_the_runs_trained_that_long(tmp_path):
