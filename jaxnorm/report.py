@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from jaxnorm import measures, norms, summary, verdicts
 
 if TYPE_CHECKING:
@@ -236,3 +238,33 @@ def terminal_table(result: ExperimentResult) -> str:
     cells = "".join(f"{cell(*_value(stats, name), empty='nan'):>{width}}" for name in TABLE_COLUMNS)
     rows.append(f"{label(norm):<16}{r.learning_rate:>8.2g}{cells}{r.seconds['train']:>10.1f}")
   return "\n".join(rows)
+
+
+def comparison(a: ExperimentResult, b: ExperimentResult, label_a: str, label_b: str) -> str:
+  """Markdown: every measure of two runs of the same models and seeds side by side, with
+  the largest relative difference over seeds, max_s |b_s - a_s| / max(|a_s|, |b_s|).
+
+  Meant for runs that should agree (two analysis precisions, two backends): it shows which
+  numbers the difference reaches. Raises ValueError for runs of different seeds.
+  """
+  lines = [f"# {label_a} vs {label_b}", ""]
+  for norm in (n for n in a.norms if n in b.norms):
+    ra, rb = a.norms[norm], b.norms[norm]
+    if not np.array_equal(ra.seeds, rb.seeds):
+      raise ValueError(f"{norm}: seeds {ra.seeds.tolist()} and {rb.seeds.tolist()} differ")
+    va, vb = summary.per_seed(ra), summary.per_seed(rb)
+    lines += [
+      f"## {label(norm)} ({len(ra.seeds)} seed{'s' if len(ra.seeds) > 1 else ''})",
+      "",
+      f"| measure | {label_a} | {label_b} | max relative difference |",
+      "| --- | --- | --- | --- |",
+    ]
+    for name in (n for n in va if n in vb):
+      x, y = va[name], vb[name]
+      scale = np.maximum(np.abs(x), np.abs(y))
+      with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.where(scale > 0, np.abs(y - x) / scale, 0.0)
+      worst = f"{np.nanmax(rel):.2g}" if np.isfinite(rel).any() else "n/a"
+      lines.append(f"| {name} | {np.nanmean(x):.6g} | {np.nanmean(y):.6g} | {worst} |")
+    lines.append("")
+  return "\n".join(lines)

@@ -158,3 +158,43 @@ def test_markdown_has_the_table_and_the_one_seed_verdicts():
   assert "global-norm direction (one draw):" not in text  # one draw is shown, not judged
   assert "LayerNorm vs No Norm, Hessian trace: not judged" in text
   assert "| Hessian λ_max |" not in text  # a measure no model has is left out
+
+
+def test_comparison_shows_the_largest_relative_difference_over_seeds(measured_result, tmp_path):
+  """A copy of a run with one measure of one seed changed by 1%: that row, and only the
+  rows computed from it, show 0.01; the script prints the same table from saved runs."""
+  import subprocess
+  import sys
+
+  from jaxnorm import results
+
+  r = measured_result.norms["none"]
+  trace = r.measures["hessian_trace"].copy()
+  trace[1] *= 1.01
+  changed = r._replace(measures={**r.measures, "hessian_trace": trace})
+  other = measured_result._replace(norms={**measured_result.norms, "none": changed})
+  text = report.comparison(measured_result, other, "float32", "float64")
+  section = text.split("## No Norm (2 seeds)")[1]
+  rows = {line.split(" | ")[0][2:]: line for line in section.splitlines() if line.startswith("|")}
+  assert rows["hessian_trace"].endswith("| 0.0099 |")
+  assert rows["adaptive_sharpness"].endswith("| 0 |")
+  assert "| float32 | float64 |" in text and "## BatchNorm (2 seeds)" in text
+
+  results.save(tmp_path / "a", measured_result)
+  results.save(tmp_path / "b", other)
+  script = ["experiments/compare_runs.py", str(tmp_path / "a"), str(tmp_path / "b")]
+  out = subprocess.run(
+    [sys.executable, *script, "--labels", "float32,float64"],
+    text=True,
+    capture_output=True,
+    check=True,
+  )
+  assert out.stdout.strip() == text.strip()
+  missing = subprocess.run(
+    [sys.executable, *script[:2], str(tmp_path / "nowhere")], text=True, capture_output=True
+  )
+  assert missing.returncode == 2 and "holds no saved results" in missing.stderr
+
+  shifted = r._replace(seeds=r.seeds + 1)
+  with pytest.raises(ValueError, match="seeds"):
+    report.comparison(measured_result, measured_result._replace(norms={"none": shifted}), "a", "b")

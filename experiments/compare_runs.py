@@ -1,0 +1,36 @@
+"""Two saved runs of the same models and seeds, measure by measure: the mean of each and
+their largest relative difference over seeds, as a markdown table on standard output.
+
+    python experiments/exp2.py --out runs/f32
+    python experiments/exp2.py --out runs/f64 --analysis-dtype float64
+    python experiments/compare_runs.py runs/f32 runs/f64 --labels float32,float64
+
+Exit status 0, or 2 with one line for a folder that holds no readable run or runs of
+different seeds.
+"""
+
+import argparse
+import sys
+
+from jaxnorm import report, results
+
+
+def main(argv) -> int:
+  parser = argparse.ArgumentParser(prog="compare_runs.py", description=__doc__.split("\n\n")[0])
+  parser.add_argument("run_a", help="a run folder (exp2.py --out)")
+  parser.add_argument("run_b", help="another run folder of the same models and seeds")
+  parser.add_argument("--labels", default="A,B", metavar="A,B", help="the two columns' names")
+  args = parser.parse_args(argv)
+  labels = args.labels.split(",")
+  if len(labels) != 2 or not all(labels):
+    parser.error(f"--labels needs two names separated by a comma, got {args.labels!r}")
+  try:
+    a, b = results.load(args.run_a), results.load(args.run_b)
+    print(report.comparison(a, b, *labels))
+  except (results.ResultsError, ValueError) as e:
+    parser.error(str(e))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
