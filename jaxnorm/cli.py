@@ -25,7 +25,17 @@ from typing import NoReturn
 
 import numpy as np
 
-from jaxnorm import pipeline, plotting, preflight, report, results, runfolder, runtime, sweep
+from jaxnorm import (
+  distributed,
+  pipeline,
+  plotting,
+  preflight,
+  report,
+  results,
+  runfolder,
+  runtime,
+  sweep,
+)
 from jaxnorm.config import MATMUL_PRECISIONS, PRESETS, QUICK, Config
 from jaxnorm.measures import MeasureConfig
 
@@ -188,6 +198,22 @@ def build_parser(prog: str, description: str, default_out: str) -> argparse.Argu
     "float64 where float32 rounding is a visible part of a measure, e.g. slice rises of "
     "a few 1e-7 (README, 'Precision of the analysis'); about 2-3x the analysis time on a CPU",
   )
+  several = p.add_argument_group(
+    "several processes",
+    "run over several processes or hosts with jax.distributed (README: 'Several processes "
+    "and hosts'): every process runs the same command plus these; process 0 writes --out",
+  )
+  several.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+  several.add_argument("--num-processes", type=_positive_int, metavar="N", help="processes")
+  several.add_argument(
+    "--process-id", type=_nonnegative_int, metavar="I", help="this process: 0 .. N-1"
+  )
+  several.add_argument(
+    "--distributed",
+    action="store_true",
+    help="join a run whose processes JAX finds in the cluster's environment (Slurm, Open "
+    "MPI, Cloud TPU, GKE) instead of the three options above",
+  )
   p.add_argument(
     "--compile-workers",
     type=_nonnegative_int,
@@ -285,6 +311,7 @@ class _Position:
       "train": f"at step {self.step} of {self.steps} of {report.label(self.norm)}",
       "analyze": f"while analyzing {report.label(self.norm)}",
       "write": "while writing the run folder",
+      "wait": "while process 0 wrote and reported the run",
       "done": "after the run folder was written",
     }[self.phase]
 
@@ -297,37 +324,46 @@ def _folder_state(staging: runfolder.Staging) -> str:
   return f"{staging.target} holds no run"
 
 
-def _guarded(prog: str, staging: runfolder.Staging, where: _Position, work) -> int | None:
+def _guarded(prog: str, staging: runfolder.Staging | None, where: _Position, work) -> int | None:
   """Runs `work()` (`main` has SIGINT/SIGTERM raise `Interrupted`). Interrupted: removes the
   staging folder, prints one line, returns 130/143. Any other exception: keeps what was
   written and the traceback in `<out>.failed`, prints one line, returns 3. Otherwise
-  returns None (and `work` has committed or discarded `staging`)."""
+  returns None (and `work` has committed or discarded `staging`). `staging` is None in the
+  processes of a distributed run other than process 0, which write nothing."""
+  who = f"{prog}: {distributed.where()}"
   try:
     work()
     return None
   except (Interrupted, KeyboardInterrupt) as e:
     _cleaning_up()
-    staging.discard()
-    print(f"{prog}: interrupted {where}; {_folder_state(staging)}", file=sys.stderr)
+    if staging is not None:
+      staging.discard()
+    state = "" if staging is None else f"; {_folder_state(staging)}"
+    print(f"{who}interrupted {where}{state}", file=sys.stderr)
     return e.status if isinstance(e, Interrupted) else EXIT_INTERRUPTED
   except Exception as e:  # one line for the user, the traceback in a file
     _cleaning_up()
     text = traceback.format_exc()
-    if staging.committed:
+    if staging is None:
+      place = ""
+    elif staging.committed:
       staging.discard()
-      place = "(traceback not kept)"
+      place = "; (traceback not kept)"
     else:
       failed = staging.keep_as_failed()
       runfolder.write_bytes(failed / "traceback.txt", text.encode())
-      place = f"what was written and the traceback are in {failed}"
+      place = f"; what was written and the traceback are in {failed}"
     first = (str(e).splitlines() or [""])[0]
-    print(
-      f"{prog}: error {where}: {type(e).__name__}: {first}; {place}; {_folder_state(staging)}",
-      file=sys.stderr,
-    )
+    if distributed.peer_failed(e):
+      cause = f"another process of the run stopped ({type(e).__name__}: {first[:200]})"
+    else:
+      cause = f"{type(e).__name__}: {first}"
+    state = "" if staging is None else f"; {_folder_state(staging)}"
+    print(f"{who}error {where}: {cause}{place}{state}", file=sys.stderr)
     return EXIT_FAILED
   finally:
-    staging.discard()  # a no-op after commit or keep_as_failed
+    if staging is not None:
+      staging.discard()  # a no-op after commit or keep_as_failed
 
 
 def _print_outputs(result: pipeline.ExperimentResult, paths: list[Path]) -> None:
@@ -398,6 +434,11 @@ def write_outputs(
     plotting.save_figure(plotting.hessian_density(result), stem, formats=("png",))
 
 
+def _status(result: pipeline.ExperimentResult) -> int:
+  """EXIT_DIVERGED if a seed of a model diverged, else 0."""
+  return EXIT_DIVERGED if any(r.diverged.any() for r in result.norms.values()) else 0
+
+
 def _report(result: pipeline.ExperimentResult, out: Path) -> int:
   """Prints the results and warnings; the exit status."""
   _print_outputs(result, [out / "figure2.png", out / "figure2.pdf"])
@@ -438,9 +479,44 @@ def _interruptible(prog: str, body) -> int:
       return e.status if isinstance(e, Interrupted) else EXIT_INTERRUPTED
 
 
-def _begin(parser: argparse.ArgumentParser, args: argparse.Namespace, spec) -> runfolder.Staging:
+def _processes(
+  parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> distributed.Processes | None:
+  """The run over several processes the options ask for (None: one process), checked."""
+  flags = (args.coordinator, args.num_processes, args.process_id)
+  if not args.distributed and all(x is None for x in flags):
+    return None
+  if args.replot is not None:
+    parser.error("--replot runs in one process: drop the options of several processes")
+  if args.distributed and any(x is not None for x in flags):
+    parser.error(
+      "--distributed takes the processes from the cluster: drop --coordinator, "
+      "--num-processes and --process-id"
+    )
+  try:
+    return distributed.Processes(*flags)
+  except ValueError as e:
+    parser.error(str(e))
+
+
+def _join(parser: argparse.ArgumentParser, processes: distributed.Processes | None) -> bool:
+  """Joins the run over several processes, if any, before anything else uses JAX's
+  devices; whether this process writes and prints (`distributed.is_main`)."""
+  if processes is None:
+    return True
+  try:
+    distributed.initialize(processes)
+  except RuntimeError as e:
+    parser.error(str(e))
+  return distributed.is_main()
+
+
+def _begin(
+  parser: argparse.ArgumentParser, args: argparse.Namespace, spec, writes: bool = True
+) -> runfolder.Staging | None:
   """The checks after parsing (memory, compilation cache, output folder), each failure
-  one line and exit 2; then the run's staging folder."""
+  one line and exit 2; then the run's staging folder (None where this process writes
+  nothing: see `_join`)."""
   try:
     preflight.check(spec)
   except ValueError as e:
@@ -453,6 +529,8 @@ def _begin(parser: argparse.ArgumentParser, args: argparse.Namespace, spec) -> r
         f"cannot use the compilation cache folder {runtime.default_cache_dir()} "
         f"({e.strerror or e}): set ${runtime.CACHE_ENV} or pass --no-compilation-cache"
       )
+  if not writes:
+    return None
   try:
     return runfolder.begin(args.out)
   except runfolder.RunFolderError as e:
@@ -476,6 +554,7 @@ def main(
   def body() -> int:
     parser = build_parser(prog, description, default_out)
     args = parser.parse_args(argv)
+    processes = _processes(parser, args)
     if args.replot is not None:
       if not args.replot:
         parser.error("--replot needs a folder, got an empty string")
@@ -487,9 +566,11 @@ def main(
       spec = spec_from_args(args, default, name, title, predictions)
     except ValueError as e:
       parser.error(str(e))
-    staging = _begin(parser, args, spec)
-    cfg, out = spec.config, staging.target
-    print(f"{name}: {len(cfg.norms)} models x {cfg.steps} steps; results -> {out}")
+    writes = _join(parser, processes)
+    staging = _begin(parser, args, spec, writes)
+    cfg = spec.config
+    if writes:
+      print(f"{name}: {len(cfg.norms)} models x {cfg.steps} steps; results -> {staging.target}")
     where = _Position()
     where.steps = cfg.steps
     outcome: list[int] = []
@@ -497,15 +578,21 @@ def main(
     def work():
       result = pipeline.run(
         spec,
-        progress=not args.no_progress,
+        progress=writes and not args.no_progress,
         compile_workers=args.compile_workers,
         on_progress=where.update,
       )
+      if not writes:
+        where.phase = "wait"
+        distributed.barrier("run folder written")
+        outcome.append(_status(result))
+        return
       where.phase = "write"
       write_outputs(staging, result)
       staging.commit(results.manifest_info(result))
       where.phase = "done"
-      outcome.append(_report(result, out))
+      outcome.append(_report(result, staging.target))
+      distributed.barrier("run folder written")
 
     status = _guarded(prog, staging, where, work)
     return outcome[0] if status is None else status
@@ -547,6 +634,7 @@ def sweep_main(
     args = parser.parse_args(argv)
     if args.learning_rate is not None or args.lr_override is not None:
       parser.error("--learning-rate and --lr-override do not apply to a sweep: use --rates")
+    processes = _processes(parser, args)
     if args.replot is not None:
       if not args.replot:
         parser.error("--replot needs a folder, got an empty string")
@@ -558,27 +646,33 @@ def sweep_main(
       spec = spec_from_args(args, default, name, "", ())
     except ValueError as e:
       parser.error(str(e))
-    staging = _begin(parser, args, spec)
-    cfg, out = spec.config, staging.target
-    print(
+    writes = _join(parser, processes)
+    staging = _begin(parser, args, spec, writes)
+    cfg = spec.config
+    say = print if writes else lambda *a, **k: None
+    say(
       f"{name}: {len(args.rates)} rates x {len(cfg.norms)} models x {cfg.steps} steps; "
-      f"results -> {out}"
+      f"results -> {args.out if staging is None else staging.target}"
     )
     where = _Position()
     where.steps = cfg.steps
 
     def on_rate(i: int, rate: float) -> None:
-      print(f"learning rate {rate:g} ({i + 1} of {len(args.rates)})", flush=True)
+      say(f"learning rate {rate:g} ({i + 1} of {len(args.rates)})", flush=True)
 
     def work():
       result = sweep.run(
         spec,
         args.rates,
-        progress=not args.no_progress,
+        progress=writes and not args.no_progress,
         compile_workers=args.compile_workers,
         on_progress=where.update,
         on_rate=on_rate,
       )
+      if not writes:
+        where.phase = "wait"
+        distributed.barrier("run folder written")
+        return
       where.phase = "write"
       for rate, run in zip(result.rates, result.runs, strict=True):
         write_outputs(staging, run, sweep.folder(rate))
@@ -587,7 +681,8 @@ def sweep_main(
       staging.commit(results.manifest_info(result.runs[0]))
       where.phase = "done"
       print(sweep.markdown(result, names=("final_loss",)))
-      print("sweep:", out / "sweep.md", out / "sweep.png")
+      print("sweep:", staging.target / "sweep.md", staging.target / "sweep.png")
+      distributed.barrier("run folder written")
 
     status = _guarded(prog, staging, where, work)
     return 0 if status is None else status

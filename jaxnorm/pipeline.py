@@ -216,9 +216,12 @@ class _Group(NamedTuple):
 
 def _group(spec: ExperimentSpec, norm: str, group_seeds: np.ndarray, mesh: Mesh) -> _Group:
   padded = seeds.padded(group_seeds, mesh.size)
-  keys_S = seeds.shard_seeds(jax.vmap(keys.run_keys)(jnp.asarray(padded)), mesh)
+  # Each device derives its own seeds' keys: over several processes no process can place
+  # keys on another's devices.
+  derive = jax.jit(jax.vmap(keys.run_keys), out_shardings=seeds.seed_sharding(mesh))
+  keys_S = derive(seeds.shard_seeds(padded.astype(np.int32), mesh))
   lr = spec.config.learning_rate_for(norm)
-  lrs_S = seeds.shard_seeds(jnp.full(len(padded), lr, jnp.float32), mesh)
+  lrs_S = seeds.shard_seeds(np.full(len(padded), lr, np.float32), mesh)
   return _Group(mesh, len(padded), keys_S, lrs_S)
 
 
@@ -458,9 +461,13 @@ def _run_norm(
         losses_SxN.block_until_ready()
         finished += losses_SxN.shape[1]
         bar.update(losses_SxN.shape[1])
-        if progress:
-          bar.set_postfix(loss=f"{float(jnp.nanmean(losses_SxN[:, -1])):.4f}")
-        checkpoints.update(losses_SxN, finished, snapshot)
+        # Read on the host only when needed (a device wait); over several processes
+        # always, as the gather is a collective every process must join.
+        if progress or checkpoints.levels or jax.process_count() > 1:
+          host_SxN = seeds.to_host(losses_SxN)
+          if progress:
+            bar.set_postfix(loss=f"{np.nanmean(host_SxN[:, -1]):.4f}")
+          checkpoints.update(host_SxN, finished, snapshot)
         on_progress(norm, "train", finished)
         fault_point(f"train:{norm}")
 
@@ -477,8 +484,8 @@ def _run_norm(
         # The next chunk donates `state`: a matched-loss checkpoint needs its own copy.
         previous = (losses_SxN, checkpoints.snapshot(state))
       chunk_finished(*previous)
-      losses = np.asarray(jnp.concatenate(chunks, axis=1))
-      trajectory = None if tracked[0] is None else np.asarray(jnp.stack(tracked, axis=1))
+      losses = seeds.to_host(jnp.concatenate(chunks, axis=1))
+      trajectory = None if tracked[0] is None else seeds.to_host(jnp.stack(tracked, axis=1))
       seconds["train"] += time.perf_counter() - start
       on_progress(norm, "analyze", done)
       fault_point(f"analyze:{norm}")
@@ -487,13 +494,13 @@ def _run_norm(
       seconds["compile_wait"] += time.perf_counter() - start
       start = time.perf_counter()
       result = analyze(state.params, state.batch_stats, group.keys, offsets, alphas, grid)
-      result = jax.device_get(result)
+      result = seeds.to_host(result)
       matched = checkpoints.analyze(
-        lambda p, b, run=analyze, k=group.keys: jax.device_get(run(p, b, k, offsets, alphas, grid)),
+        lambda p, b, run=analyze, k=group.keys: seeds.to_host(run(p, b, k, offsets, alphas, grid)),
         result,
       )
       seconds["analysis"] += time.perf_counter() - start
-      variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+      variables = seeds.to_host({"params": state.params, "batch_stats": state.batch_stats})
       keep = slice(0, min(group.size, len(all_seeds) - done_seeds))
       done_seeds += keep.stop
       outputs.append(
@@ -551,10 +558,10 @@ class _Checkpoints:
       return None
     return jax.tree.map(jnp.copy, (state.params, state.batch_stats))
 
-  def update(self, losses_SxN: jax.Array, steps_done: int, snapshot) -> None:
+  def update(self, losses_SxN: np.ndarray, steps_done: int, snapshot) -> None:
     if not self.levels:
       return
-    mean_S = np.asarray(losses_SxN).mean(axis=1)
+    mean_S = losses_SxN.mean(axis=1)
     for i, level in enumerate(self.levels):
       newly_S = np.isfinite(mean_S) & (mean_S <= level) & (self.step[i] < 0)
       if not newly_S.any():

@@ -65,5 +65,6 @@ def environment() -> dict[str, Any]:
     "numpy": np.__version__,
     "platform": device.platform,
     "device": device.device_kind,
-    "device_count": jax.device_count(),
+    "device_count": jax.device_count(),  # over every process of a distributed run
+    "process_count": jax.process_count(),
   }

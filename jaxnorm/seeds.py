@@ -4,8 +4,10 @@ group of seeds, vmapped over a leading seed axis that is sharded over every devi
 Seed s of a group is the same run as seed s alone: its keys are `keys.run_keys(s)` and the
 vmapped step is the same pure `train.train_step`. Within a group the seed axis is split
 over a one-axis `Mesh` of the devices with `NamedSharding`, so the same code uses one CPU,
-several GPUs or a TPU slice. Groups are padded to a multiple of the device count with
-copies of their first seed, whose results are dropped (`padded`).
+several GPUs, a TPU slice or, after `jax.distributed.initialize()` (`jaxnorm.distributed`),
+the devices of several processes and hosts: every process runs the same programs on its
+own shard of the seeds, and `to_host` gathers the shards. Groups are padded to a multiple
+of the device count with copies of their first seed, whose results are dropped (`padded`).
 
 The two jitted entries, and what they do with their arguments' buffers:
   init_states(model, task, train_keys_S, learning_rates_S)       donates nothing
@@ -20,6 +22,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxnorm import data, train, trajectory
@@ -34,9 +37,30 @@ def seed_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   return Mesh(np.asarray(devices if devices is not None else jax.devices()), (SEED_AXIS,))
 
 
+def seed_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (seed) axis split over the mesh, every other axis whole."""
+  return NamedSharding(mesh, PartitionSpec(SEED_AXIS))
+
+
 def shard_seeds(tree: PyTree, mesh: Mesh) -> PyTree:
-  """Places every leaf's leading (seed) axis across the mesh."""
-  return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(SEED_AXIS)))
+  """Places every leaf's leading (seed) axis across the mesh.
+
+  Leaves are arrays already on the mesh (a no-op, or a reshard), or host values (numpy),
+  which over several processes must be the same in every process.
+  """
+  return jax.device_put(tree, seed_sharding(mesh))
+
+
+def to_host(tree: PyTree) -> PyTree:
+  """Every leaf as a numpy array holding all seeds.
+
+  One process: `jax.device_get`. Several (`jax.distributed`): each process holds only its
+  devices' shards, and `multihost_utils.process_allgather` gathers the whole array in
+  every process; it is a collective, so every process must call it in the same order.
+  """
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def padded(seeds: np.ndarray, multiple: int) -> np.ndarray:

@@ -200,6 +200,12 @@ def _truncated_run(tmp_path):
     (["--out", "/proc/jaxnorm-test/run"], "cannot write"),
     (["--out", "{foreign}"], "notes.txt"),
     (["--replot", "{truncated}"], "truncated"),
+    (["--coordinator", "localhost:12355"], "go together"),
+    (["--coordinator", "localhost", "--num-processes", "2", "--process-id", "0"], "host:port"),
+    (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"], "--process-id 2"),
+    (["--num-processes", "0"], "--num-processes"),
+    (["--distributed", "--process-id", "0"], "drop --coordinator"),
+    (["--replot", "{tmp}", "--distributed"], "one process"),
   ],
 )
 def test_bad_input_is_refused_in_one_line_before_any_work(tmp_path, capsys, args, words):

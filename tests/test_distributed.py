@@ -1,0 +1,117 @@
+"""Experiment 2 over two local CPU processes (`jaxnorm.distributed`: a coordinator on
+localhost, Gloo collectives): process 0 writes one run folder, the same as a one-process run
+of the same seeds; the other process writes and prints nothing; a process that stops stops
+the other, each with one line."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SCRIPT = str(Path(__file__).parents[1] / "experiments" / "exp2.py")
+# One model, 4 seeds, one 20-step chunk: 2 seeds per process. (Not BatchNorm: the biases
+# before it have zero gradients, and Adam turns their rounding noise, which depends on how
+# many seeds a device computes, into steps of the learning rate; see test_seeds.)
+ARGS = ["--preset", "tiny", "--norms", "layernorm", "--seeds", "4", "--steps", "20"]
+ARGS += ["--no-measures", "--no-progress", "--no-compilation-cache"]
+# One CPU device per process, also on a machine with an accelerator.
+ENV = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAXNORM_FAULT")}
+ENV["JAX_PLATFORMS"] = "cpu"
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _start(out: Path, process: int | None = None, port: int = 0, **env) -> subprocess.Popen:
+  several = [] if process is None else ["--coordinator", f"localhost:{port}"]
+  several += [] if process is None else ["--num-processes", "2", "--process-id", str(process)]
+  return subprocess.Popen(
+    [sys.executable, SCRIPT, *ARGS, "--out", str(out), *several],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    env={**ENV, **env},
+  )
+
+
+def _finish(proc: subprocess.Popen) -> tuple[int, str, str]:
+  out, err = proc.communicate(timeout=300)
+  return proc.returncode, out, err
+
+
+def _without_timing(summary: dict) -> dict:
+  summary = {k: v for k, v in summary.items() if k not in ("environment", "seconds")}
+  for entry in summary["norms"].values():
+    entry.pop("seconds", None)
+  return summary
+
+
+def _assert_close(a, b, where=""):
+  """Equal JSON trees, numbers within float32 tolerance (1e-4: ratios of singular values
+  and their spread amplify the 1e-6 differences of the arrays)."""
+  assert type(a) is type(b) or {type(a), type(b)} <= {int, float}, where
+  if isinstance(a, dict):
+    assert a.keys() == b.keys(), where
+    for k in a:
+      _assert_close(a[k], b[k], f"{where}/{k}")
+  elif isinstance(a, list):
+    assert len(a) == len(b), where
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+      _assert_close(x, y, f"{where}/{i}")
+  elif isinstance(a, float):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7, err_msg=where)
+  else:
+    assert a == b, where
+
+
+def test_two_processes_write_the_one_process_run(tmp_path):
+  port = _free_port()
+  first = _start(tmp_path / "run", 0, port)
+  second = _start(tmp_path / "elsewhere", 1, port)
+  alone = _start(tmp_path / "alone")
+  (rc0, out0, err0), (rc1, out1, err1), (rc, _, err) = map(_finish, (first, second, alone))
+  assert (rc0, rc1, rc) == (0, 0, 0), err0 + err1 + err
+  assert "results ->" in out0 and "LayerNorm" in out0
+  assert "results ->" not in out1 and "LayerNorm" not in out1 and "exp2.py" not in err1
+  # Exactly one run folder: process 1 did not create the folder it was given.
+  assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+    "alone",
+    "run",
+  ]
+
+  with (
+    np.load(tmp_path / "run" / "results.npz") as a,
+    np.load(tmp_path / "alone" / "results.npz") as b,
+  ):
+    assert sorted(a.files) == sorted(b.files)
+    for name in a.files:
+      np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    assert a["layernorm/seeds"].tolist() == [0, 1, 2, 3]
+  summaries = [json.loads((tmp_path / d / "summary.json").read_text()) for d in ("run", "alone")]
+  assert summaries[0]["environment"]["process_count"] == 2
+  assert summaries[0]["environment"]["device_count"] == 2
+  assert summaries[1]["environment"]["process_count"] == 1
+  _assert_close(_without_timing(summaries[0]), _without_timing(summaries[1]))
+  files = {p.name for p in (tmp_path / "run").iterdir()}
+  assert files == {p.name for p in (tmp_path / "alone").iterdir()}
+
+
+def test_a_process_that_stops_stops_the_other_with_one_line(tmp_path):
+  port = _free_port()
+  first = _start(tmp_path / "run", 0, port)
+  second = _start(tmp_path / "run", 1, port, JAXNORM_FAULT="train:layernorm:SIGTERM")
+  (rc0, _, err0), (rc1, _, err1) = map(_finish, (first, second))
+  assert rc1 == 143 and "exp2.py: process 1 of 2: interrupted at step 20" in err1
+  assert rc0 == 3, err0
+  lines = [line for line in err0.splitlines() if line.startswith("exp2.py:")]
+  assert len(lines) == 1 and "process 0 of 2: error" in lines[0]
+  assert "another process of the run stopped" in lines[0]
+  assert not (tmp_path / "run").exists()  # no run: the traceback is in run.failed
+  assert (tmp_path / "run.failed" / "traceback.txt").is_file()
