@@ -203,7 +203,11 @@ def build_parser(prog: str, description: str, default_out: str) -> argparse.Argu
     "run over several processes or hosts with jax.distributed (README: 'Several processes "
     "and hosts'): every process runs the same command plus these; process 0 writes --out",
   )
-  several.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+  several.add_argument(
+    "--coordinator",
+    metavar="HOST:PORT",
+    help="process 0's address (default: $JAX_COORDINATOR_ADDRESS, JAX's own variable)",
+  )
   several.add_argument("--num-processes", type=_positive_int, metavar="N", help="processes")
   several.add_argument(
     "--process-id", type=_nonnegative_int, metavar="I", help="this process: 0 .. N-1"
@@ -493,8 +497,11 @@ def _processes(
       "--distributed takes the processes from the cluster: drop --coordinator, "
       "--num-processes and --process-id"
     )
+  coordinator = args.coordinator
+  if coordinator is None and not args.distributed:
+    coordinator = os.environ.get("JAX_COORDINATOR_ADDRESS") or None
   try:
-    return distributed.Processes(*flags)
+    return distributed.Processes(coordinator, args.num_processes, args.process_id)
   except ValueError as e:
     parser.error(str(e))
 

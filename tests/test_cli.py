@@ -230,6 +230,15 @@ def test_bad_input_is_refused_in_one_line_before_any_work(tmp_path, capsys, args
   assert sorted(tmp_path.rglob("*")) == before  # nothing written
 
 
+def test_the_coordinator_defaults_to_jax_coordinator_address(tmp_path, capsys, monkeypatch):
+  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "no-port-here")
+  args = ["--num-processes", "2", "--process-id", "1", "--out", str(tmp_path / "run")]
+  with pytest.raises(SystemExit) as exit_:
+    cli.main([*args, *IN_PROCESS], **TEST_SCRIPT)
+  assert exit_.value.code == cli.EXIT_USAGE
+  assert "--coordinator 'no-port-here' is invalid" in capsys.readouterr().err
+
+
 def test_a_compilation_cache_path_that_is_a_file_is_refused(tmp_path, capsys, monkeypatch):
   (tmp_path / "cache").write_text("x")
   monkeypatch.setenv("JAXNORM_CACHE_DIR", str(tmp_path / "cache"))
