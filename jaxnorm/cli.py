@@ -506,14 +506,18 @@ def _processes(
     parser.error(str(e))
 
 
-def _join(parser: argparse.ArgumentParser, processes: distributed.Processes | None) -> bool:
+def _join(
+  parser: argparse.ArgumentParser, processes: distributed.Processes | None, run: str
+) -> bool:
   """Joins the run over several processes, if any, before anything else uses JAX's
-  devices; whether this process writes and prints (`distributed.is_main`)."""
+  devices, and checks that every process runs the same `run` (the spec's repr); whether this process
+  writes and prints (`distributed.is_main`)."""
   if processes is None:
     return True
   try:
     distributed.initialize(processes)
-  except RuntimeError as e:
+    distributed.check_same(run)
+  except (RuntimeError, ValueError) as e:
     parser.error(str(e))
   return distributed.is_main()
 
@@ -573,7 +577,7 @@ def main(
       spec = spec_from_args(args, default, name, title, predictions)
     except ValueError as e:
       parser.error(str(e))
-    writes = _join(parser, processes)
+    writes = _join(parser, processes, repr(spec))
     staging = _begin(parser, args, spec, writes)
     cfg = spec.config
     if writes:
@@ -653,7 +657,7 @@ def sweep_main(
       spec = spec_from_args(args, default, name, "", ())
     except ValueError as e:
       parser.error(str(e))
-    writes = _join(parser, processes)
+    writes = _join(parser, processes, repr((spec, args.rates)))
     staging = _begin(parser, args, spec, writes)
     cfg = spec.config
     say = print if writes else lambda *a, **k: None

@@ -23,8 +23,10 @@ CPU the collectives are Gloo's over TCP (`jax_cpu_collectives_implementation`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 # How long a process waits for the others to join (seconds): a process started late, or
@@ -97,6 +99,22 @@ def initialize(processes: Processes) -> None:
 def is_main() -> bool:
   """Whether this process writes, prints and shows progress: process 0 (or the only one)."""
   return jax.process_index() == 0
+
+
+def check_same(text: str) -> None:
+  """Raises ValueError unless every process of the run passes the same `text` (e.g. the
+  experiment's spec): processes started with different options would run different
+  programs and wait on each other forever. One process: nothing to compare."""
+  if jax.process_count() == 1:
+    return
+  digest = np.frombuffer(hashlib.sha256(text.encode()).digest(), dtype=np.uint8)
+  all_digests = multihost_utils.process_allgather(digest)  # (processes, 32)
+  differ = [i for i, d in enumerate(all_digests) if not np.array_equal(d, all_digests[0])]
+  if differ:
+    raise ValueError(
+      f"process(es) {', '.join(map(str, differ))} were started with other options than "
+      "process 0: every process runs the same command (only --process-id and --out may differ)"
+    )
 
 
 def barrier(name: str) -> None:

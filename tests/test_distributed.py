@@ -115,3 +115,19 @@ def test_a_process_that_stops_stops_the_other_with_one_line(tmp_path):
   assert "another process of the run stopped" in lines[0]
   assert not (tmp_path / "run").exists()  # no run: the traceback is in run.failed
   assert (tmp_path / "run.failed" / "traceback.txt").is_file()
+
+
+def test_processes_started_with_other_options_are_refused_before_any_work(tmp_path):
+  port = _free_port()
+  first = _start(tmp_path / "run", 0, port)
+  other = subprocess.Popen(
+    [sys.executable, SCRIPT, *ARGS, "--steps", "30", "--out", str(tmp_path / "run")]
+    + ["--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", "1"],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    env=ENV,
+  )
+  for rc, _, err in map(_finish, (first, other)):
+    assert rc == 2 and "process(es) 1 were started with other options than process 0" in err
+  assert not any(tmp_path.iterdir())  # nothing written, not even a lock
