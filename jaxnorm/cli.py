@@ -523,13 +523,17 @@ def _join(
 
 
 def _begin(
-  parser: argparse.ArgumentParser, args: argparse.Namespace, spec, writes: bool = True
+  parser: argparse.ArgumentParser,
+  args: argparse.Namespace,
+  spec,
+  writes: bool = True,
+  runs_per_seed: int = 1,
 ) -> runfolder.Staging | None:
-  """The checks after parsing (memory, compilation cache, output folder), each failure
-  one line and exit 2; then the run's staging folder (None where this process writes
-  nothing: see `_join`)."""
+  """The checks after parsing (memory, for `runs_per_seed` runs of each seed; compilation
+  cache; output folder), each failure one line and exit 2; then the run's staging folder
+  (None where this process writes nothing: see `_join`)."""
   try:
-    preflight.check(spec)
+    preflight.check(spec, runs_per_seed)
   except ValueError as e:
     parser.error(str(e))
   if not args.no_compilation_cache:
@@ -658,18 +662,15 @@ def sweep_main(
     except ValueError as e:
       parser.error(str(e))
     writes = _join(parser, processes, repr((spec, args.rates)))
-    staging = _begin(parser, args, spec, writes)
+    staging = _begin(parser, args, spec, writes, runs_per_seed=len(args.rates))
     cfg = spec.config
-    say = print if writes else lambda *a, **k: None
-    say(
-      f"{name}: {len(args.rates)} rates x {len(cfg.norms)} models x {cfg.steps} steps; "
-      f"results -> {args.out if staging is None else staging.target}"
-    )
+    if writes:
+      print(
+        f"{name}: {len(args.rates)} rates x {len(cfg.norms)} models x {cfg.steps} steps, "
+        f"every (rate, seed) run of a model trained together; results -> {staging.target}"
+      )
     where = _Position()
     where.steps = cfg.steps
-
-    def on_rate(i: int, rate: float) -> None:
-      say(f"learning rate {rate:g} ({i + 1} of {len(args.rates)})", flush=True)
 
     def work():
       result = sweep.run(
@@ -678,7 +679,6 @@ def sweep_main(
         progress=writes and not args.no_progress,
         compile_workers=args.compile_workers,
         on_progress=where.update,
-        on_rate=on_rate,
       )
       if not writes:
         where.phase = "wait"

@@ -21,7 +21,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -214,14 +214,24 @@ class _Group(NamedTuple):
   learning_rates: jax.Array  # (S,) float32, sharded
 
 
-def _group(spec: ExperimentSpec, norm: str, group_seeds: np.ndarray, mesh: Mesh) -> _Group:
+def _group(
+  spec: ExperimentSpec,
+  norm: str,
+  group_seeds: np.ndarray,
+  mesh: Mesh,
+  group_rates: np.ndarray | None = None,
+) -> _Group:
+  """The inputs of the runs `group_seeds` (at `group_rates`, default the config's rate for
+  `norm`), padded to a multiple of the device count."""
   padded = seeds.padded(group_seeds, mesh.size)
   # Each device derives its own seeds' keys: over several processes no process can place
   # keys on another's devices.
   derive = jax.jit(jax.vmap(keys.run_keys), out_shardings=seeds.seed_sharding(mesh))
   keys_S = derive(seeds.shard_seeds(padded.astype(np.int32), mesh))
-  lr = spec.config.learning_rate_for(norm)
-  lrs_S = seeds.shard_seeds(np.full(len(padded), lr, np.float32), mesh)
+  if group_rates is None:
+    group_rates = np.full(len(group_seeds), spec.config.learning_rate_for(norm))
+  rates = seeds.padded(np.asarray(group_rates, np.float32), mesh.size)
+  lrs_S = seeds.shard_seeds(rates, mesh)
   return _Group(mesh, len(padded), keys_S, lrs_S)
 
 
@@ -234,13 +244,31 @@ def _states(group: _Group, init_program) -> Any:
   )
 
 
-def _groups(spec: ExperimentSpec, mesh: Mesh) -> list[np.ndarray]:
-  """The seeds of each compiled call: `seeds_per_call` (rounded up to a multiple of the
-  device count) at a time."""
-  all_seeds = np.asarray(spec.seeds, dtype=np.int64)
-  per_call = spec.seeds_per_call or len(all_seeds)
+class _Runs(NamedTuple):
+  """Every run of one normalization: the seed of each, and its learning rate (None: the
+  config's). `run` has one run per seed; `run_rates` one per (rate, seed), rate-major."""
+
+  seeds: np.ndarray  # (N,) int64
+  rates: np.ndarray | None  # (N,) float64
+
+  @staticmethod
+  def of(spec: ExperimentSpec, rates: Sequence[float] | None = None) -> _Runs:
+    all_seeds = np.asarray(spec.seeds, dtype=np.int64)
+    if rates is None:
+      return _Runs(all_seeds, None)
+    return _Runs(np.tile(all_seeds, len(rates)), np.repeat(np.asarray(rates), len(all_seeds)))
+
+
+def _groups(spec: ExperimentSpec, mesh: Mesh, runs: _Runs) -> list[tuple[np.ndarray, Any]]:
+  """(seeds, rates or None) of each compiled call: `seeds_per_call` runs (rounded up to a
+  multiple of the device count) at a time."""
+  count = len(runs.seeds)
+  per_call = spec.seeds_per_call or count
   per_call = mesh.size * math.ceil(per_call / mesh.size)
-  return [all_seeds[i : i + per_call] for i in range(0, len(all_seeds), per_call)]
+  return [
+    (runs.seeds[i : i + per_call], None if runs.rates is None else runs.rates[i : i + per_call])
+    for i in range(0, count, per_call)
+  ]
 
 
 def _slice_axes(spec: ExperimentSpec) -> tuple[jax.Array, jax.Array, jax.Array | None]:
@@ -355,17 +383,95 @@ def run(
   in the background.
   """
   start = time.perf_counter()
+  runs = _Runs.of(spec)
+  norms = _run(spec, runs, progress, mesh, compile_workers, on_progress)
+  return ExperimentResult(spec, norms, time.perf_counter() - start, runtime.environment())
+
+
+def run_rates(
+  spec: ExperimentSpec,
+  rates: Sequence[float],
+  *,
+  progress: bool = True,
+  mesh: Mesh | None = None,
+  compile_workers: int | None = None,
+  on_progress: OnProgress = _ignore_progress,
+) -> tuple[ExperimentResult, ...]:
+  """`run` of every normalization at each of `rates` (no per-normalization rates), one
+  `ExperimentResult` per rate, computed as one grid: the (rate, seed) runs of a
+  normalization share its compiled calls (`seeds_per_call` runs at a time) and are split
+  over every device (and process) like seeds. The learning rate is optimizer state, so
+  run k of the grid is the run of its seed at its rate alone.
+
+  Each result's `seconds` (and each normalization's) is its share of the grid's: the
+  grid's time divided by the number of rates.
+  """
+  start = time.perf_counter()
+  runs = _Runs.of(spec, rates)
+  norms = _run(spec, runs, progress, mesh, compile_workers, on_progress)
+  share = (time.perf_counter() - start) / len(rates)
+  environment = runtime.environment()
+  out = []
+  for i, rate in enumerate(rates):
+    cfg = spec.config.replace(learning_rate=rate, learning_rate_overrides=())
+    at = slice(i * spec.num_seeds, (i + 1) * spec.num_seeds)
+    at_rate = {norm: _take(r, at, rate, len(rates)) for norm, r in norms.items()}
+    out.append(ExperimentResult(dataclasses.replace(spec, config=cfg), at_rate, share, environment))
+  return tuple(out)
+
+
+def _take(r: NormResult, runs: slice, rate: float, num_rates: int) -> NormResult:
+  """The runs `runs` of a grid's `NormResult`, as the result at learning rate `rate`."""
+
+  def take(x):
+    return None if x is None else x[runs]
+
+  return r._replace(
+    learning_rate=rate,
+    seeds=r.seeds[runs],
+    losses=r.losses[runs],
+    landscape=r.landscape[runs],
+    base_loss=r.base_loss[runs],
+    spectrum=r.spectrum[runs],
+    measures={name: v[runs] for name, v in r.measures.items()},
+    surface=take(r.surface),
+    variables=None if r.variables is None else jax.tree.map(take, r.variables),
+    first_nonfinite_step=r.first_nonfinite_step[runs],
+    seconds={k: v / num_rates for k, v in r.seconds.items()},
+    matched=tuple(
+      m._replace(
+        step=m.step[runs],
+        landscape=m.landscape[runs],
+        base_loss=m.base_loss[runs],
+        spectrum=m.spectrum[runs],
+        measures={name: v[runs] for name, v in m.measures.items()},
+      )
+      for m in r.matched
+    ),
+    hessian_density=None if r.hessian_density is None else tuple(map(take, r.hessian_density)),
+    trajectory=take(r.trajectory),
+  )
+
+
+def _run(
+  spec: ExperimentSpec,
+  runs: _Runs,
+  progress: bool,
+  mesh: Mesh | None,
+  compile_workers: int | None,
+  on_progress: OnProgress,
+) -> dict[str, NormResult]:
+  """Every normalization of `spec` over `runs` (see `run`)."""
   mesh = mesh or seeds.seed_mesh()
   if compile_workers == 0:
-    norms = {
-      n: run_norm(spec, n, progress=progress, mesh=mesh, on_progress=on_progress)
+    return {
+      n: run_norm(spec, n, progress=progress, mesh=mesh, on_progress=on_progress, runs=runs)
       for n in spec.config.norms
     }
-    return ExperimentResult(spec, norms, time.perf_counter() - start, runtime.environment())
   groups = {
-    (norm, i): _group(spec, norm, g, mesh)
+    (norm, i): _group(spec, norm, g_seeds, mesh, g_rates)
     for norm in spec.config.norms
-    for i, g in enumerate(_groups(spec, mesh))
+    for i, (g_seeds, g_rates) in enumerate(_groups(spec, mesh, runs))
   }
   sizes = {}  # one set of programs per (norm, group size)
   for (norm, _), group in groups.items():
@@ -385,7 +491,7 @@ def run(
     def programs(norm: str, size: int) -> Programs:
       return trained[norm, size].result()._replace(analyze=analyzed[norm, size].result)
 
-    norms = {
+    return {
       norm: _run_norm(
         spec,
         norm,
@@ -393,12 +499,12 @@ def run(
         programs,
         progress,
         on_progress,
+        runs.seeds,
       )
       for norm in spec.config.norms
     }
   finally:  # on an interruption, do not wait for the compilations still queued
     pool.shutdown(wait=False, cancel_futures=True)
-  return ExperimentResult(spec, norms, time.perf_counter() - start, runtime.environment())
 
 
 def run_norm(
@@ -408,15 +514,18 @@ def run_norm(
   progress: bool = True,
   mesh: Mesh | None = None,
   on_progress: OnProgress = _ignore_progress,
+  runs: _Runs | None = None,
 ) -> NormResult:
-  """Trains the `norm` model for every seed of `spec`, `seeds_per_call` at a time, and
-  analyzes each group as soon as it is trained; compiles as it goes, in this thread.
+  """Trains the `norm` model for every seed of `spec` (or every run of `runs`),
+  `seeds_per_call` at a time, and analyzes each group as soon as it is trained; compiles
+  as it goes, in this thread.
 
   Every program is traced under `jax.default_matmul_precision(config.matmul_precision)`, so
   the analysis (Lanczos' orthogonalization, the SVD) computes at the model's precision.
   """
   mesh = mesh or seeds.seed_mesh()
-  groups = [_group(spec, norm, g, mesh) for g in _groups(spec, mesh)]
+  runs = runs or _Runs.of(spec)
+  groups = [_group(spec, norm, s, mesh, r) for s, r in _groups(spec, mesh, runs)]
   compiled: dict[int, Programs] = {}
 
   def programs(_: str, size: int) -> Programs:
@@ -427,7 +536,7 @@ def run_norm(
       compiled[size] = trained._replace(analyze=lambda: analyze)
     return compiled[size]
 
-  return _run_norm(spec, norm, groups, programs, progress, on_progress)
+  return _run_norm(spec, norm, groups, programs, progress, on_progress, runs.seeds)
 
 
 def _run_norm(
@@ -437,12 +546,14 @@ def _run_norm(
   programs: Callable[[str, int], Programs],
   progress: bool,
   on_progress: OnProgress,
+  all_seeds: np.ndarray,
 ) -> NormResult:
+  """Trains and analyzes the runs of `groups` (whose seeds, in order, are `all_seeds`)."""
   cfg = spec.config
   offsets, alphas, grid = _slice_axes(spec)
-  all_seeds = np.asarray(spec.seeds, dtype=np.int64)
   outputs, seconds = [], {"compile_wait": 0.0, "train": 0.0, "analysis": 0.0}
-  desc = f"train {norm}" + (f" x{len(all_seeds)} seeds" if len(all_seeds) > 1 else "")
+  what = "seeds" if len(all_seeds) == spec.num_seeds else "runs"
+  desc = f"train {norm}" + (f" x{len(all_seeds)} {what}" if len(all_seeds) > 1 else "")
   done_seeds = 0
   with tqdm(total=cfg.steps * len(groups), desc=desc, disable=not progress, unit="step") as bar:
     for group in groups:

@@ -69,12 +69,16 @@ def num_parameters(spec: ExperimentSpec) -> int:
   return 2 * v * d + 12 * d * d + 13 * d + v
 
 
-def memory_estimate(spec: ExperimentSpec, num_devices: int = 1) -> MemoryEstimate:
-  """The module docstring's formula, per device."""
+def memory_estimate(
+  spec: ExperimentSpec, num_devices: int = 1, runs_per_seed: int = 1
+) -> MemoryEstimate:
+  """The module docstring's formula, per device, with `runs_per_seed` runs of each seed
+  (a learning-rate sweep's rates: `pipeline.run_rates`)."""
   cfg = spec.config
   b, seq, d, h, k = cfg.batch_size, cfg.seq_len, cfg.embed_dim, cfg.num_heads, cfg.num_keys
   n = num_parameters(spec)
-  per_call = min(spec.seeds_per_call or spec.num_seeds, spec.num_seeds)
+  num_runs = spec.num_seeds * runs_per_seed
+  per_call = min(spec.seeds_per_call or num_runs, num_runs)
   seeds_here = math.ceil(per_call / num_devices)
   train = 6 * n + 2 * b * seq * (19 * d + 2 * h * seq) + 2 * b * k
   analysis = b * seq * 3 * d  # the spectrum's activations
@@ -92,7 +96,7 @@ def memory_estimate(spec: ExperimentSpec, num_devices: int = 1) -> MemoryEstimat
   return MemoryEstimate(
     train=FLOAT32 * seeds_here * train,
     analysis=FLOAT32 * (2 if spec.analysis_dtype == "float64" else 1) * seeds_here * analysis,
-    results=FLOAT32 * math.ceil(spec.num_seeds / num_devices) * per_seed_results,
+    results=FLOAT32 * math.ceil(num_runs / num_devices) * per_seed_results,
   )
 
 
@@ -119,14 +123,14 @@ def available_memory(device: jax.Device) -> int | None:
     return None
 
 
-def check(spec: ExperimentSpec) -> None:
+def check(spec: ExperimentSpec, runs_per_seed: int = 1) -> None:
   """Raises ValueError, one line with the estimate and the limit, when the run cannot fit
-  in the memory of the devices it would run on."""
+  in the memory of the devices it would run on (see `memory_estimate`)."""
   devices = jax.devices()
   limit = available_memory(devices[0])
   if limit is None:
     return
-  estimate = memory_estimate(spec, len(devices))
+  estimate = memory_estimate(spec, len(devices), runs_per_seed)
   if estimate.total > limit:
     where = f"{devices[0].platform} device" if len(devices) == 1 else "each device"
     raise ValueError(

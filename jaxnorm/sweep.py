@@ -3,10 +3,11 @@ each measure reported against the rate.
 
 The reference trains No Norm at 5x the others' rate, and its flatness verdicts move with
 that choice; a sweep shows each measure as a function of the rate, for every model at
-every rate. Each rate is one ordinary experiment (`pipeline.run` with every model at that
-rate, `spec_at`), saved as an ordinary run folder `lr_<rate>/` inside the sweep's folder.
-The learning rate is optimizer state (`train.optimizer`), so the rates share every
-compiled program: the first rate compiles, the others reuse it.
+every rate. Each rate gives one ordinary experiment (`spec_at`: every model at that rate),
+saved as an ordinary run folder `lr_<rate>/` inside the sweep's folder. The learning rate
+is optimizer state (`train.optimizer`), so the runs of every (rate, seed) pair of a model
+train and are analyzed together, `seeds_per_call` at a time, split over every device and
+process like the seeds of one experiment (`pipeline.run_rates`).
 
     sweep = jaxnorm.sweep.run(pipeline.ExperimentSpec(QUICK, num_seeds=4), (1e-4, 3e-4))
     sweep.stats()["none"]["hessian_trace"]        # one `summary.across_seeds` per rate
@@ -17,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -76,23 +77,14 @@ def run(
   progress: bool = True,
   compile_workers: int | None = None,
   on_progress: pipeline.OnProgress = pipeline._ignore_progress,
-  on_rate: Callable[[int, float], None] | None = None,
 ) -> SweepResult:
-  """Runs `spec_at(spec, rate)` for every rate (`on_rate(i, rate)` before each)."""
+  """`spec_at(spec, rate)` for every rate, as one grid of (rate, seed) runs per model
+  (`pipeline.run_rates`): run k of the grid is the run of its seed at its rate alone."""
   rates = check_rates(rates)
-  runs = []
-  for i, rate in enumerate(rates):
-    if on_rate is not None:
-      on_rate(i, rate)
-    runs.append(
-      pipeline.run(
-        spec_at(spec, rate),
-        progress=progress,
-        compile_workers=compile_workers,
-        on_progress=on_progress,
-      )
-    )
-  return SweepResult(rates, tuple(runs))
+  runs = pipeline.run_rates(
+    spec, rates, progress=progress, compile_workers=compile_workers, on_progress=on_progress
+  )
+  return SweepResult(rates, runs)
 
 
 def shown_measures(sweep: SweepResult) -> list[measures.Measure]:
