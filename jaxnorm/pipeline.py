@@ -399,16 +399,20 @@ def run_rates(
 ) -> tuple[ExperimentResult, ...]:
   """`run` of every normalization at each of `rates` (no per-normalization rates), one
   `ExperimentResult` per rate, computed as one grid: the (rate, seed) runs of a
-  normalization share its compiled calls (`seeds_per_call` runs at a time) and are split
-  over every device (and process) like seeds. The learning rate is optimizer state, so
-  run k of the grid is the run of its seed at its rate alone.
+  normalization share its compiled programs and calls, `seeds_per_call` runs at a time
+  (default: `num_seeds`, one rate's worth, the memory of one experiment; R x num_seeds puts
+  the whole grid in one call), split over every device (and process) like seeds. The
+  learning rate is optimizer state, so run k of the grid is the run of its seed at its
+  rate alone.
 
   Each result's `seconds` (and each normalization's) is its share of the grid's: the
   grid's time divided by the number of rates.
   """
   start = time.perf_counter()
   runs = _Runs.of(spec, rates)
-  norms = _run(spec, runs, progress, mesh, compile_workers, on_progress)
+  per_call = spec.seeds_per_call or spec.num_seeds
+  grid = dataclasses.replace(spec, seeds_per_call=per_call)
+  norms = _run(grid, runs, progress, mesh, compile_workers, on_progress)
   share = (time.perf_counter() - start) / len(rates)
   environment = runtime.environment()
   out = []

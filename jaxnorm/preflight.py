@@ -78,7 +78,7 @@ def memory_estimate(
   b, seq, d, h, k = cfg.batch_size, cfg.seq_len, cfg.embed_dim, cfg.num_heads, cfg.num_keys
   n = num_parameters(spec)
   num_runs = spec.num_seeds * runs_per_seed
-  per_call = min(spec.seeds_per_call or num_runs, num_runs)
+  per_call = min(spec.seeds_per_call or spec.num_seeds, num_runs)  # as `pipeline.run_rates`
   seeds_here = math.ceil(per_call / num_devices)
   train = 6 * n + 2 * b * seq * (19 * d + 2 * h * seq) + 2 * b * k
   analysis = b * seq * 3 * d  # the spectrum's activations

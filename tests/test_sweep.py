@@ -1,5 +1,6 @@
 """The learning-rate sweep (`jaxnorm.sweep`, experiments/lr_sweep.py)."""
 
+import dataclasses
 import json
 
 import jax
@@ -26,7 +27,8 @@ def test_bad_rates_are_refused(rates):
 
 @pytest.fixture(scope="module")
 def swept():
-  return sweep.run(SPEC, RATES, progress=False)
+  """The whole 2 x 2 grid of each model in one compiled call."""
+  return sweep.run(dataclasses.replace(SPEC, seeds_per_call=4), RATES, progress=False)
 
 
 def test_each_rate_is_the_ordinary_run_at_that_rate(swept):
