@@ -198,3 +198,31 @@ def test_comparison_shows_the_largest_relative_difference_over_seeds(measured_re
   shifted = r._replace(seeds=r.seeds + 1)
   with pytest.raises(ValueError, match="seeds"):
     report.comparison(measured_result, measured_result._replace(norms={"none": shifted}), "a", "b")
+
+
+def test_findings_tables_print_every_judged_comparison(measured_result, tmp_path):
+  """experiments/findings_tables.py: the verdicts of `report.judge` for each state of a saved
+  run, and BatchNorm with batch statistics against No Norm as a family of its own."""
+  import subprocess
+  import sys
+
+  from jaxnorm import results
+
+  results.save(tmp_path / "a", measured_result)
+  out = subprocess.run(
+    [sys.executable, "experiments/findings_tables.py", str(tmp_path / "a")],
+    text=True,
+    capture_output=True,
+    check=True,
+  ).stdout
+  lines = out.splitlines()
+  assert lines[0] == "| comparison | end, a |"
+  stats = {n: summary.stats(r) for n, r in measured_result.norms.items()}
+  flatter = report.flatter(("batchnorm",), "none", "")
+  row = next(r for r in report.judge(flatter, stats) if r["measure"] == "adaptive_sharpness")
+  c = row["comparison"]
+  expected = f"| {c.verdict} (estimate {c.estimate:.3g}, p = {c.p:.2g}) |"
+  assert f"| BatchNorm lower No Norm: adaptive_sharpness {expected}" in out
+  family = [r for r in lines if r.startswith("| BatchNorm (batch statistics) lower than No Norm")]
+  assert len(family) == 3
+  assert "similar to LayerNorm" not in out  # this run has no LayerNorm
