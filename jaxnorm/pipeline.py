@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -214,6 +215,13 @@ class _Group(NamedTuple):
   learning_rates: jax.Array  # (S,) float32, sharded
 
 
+@functools.lru_cache
+def _derive_keys(mesh: Mesh) -> Callable:
+  """seeds (S,) -> `keys.RunKeys` (S, ...), each device deriving its own seeds' keys: over
+  several processes no process can place keys on another's devices. One program per mesh."""
+  return jax.jit(jax.vmap(keys.run_keys), out_shardings=seeds.seed_sharding(mesh))
+
+
 def _group(
   spec: ExperimentSpec,
   norm: str,
@@ -224,10 +232,7 @@ def _group(
   """The inputs of the runs `group_seeds` (at `group_rates`, default the config's rate for
   `norm`), padded to a multiple of the device count."""
   padded = seeds.padded(group_seeds, mesh.size)
-  # Each device derives its own seeds' keys: over several processes no process can place
-  # keys on another's devices.
-  derive = jax.jit(jax.vmap(keys.run_keys), out_shardings=seeds.seed_sharding(mesh))
-  keys_S = derive(seeds.shard_seeds(padded.astype(np.int32), mesh))
+  keys_S = _derive_keys(mesh)(seeds.shard_seeds(padded.astype(np.int32), mesh))
   if group_rates is None:
     group_rates = np.full(len(group_seeds), spec.config.learning_rate_for(norm))
   rates = seeds.padded(np.asarray(group_rates, np.float32), mesh.size)
