@@ -196,7 +196,7 @@ def build_parser(prog: str, description: str, default_out: str) -> argparse.Argu
     default="float32",
     help="precision of the analysis (slices, spectrum, measures; training stays float32): "
     "float64 where float32 rounding is a visible part of a measure, e.g. slice rises of "
-    "a few 1e-7 (README, 'Precision of the analysis'); 1.5-7x the analysis time on a CPU",
+    "a few 1e-7 (README, 'Precision of the analysis'); several times the analysis time on a CPU",
   )
   several = p.add_argument_group(
     "several processes",
