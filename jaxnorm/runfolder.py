@@ -36,36 +36,31 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
 MANIFEST = "run.json"
 MANIFEST_FORMAT = 1
-# What jaxnorm writes into a run folder; a folder holding anything else is not replaced.
-OUTPUT_PATTERNS = (
-  MANIFEST,
+# What versions before manifests wrote into a run folder (a folder without run.json may be
+# replaced only when it holds these, `variables_<norm>.msgpack` for the normalizations its
+# summary.json lists, and their per-file temporaries `.<name>.<random>.tmp`).
+LEGACY_FILES = (
   "results.npz",
   "summary.json",
   "measures.md",
   "figure2.png",
   "figure2.pdf",
   "surfaces.png",
-  "hessian_density.png",
-  "curvature.png",
-  "variables_*.msgpack",
-  ".*.tmp",  # per-file temporaries of versions before run folders were staged
-  # A learning-rate sweep (`jaxnorm.sweep`): its tables and figure, and one run per rate
-  # (a `SUBRUN_PATTERN` folder, itself a run folder, maybe locked by a --replot of it).
-  "sweep.md",
-  "sweep.json",
-  "sweep.png",
-  ".*.lock",
 )
-SUBRUN_PATTERN = "lr_*"
 FAULT_ENV = "JAXNORM_FAULT"
+# Leftovers of a --replot of a sub-run (a folder of a sweep) that was killed, beside it in
+# the sweep's folder: its lock, staging folder and set-aside previous run.
+_SUBRUN_LEFTOVERS = (".{}.lock", ".{}.staging-*", ".{}.previous-*")
 
 
 class RunFolderError(ValueError):
@@ -73,22 +68,30 @@ class RunFolderError(ValueError):
 
 
 def fault_point(name: str) -> None:
-  """A named point where a test can interrupt the process: with the environment variable
-  JAXNORM_FAULT="<name>:<SIGNAL>[,<name>:<SIGNAL> ...]" the process sends itself SIGNAL
-  (e.g. SIGKILL, SIGINT, SIGTERM) on reaching `name`. Does nothing when it is unset.
+  """A named point where a test can interrupt the process or fail a write: with the
+  environment variable JAXNORM_FAULT="<name>:<ACTION>[,<name>:<ACTION> ...]" the process
+  sends itself the signal ACTION (e.g. SIGKILL, SIGINT, SIGTERM, SIGHUP) on reaching
+  `name`, or, for an errno name (e.g. ENOSPC), raises that OSError there. Does nothing
+  when it is unset.
 
-  Points: "write:<file>" halfway through writing each file of a run, "commit" just before
-  the swap, "swapped" between the two renames of the fallback swap, "committed" after the
-  swap, before the previous run is deleted; `pipeline` adds "train:<norm>" after every
-  training chunk and "analyze:<norm>" before each analysis.
+  Points: "write:<file>" halfway through writing each file of a run (and the traceback a
+  failed run keeps), "commit" just before the swap, "swapped" between the two renames of
+  the fallback swap, "committed" after the swap, before the previous run is deleted;
+  `pipeline` adds "train:<norm>" after every training chunk and "analyze:<norm>" before
+  each analysis.
   """
   wanted = os.environ.get(FAULT_ENV)
   if not wanted:
     return
   for item in wanted.split(","):
-    point, _, signal_name = item.strip().rpartition(":")
-    if point == name:
-      os.kill(os.getpid(), getattr(signal, signal_name))
+    point, _, action = item.strip().rpartition(":")
+    if point != name:
+      continue
+    if action.startswith("SIG"):
+      os.kill(os.getpid(), getattr(signal, action))
+    else:
+      code = getattr(errno, action)
+      raise OSError(code, os.strerror(code), name)
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -103,36 +106,146 @@ def write_bytes(path: Path, data: bytes) -> None:
     os.fsync(f.fileno())
 
 
-def foreign_entries(folder: Path) -> list[str]:
-  """The entries of `folder` (and of its sub-run folders) that are not what jaxnorm writes
-  into a run folder."""
-  foreign = []
-  for entry in sorted(folder.iterdir()):
-    if entry.is_dir() and fnmatch.fnmatchcase(entry.name, SUBRUN_PATTERN):
-      foreign += [f"{entry.name}/{name}" for name in foreign_entries(entry)]
-    elif entry.is_dir() or not any(fnmatch.fnmatchcase(entry.name, p) for p in OUTPUT_PATTERNS):
-      foreign.append(entry.name + ("/" if entry.is_dir() else ""))
-  return foreign
+def _files_below(folder: Path) -> tuple[dict[str, Path], list[str]]:
+  """The regular files below `folder` by relative POSIX path, and every other entry
+  (symbolic links, sockets, ...; folders with nothing below them) as `name/` or `name`."""
+  files, others = {}, []
+  for path in sorted(folder.rglob("*")):
+    name = path.relative_to(folder).as_posix()
+    if path.is_symlink() or not (path.is_file() or path.is_dir()):
+      others.append(name)
+    elif path.is_file():
+      files[name] = path
+    elif not any(path.iterdir()):
+      others.append(name + "/")
+  return files, others
+
+
+def _legacy_files(folder: Path) -> set[str]:
+  """What a version before manifests may have written into `folder`."""
+  names = set(LEGACY_FILES)
+  try:
+    norms = json.loads((folder / "summary.json").read_text())["norms"]
+    names |= {f"variables_{norm}.msgpack" for norm in norms if isinstance(norm, str)}
+  except (OSError, ValueError, KeyError, TypeError):
+    pass
+  return names
+
+
+def unreplaceable(folder: Path) -> list[str]:
+  """Why a run may not replace the existing folder `folder`: the entries that are not
+  what a jaxnorm run left there (empty: it may).
+
+  A folder with a run.json may be replaced when every file below it is one its run.json
+  lists, with the listed size and SHA-256; a sub-folder whose run.json the folder's
+  run.json lists (a run of a learning-rate sweep) is checked against its own run.json
+  instead, since `--replot` rewrites it alone, and the lock and leftovers of such a
+  replot beside it are allowed. A folder without run.json (written before manifests)
+  may be replaced when it holds only `LEGACY_FILES`, the variables of the normalizations
+  its summary.json lists and their temporaries. Raises RunFolderError for a run.json
+  jaxnorm cannot read.
+  """
+  files, problems = _files_below(folder)
+  info = manifest(folder)
+  if info is None:
+    allowed = _legacy_files(folder)
+    for name in files:
+      temporary = name.endswith(".tmp") and any(name.startswith(f".{a}.") for a in allowed)
+      if name not in allowed and not temporary:
+        problems.append(name)
+    return sorted(problems)
+  listed = info["files"]
+  subruns = {name[: -len(MANIFEST) - 1] for name in listed if name.endswith("/" + MANIFEST)}
+  for sub in sorted(subruns):
+    if (folder / sub).is_dir() and not (folder / sub).is_symlink():
+      problems += [f"{sub}/{name}" for name in unreplaceable(folder / sub)]
+  for name, path in files.items():
+    if name == MANIFEST or any(name.startswith(sub + "/") for sub in subruns):
+      continue
+    top = name.split("/", 1)[0]
+    leftover = any(
+      fnmatch.fnmatchcase(top, pattern.format(sub))
+      for sub in subruns
+      if "/" not in sub
+      for pattern in _SUBRUN_LEFTOVERS
+    )
+    if leftover:
+      continue
+    entry = listed.get(name)
+    if entry is None:
+      problems.append(name)
+    elif path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+      problems.append(f"{name} (changed since the run wrote it)")
+  return sorted(problems)
+
+
+def _mount_points() -> set[str]:
+  """The mount points of this process (Linux: /proc/self/mountinfo; elsewhere none)."""
+  try:
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+  except OSError:
+    return set()
+  unescape = lambda field: re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+  return {unescape(line.split()[4]) for line in lines if len(line.split()) > 4}
+
+
+def _check_name_lengths(target: Path) -> None:
+  """Refuses a target whose name, or the name of a folder beside it that a run makes
+  (`.<name>.staging-<pid>`, `.<name>.previous-<pid>`, `<name>.failed`), is longer than
+  the file system allows."""
+  try:
+    limit = os.pathconf(next(p for p in (target, *target.parents) if p.exists()), "PC_NAME_MAX")
+  except (OSError, ValueError, StopIteration):
+    limit = 255
+  longest = max(
+    len(os.fsencode(name))
+    for name in (target.name, _sibling(target, "previous", 2**22).name, target.name + ".failed")
+  )
+  if longest > limit:
+    raise RunFolderError(
+      f"{target}: the folder name is too long ({len(os.fsencode(target.name))} bytes; the "
+      f"run also writes {_sibling(target, 'previous').name}, at most {limit} bytes a name): "
+      "choose a shorter name"
+    )
 
 
 def check_target(target: Path) -> None:
-  """Raises RunFolderError unless a run can replace `target`: a folder jaxnorm wrote, an
-  empty folder, or a path that does not exist yet below folders only."""
-  if target.exists() and not target.is_dir():
-    raise RunFolderError(f"{target} is a file, not a folder")
-  for parent in target.parents:
-    if parent.exists():
-      if not parent.is_dir():
-        raise RunFolderError(f"{target} cannot be created: {parent} is a file")
-      break
-  if target.is_dir():
-    foreign = foreign_entries(target)
-    if foreign:
-      shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+  """Raises RunFolderError, with a one-line reason, unless a run can replace `target` (an
+  absolute path): a path that does not exist yet below folders only, an empty folder,
+  or a folder that holds one whole run and nothing else (`unreplaceable`). Never the
+  working directory or a folder above it, never a mount point (the run's staging folder
+  beside it could not take its place)."""
+  try:
+    _check_name_lengths(target)
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
       raise RunFolderError(
-        f"{target} holds files jaxnorm did not write ({shown}); a run replaces its whole "
-        "folder: choose a new or empty folder"
+        f"{target} is the working directory or a folder above it, which a run would "
+        "replace as a whole: choose a folder below it, e.g. runs/NAME"
       )
+    if target.exists() and not target.is_dir():
+      raise RunFolderError(f"{target} is a file, not a folder")
+    for parent in target.parents:
+      if parent.exists():
+        if not parent.is_dir():
+          raise RunFolderError(f"{target} cannot be created: {parent} is a file")
+        break
+    if not target.is_dir():
+      return
+    if os.path.ismount(target) or str(target) in _mount_points():
+      raise RunFolderError(
+        f"{target} is a mount point: a run is written beside its folder and swapped into "
+        "its place, which a mount point cannot take: choose a folder inside it"
+      )
+    problems = unreplaceable(target)
+  except OSError as e:
+    raise RunFolderError(f"cannot use {target}: {e.strerror or e}") from None
+  if problems:
+    shown = ", ".join(problems[:5]) + (", ..." if len(problems) > 5 else "")
+    raise RunFolderError(
+      f"{target} holds files that are not the run jaxnorm wrote there ({shown}); a run "
+      "replaces its whole folder: choose a new or empty folder, or move those files away"
+    )
 
 
 def _sibling(target: Path, kind: str, pid: int | str = "*") -> Path:
@@ -232,6 +345,24 @@ class Staging:
     self.committed = False
     self.had_previous_run = target.is_dir() and any(target.iterdir())
     self._lock_fd: int | None = lock_fd
+    self._carried: dict[str, dict[str, Any]] = {}
+
+  def carry_over(self, names) -> None:
+    """Puts the files `names` (paths relative to the run folder) of the target's current
+    run into the new one unchanged (hard links, or copies where the file system has
+    none). Each must be one the target's run.json lists, and still be that file when the
+    new manifest is written (`write_manifest` checks it). Raises RunFolderError."""
+    listed = (manifest(self.target) or {}).get("files", {})
+    for name in names:
+      if name not in listed:
+        raise RunFolderError(f"{self.target / name} is not part of the run it would carry over")
+      source, path = self.target / name, self.path / name
+      path.parent.mkdir(parents=True, exist_ok=True)
+      try:
+        os.link(source, path)  # the same bytes; a later change of either shows in both
+      except OSError:
+        shutil.copy2(source, path)
+      self._carried[name] = listed[name]
 
   def write(self, name: str, data: bytes) -> Path:
     """Writes the file `name` of the run (a path relative to the run folder)."""
@@ -249,6 +380,11 @@ class Staging:
       for p in sorted(root.rglob("*"))
       if p.is_file() and p != root / MANIFEST
     }
+    for name, entry in self._carried.items() if not folder else ():
+      if files.get(name) != {"bytes": entry["bytes"], "sha256": entry["sha256"]}:
+        raise RunFolderError(
+          f"{self.target / name} changed while it was carried over from the previous run"
+        )
     written = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     manifest = {"format": MANIFEST_FORMAT, "written": written, **info, "files": files}
     self.write(str(Path(folder) / MANIFEST), json.dumps(manifest, indent=2).encode())
@@ -306,7 +442,12 @@ def begin(target: str | os.PathLike) -> Staging:
   interrupted swap left aside, removes staging folders of interrupted runs and creates a
   fresh staging folder. Raises RunFolderError with a one-line reason. A target that is a
   symbolic link is followed: the run replaces the folder it points to."""
-  target = Path(os.path.realpath(target))
+  if not os.fspath(target):
+    raise RunFolderError("the output folder is an empty string: name a folder")
+  try:
+    target = Path(os.path.realpath(target))
+  except (OSError, ValueError) as e:
+    raise RunFolderError(f"cannot use {target!r} as a folder: {e}") from None
   check_target(target)
   try:
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -337,27 +478,61 @@ def begin(target: str | os.PathLike) -> Staging:
   return Staging(target, path, lock_fd)
 
 
+def _manifest_problem(info: Any) -> str | None:
+  """What is wrong with the shape of a parsed run.json (None: nothing)."""
+  if not isinstance(info, dict):
+    return f"a JSON {type(info).__name__}, not an object"
+  files = info.get("files")
+  if not isinstance(files, dict):
+    return "no file list ('files' is not an object)"
+  for name, entry in files.items():
+    parts = name.split("/")
+    if name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+      return f"the listed path {name!r} is not a path inside the folder"
+    if not isinstance(entry, dict):
+      return f"the entry of {name!r} is not an object"
+    size, digest = entry.get("bytes"), entry.get("sha256")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+      return f"the size of {name!r} is not a byte count"
+    if not isinstance(digest, str) or not re.fullmatch("[0-9a-f]{64}", digest):
+      return f"the SHA-256 of {name!r} is not 64 hexadecimal digits"
+  return None
+
+
 def manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
-  """The folder's run.json, or None for a folder written before manifests existed."""
+  """The folder's run.json, or None for a folder without one (written before manifests,
+  or whose manifest was removed). Raises RunFolderError for a run.json that is not a
+  manifest of the expected shape."""
   path = Path(folder) / MANIFEST
   if not path.exists():
     return None
   try:
     info = json.loads(path.read_text())
-    if not isinstance(info.get("files"), dict):
-      raise ValueError("no file list")
-    return info
-  except (OSError, ValueError, AttributeError) as e:
+  except (OSError, ValueError) as e:
     raise RunFolderError(f"{path} is not a run manifest jaxnorm can read ({e})") from None
+  problem = _manifest_problem(info)
+  if problem:
+    raise RunFolderError(f"{path} is not a run manifest jaxnorm can read ({problem})")
+  return info
+
+
+class UncheckedWarning(UserWarning):
+  """Files read from a folder without run.json, so unchecked."""
 
 
 def verify(folder: str | os.PathLike, names: tuple[str, ...]) -> None:
   """Raises RunFolderError unless each of `names` in `folder` is the file its run.json
-  lists (same size and SHA-256). A folder without run.json (written before manifests)
-  passes unchecked."""
+  lists (same size and SHA-256). A folder without run.json passes unchecked with an
+  `UncheckedWarning`: it may be read, but never rewritten (`--replot` refuses it)."""
   folder = Path(folder)
   info = manifest(folder)
   if info is None:
+    warnings.warn(
+      f"{folder} has no {MANIFEST} (written before manifests, or removed since): its files "
+      "are read unchecked",
+      UncheckedWarning,
+      stacklevel=3,
+    )
     return
   for name in names:
     listed, path = info["files"].get(name), folder / name
@@ -365,7 +540,7 @@ def verify(folder: str | os.PathLike, names: tuple[str, ...]) -> None:
       raise RunFolderError(f"{path} is not part of the run that {folder / MANIFEST} lists")
     if not path.is_file():
       raise RunFolderError(f"{path} is missing (listed in {folder / MANIFEST})")
-    if path.stat().st_size != listed.get("bytes") or _sha256(path) != listed.get("sha256"):
+    if path.stat().st_size != listed["bytes"] or _sha256(path) != listed["sha256"]:
       raise RunFolderError(
         f"{path} is not the file {folder / MANIFEST} lists (changed or truncated since "
         "the run wrote it)"

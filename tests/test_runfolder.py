@@ -182,9 +182,10 @@ def test_verify_finds_a_changed_a_truncated_and_a_missing_file(tmp_path):
     runfolder.verify(tmp_path, ("summary.json",))
 
 
-def test_a_folder_without_manifest_is_read_unchecked(tmp_path):
+def test_a_folder_without_manifest_is_read_unchecked_with_a_warning(tmp_path):
   (tmp_path / "results.npz").write_bytes(b"anything")
-  runfolder.verify(tmp_path, ("results.npz",))
+  with pytest.warns(runfolder.UncheckedWarning, match="read unchecked"):
+    runfolder.verify(tmp_path, ("results.npz",))
   (tmp_path / runfolder.MANIFEST).write_text("not json")
   with pytest.raises(runfolder.RunFolderError, match="not a run manifest"):
     runfolder.verify(tmp_path, ("results.npz",))
@@ -197,3 +198,148 @@ def test_temporaries_of_earlier_versions_are_removed(tmp_path):
   (target / ".results.npz.abc.tmp").write_bytes(b"half")
   runfolder.begin(target).discard()
   assert [p.name for p in target.iterdir()] == ["results.npz"]
+
+
+def commit_run(target: Path, files: dict[str, bytes]) -> None:
+  staging = runfolder.begin(target)
+  for name, data in files.items():
+    staging.write(name, data)
+  staging.commit({})
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("target", ["", ".", "..", "/"])
+def test_the_working_directory_and_the_folders_above_it_are_never_a_target(
+  tmp_path, monkeypatch, target
+):
+  work = tmp_path / "work"
+  work.mkdir()
+  monkeypatch.chdir(work)
+  with pytest.raises(runfolder.RunFolderError, match="empty string|working directory"):
+    runfolder.begin(target)
+  assert work.is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize(
+  "foreign",
+  [
+    "lr_backup/measures.md",  # a sub-folder no run.json lists, named like a sweep's run
+    "variables_mine.msgpack",  # named like a run's file, but not the run's
+    ".mine.lock",
+    "notes.txt",
+    "empty_folder/",
+  ],
+)
+def test_a_folder_is_replaced_only_when_it_holds_the_run_its_manifest_lists(tmp_path, foreign):
+  target = tmp_path / "run"
+  commit_run(target, {"results.npz": b"r", "summary.json": b"{}"})
+  mine = target / foreign.rstrip("/")
+  if foreign.endswith("/"):
+    mine.mkdir()
+  else:
+    mine.parent.mkdir(exist_ok=True)
+    mine.write_bytes(b"a user's data")
+  with pytest.raises(runfolder.RunFolderError, match=foreign.split("/")[0]):
+    runfolder.begin(target)
+  assert mine.exists()
+  mine.unlink() if mine.is_file() else None
+  if mine.parent != target:
+    mine.parent.rmdir()
+  elif mine.is_dir():
+    mine.rmdir()
+  runfolder.begin(target).discard()  # the run alone again: replaceable
+
+
+@pytest.mark.hostile
+def test_a_file_changed_since_the_run_wrote_it_is_not_replaced(tmp_path):
+  target = tmp_path / "run"
+  commit_run(target, {"results.npz": b"0123", "summary.json": b"{}"})
+  (target / "results.npz").write_bytes(b"3210")  # same size, a user's bytes
+  with pytest.raises(runfolder.RunFolderError, match="results.npz .changed"):
+    runfolder.begin(target)
+  assert (target / "results.npz").read_bytes() == b"3210"
+
+
+@pytest.mark.hostile
+def test_a_sweep_folder_checks_each_run_against_its_own_manifest(tmp_path):
+  target = tmp_path / "sweep"
+  staging = runfolder.begin(target)
+  staging.write("lr_0.1/results.npz", b"r")
+  staging.write_manifest({}, "lr_0.1")
+  staging.write("sweep.md", b"s")
+  staging.commit({})
+  sub = runfolder.begin(target / "lr_0.1")  # a replot of one rate's run: its lock beside it
+  sub.write("results.npz", b"other")
+  sub.commit({})
+  runfolder.begin(target).discard()  # the sub-run matches its own (new) manifest
+  (target / "lr_0.1" / "mine.txt").write_text("mine")
+  with pytest.raises(runfolder.RunFolderError, match="lr_0.1/mine.txt"):
+    runfolder.begin(target)
+
+
+@pytest.mark.hostile
+def test_a_folder_without_manifest_is_replaced_only_with_what_earlier_versions_wrote(tmp_path):
+  target = tmp_path / "old"
+  target.mkdir()
+  (target / "summary.json").write_text(json.dumps({"norms": {"none": {}}}))
+  for name in ("results.npz", "figure2.png", "variables_none.msgpack", ".results.npz.x1.tmp"):
+    (target / name).write_bytes(b"old")
+  runfolder.begin(target).discard()
+  (target / "variables_mine.msgpack").write_bytes(b"mine")
+  with pytest.raises(runfolder.RunFolderError, match="variables_mine.msgpack"):
+    runfolder.begin(target)
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize(
+  "files",
+  [
+    5,
+    [],
+    {"results.npz": 5},
+    {"results.npz": {"bytes": "1", "sha256": "0" * 64}},
+    {"results.npz": {"bytes": 1, "sha256": "xyz"}},
+    {"../outside": {"bytes": 1, "sha256": "0" * 64}},
+  ],
+  ids=["number", "list", "entry-number", "size-string", "bad-digest", "outside"],
+)
+def test_a_manifest_of_the_wrong_shape_is_refused_in_one_line(tmp_path, files):
+  target = tmp_path / "run"
+  commit_run(target, {"results.npz": b"r"})
+  (target / runfolder.MANIFEST).write_text(json.dumps({"format": 1, "files": files}))
+  for call in (lambda: runfolder.begin(target), lambda: runfolder.verify(target, ("results.npz",))):
+    with pytest.raises(runfolder.RunFolderError, match="not a run manifest") as raised:
+      call()
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.hostile
+def test_a_mount_point_is_refused_before_any_work():
+  mounts = runfolder._mount_points()
+  assert "/proc" in mounts or not Path("/proc/self/mountinfo").exists()
+  with pytest.raises(runfolder.RunFolderError, match="mount point"):
+    runfolder.check_target(Path("/proc"))
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("length", [256, 240])
+def test_a_name_too_long_for_the_run_or_its_siblings_is_refused_in_one_line(tmp_path, length):
+  with pytest.raises(runfolder.RunFolderError, match="too long"):
+    runfolder.begin(
+      tmp_path / ("x" * length) / "run" if length > 255 else tmp_path / ("x" * length)
+    )
+  assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.hostile
+def test_a_carried_file_that_changed_is_not_blessed(tmp_path):
+  target = tmp_path / "run"
+  commit_run(target, {"results.npz": b"0123", "figure2.png": b"old"})
+  staging = runfolder.begin(target)
+  staging.carry_over(["results.npz"])
+  (target / "results.npz").write_bytes(b"3210")  # changed through the shared link
+  staging.write("figure2.png", b"new")
+  with pytest.raises(runfolder.RunFolderError, match="changed while it was carried"):
+    staging.commit({})
+  staging.discard()
