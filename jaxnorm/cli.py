@@ -1,20 +1,23 @@
 """The command line shared by the experiment scripts: options -> checks -> ExperimentSpec ->
 `pipeline.run` -> a staged run folder (results, figures, measures) -> exit status.
 
-Exit statuses (`EXIT_*`): 0 done; 1 done, but a model diverged; 2 bad options or an
-output folder that cannot take the run, found before any work starts; 3 an unexpected
-error (traceback in `<out>.failed/traceback.txt`); 130 interrupted by Ctrl-C (SIGINT) and
-143 by SIGTERM. Whatever the status, the output folder holds one whole run: the previous
-one, or the new one once it is complete (`runfolder`).
+Exit statuses (`EXIT_*`): 0 done; 1 done, but a model diverged; 2 bad options, an output
+folder that cannot take the run or an environment that cannot run it, found before any
+work starts; 3 an unexpected error (traceback in `<out>.failed/traceback.txt` where it can
+be written), whatever raised it; 129, 130 and 143 stopped by SIGHUP (a closed terminal),
+Ctrl-C (SIGINT) and SIGTERM. Every one of them ends with at most one line on standard
+error, never a traceback. Whatever the status, the output folder holds one whole run: the
+previous one, or the new one once it is complete (`runfolder`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -42,8 +45,11 @@ from jaxnorm.measures import MeasureConfig
 EXIT_DIVERGED = 1
 EXIT_USAGE = 2
 EXIT_FAILED = 3
+EXIT_HUNG_UP = 128 + signal.SIGHUP  # 129
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
+# The options that --replot takes besides its folder (it trains nothing: no run options).
+REPLOT_OPTIONS = {"replot", "no_progress"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -293,8 +299,8 @@ def _interrupt(signum: int, frame) -> NoReturn:
 
 
 def _cleaning_up() -> None:
-  """From here until `main` returns, SIGINT and SIGTERM are ignored: the cleanup after an
-  interruption or a failure is not interrupted again."""
+  """From here until `main` returns, the stop signals (SIGHUP, SIGINT, SIGTERM) are
+  ignored: the cleanup after an interruption or a failure is not interrupted again."""
   if threading.current_thread() is threading.main_thread():
     for s in runfolder.STOP_SIGNALS:
       signal.signal(s, signal.SIG_IGN)
@@ -354,9 +360,7 @@ def _guarded(prog: str, staging: runfolder.Staging | None, where: _Position, wor
       staging.discard()
       place = "; (traceback not kept)"
     else:
-      failed = staging.keep_as_failed()
-      runfolder.write_bytes(failed / "traceback.txt", text.encode())
-      place = f"; what was written and the traceback are in {failed}"
+      place = _keep_failed(staging, text)
     first = (str(e).splitlines() or [""])[0]
     if distributed.peer_failed(e):
       cause = f"another process of the run stopped ({type(e).__name__}: {first[:200]})"
@@ -370,49 +374,88 @@ def _guarded(prog: str, staging: runfolder.Staging | None, where: _Position, wor
       staging.discard()  # a no-op after commit or keep_as_failed
 
 
+def _keep_failed(staging: runfolder.Staging, text: str) -> str:
+  """Moves what a failed run wrote to `<out>.failed` with the traceback `text`; what the
+  one line says of it. Never raises: on a full disk the traceback may not fit."""
+  try:
+    failed = staging.keep_as_failed()
+  except OSError as e:
+    return f"; what was written could not be kept ({e.strerror or e})"
+  try:
+    runfolder.write_bytes(failed / "traceback.txt", text.encode())
+  except OSError as e:
+    (failed / "traceback.txt").unlink(missing_ok=True)
+    return f"; what was written is in {failed}, the traceback could not be kept ({e.strerror or e})"
+  return f"; what was written and the traceback are in {failed}"
+
+
 def _print_outputs(result: pipeline.ExperimentResult, paths: list[Path]) -> None:
   print(report.terminal_table(result))
   print("figure:", ", ".join(map(str, paths)))
 
 
-def _restage(prog: str, out_dir: str, replaced: set[str], redraw, info: dict) -> int:
-  """Replaces the folder `out_dir` as a whole by a copy (hard links) of its files, minus
-  the top-level files named in `replaced` and its run.json, plus what `redraw(staging)`
-  writes, with a new run.json."""
+def _restage(prog: str, out_dir: str, replaced: set[str], load, redraw) -> tuple[int, object]:
+  """Replaces the run folder `out_dir` as a whole by its files, carried over unchanged,
+  minus the top-level files named in `replaced`, plus what `redraw(staging, loaded)`
+  writes, with a new run.json; `loaded = load(target)` is read after the folder's lock is
+  taken and every file below it is checked against its run.json (`runfolder.begin`), so
+  that no other run can change it in between. Returns (exit status, loaded).
+
+  Raises RunFolderError or ResultsError (exit 2) for a folder that holds no run, files
+  that are not the ones its run.json lists, or no run.json at all: a folder without one
+  (written before manifests, or whose run.json was removed) can be loaded (with a
+  warning) but not rewritten, since nothing says which files are the run's."""
+  if not Path(out_dir).is_dir():
+    raise results.ResultsError(f"{out_dir} holds no saved results (not a folder)")
+
+  def listed_files(target) -> dict:
+    listed = runfolder.manifest(target)
+    if listed is None:
+      raise runfolder.RunFolderError(
+        f"{target} has no {runfolder.MANIFEST}, so nothing says which of its files are the "
+        "run's: --replot rewrites only folders with one; draw it from Python instead "
+        "(jaxnorm.plotting.figure2(jaxnorm.results.load(DIR)))"
+      )
+    return listed["files"]
+
+  listed_files(out_dir)  # before the lock is made: refused, nothing is written
   staging = runfolder.begin(out_dir)
-  target, where = staging.target, _Position()
+  target = staging.target
+  try:
+    listed = listed_files(target)  # under the lock: what is carried over
+    loaded = load(target)
+  except BaseException:
+    staging.discard()
+    raise
+  where = _Position()
   where.phase = "write"
 
   def work():
-    for path in sorted(target.rglob("*")):
-      name = path.relative_to(target)
-      hidden = any(part.startswith(".") for part in name.parts)  # locks, temporaries
-      if hidden or not path.is_file() or str(name) in {*replaced, runfolder.MANIFEST}:
-        continue
-      (staging.path / name).parent.mkdir(parents=True, exist_ok=True)
-      try:
-        os.link(path, staging.path / name)  # unchanged files: the same bytes
-      except OSError:  # a file system without hard links
-        shutil.copy2(path, staging.path / name)
-    redraw(staging)
-    staging.commit(info)
+    staging.carry_over(
+      name
+      for name in listed
+      if name not in replaced and not any(part.startswith(".") for part in name.split("/"))
+    )
+    staging.commit(redraw(staging, loaded))
     where.phase = "done"
 
   status = _guarded(prog, staging, where, work)
-  return 0 if status is None else status
+  return (0 if status is None else status), loaded
 
 
 def replot(out_dir: str, title: str, prog: str = "replot") -> int:
   """Redraws Figure 2 of the run in `out_dir`; the folder is replaced as a whole (the
   other files are carried over unchanged) with a new run.json."""
-  result = results.load(out_dir)
-  result = result._replace(spec=dataclasses.replace(result.spec, title=title))
 
-  def redraw(staging: runfolder.Staging) -> None:
+  def load(target: Path) -> pipeline.ExperimentResult:
+    result = results.load(target)
+    return result._replace(spec=dataclasses.replace(result.spec, title=title))
+
+  def redraw(staging: runfolder.Staging, result: pipeline.ExperimentResult) -> dict:
     plotting.save_figure(plotting.figure2(result), staging.path / "figure2")
+    return results.manifest_info(result)
 
-  info = results.manifest_info(result)
-  status = _restage(prog, out_dir, {"figure2.png", "figure2.pdf"}, redraw, info)
+  status, result = _restage(prog, out_dir, {"figure2.png", "figure2.pdf"}, load, redraw)
   if status == 0:
     target = Path(out_dir)
     _print_outputs(result, [target / "figure2.png", target / "figure2.pdf"])
@@ -471,16 +514,105 @@ def _report(result: pipeline.ExperimentResult, out: Path) -> int:
   return EXIT_DIVERGED if diverged else 0
 
 
+class _Output:
+  """A text stream that passes writes on to `stream` until one fails (standard output
+  redirected to a full disk, a closed pipe); from then on it drops them, the file
+  descriptor points to /dev/null (so that the interpreter's last flush cannot fail), and
+  one line on standard error says so. Everything else is the stream's."""
+
+  def __init__(self, stream, prog: str, name: str):
+    self._stream, self._prog, self._name, self.failed = stream, prog, name, False
+
+  def _fail(self, error: OSError) -> None:
+    self.failed = True
+    with contextlib.suppress(OSError, ValueError):
+      devnull = os.open(os.devnull, os.O_WRONLY)
+      os.dup2(devnull, self._stream.fileno())
+      os.close(devnull)
+    if self._name == "stdout":
+      _say(
+        f"{self._prog}: cannot write to standard output ({error.strerror or error}); the run "
+        "goes on without printing",
+        sys.stderr,
+      )
+
+  def write(self, text: str) -> int:
+    if not self.failed:
+      try:
+        return self._stream.write(text)
+      except OSError as e:
+        self._fail(e)
+    return len(text)
+
+  def flush(self) -> None:
+    if not self.failed:
+      try:
+        self._stream.flush()
+      except OSError as e:
+        self._fail(e)
+
+  def __getattr__(self, name: str):
+    return getattr(self._stream, name)
+
+
+def _say(line: str, stream=None) -> None:
+  """Prints `line` on `stream` (default: standard error); an error writing it is ignored."""
+  with contextlib.suppress(OSError, ValueError):
+    print(line, file=stream or sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _tolerant_output(prog: str):
+  """Within the block, standard output and error that cannot be written are `_Output`s."""
+  saved = sys.stdout, sys.stderr
+  sys.stdout, sys.stderr = _Output(sys.stdout, prog, "stdout"), _Output(sys.stderr, prog, "stderr")
+  try:
+    yield
+  finally:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.stdout, sys.stderr = saved
+
+
 def _interruptible(prog: str, body) -> int:
-  """`body()` with SIGINT/SIGTERM raising `Interrupted`; interrupted before a run folder
-  was begun (parsing, checks), one line and 130/143."""
-  with runfolder.signals_handled(_interrupt):
+  """`body()` with SIGHUP/SIGINT/SIGTERM raising `Interrupted`, and output that cannot be
+  written dropped (`_Output`). Interrupted before a run folder was begun (parsing,
+  checks): one line and 129/130/143. Any exception that `body` lets escape: one line and
+  3."""
+  with _tolerant_output(prog), runfolder.signals_handled(_interrupt):
     try:
-      return body()
+      status = body()
     except (Interrupted, KeyboardInterrupt) as e:
       _cleaning_up()
-      print(f"{prog}: interrupted before the run started; nothing was written", file=sys.stderr)
-      return e.status if isinstance(e, Interrupted) else EXIT_INTERRUPTED
+      _say(f"{prog}: interrupted before the run started; nothing was written")
+      status = e.status if isinstance(e, Interrupted) else EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001  a bug or an unforeseen environment: one line
+      _cleaning_up()
+      first = (str(e).strip().splitlines() or [""])[0]
+      _say(f"{prog}: {distributed.where()}error: {type(e).__name__}: {first}")
+      status = EXIT_FAILED
+  return status
+
+
+def _given(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+  """The options (argparse destinations) that `argv` gives, whatever their value."""
+  unset = object()
+  probe = copy.deepcopy(parser)
+  probe.set_defaults(**{dest: unset for dest in vars(parser.parse_args([]))})
+  return {dest for dest, value in vars(probe.parse_args(argv)).items() if value is not unset}
+
+
+def _check_replot(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:
+  """With --replot: a folder, and none of the run's options, which it would ignore."""
+  given = _given(parser, argv)
+  if "replot" not in given:
+    return
+  others = sorted(given - REPLOT_OPTIONS)
+  if others:
+    shown = ", ".join("--" + dest.replace("_", "-") for dest in others)
+    parser.error(f"--replot redraws a saved run and takes no run options (got {shown}): drop them")
+  if not parser.parse_args(argv).replot:
+    parser.error("--replot needs a folder, got an empty string")
 
 
 def _processes(
@@ -533,8 +665,9 @@ def _begin(
   cache; output folder), each failure one line and exit 2; then the run's staging folder
   (None where this process writes nothing: see `_join`)."""
   try:
+    runtime.check_backend()
     preflight.check(spec, runs_per_seed)
-  except ValueError as e:
+  except (RuntimeError, ValueError) as e:
     parser.error(str(e))
   if not args.no_compilation_cache:
     try:
@@ -570,9 +703,8 @@ def main(
     parser = build_parser(prog, description, default_out)
     args = parser.parse_args(argv)
     processes = _processes(parser, args)
+    _check_replot(parser, argv)
     if args.replot is not None:
-      if not args.replot:
-        parser.error("--replot needs a folder, got an empty string")
       try:
         return replot(args.replot, title, prog)
       except (results.ResultsError, runfolder.RunFolderError) as e:
@@ -584,13 +716,13 @@ def main(
     writes = _join(parser, processes, repr(spec))
     staging = _begin(parser, args, spec, writes)
     cfg = spec.config
-    if writes:
-      print(f"{name}: {len(cfg.norms)} models x {cfg.steps} steps; results -> {staging.target}")
     where = _Position()
     where.steps = cfg.steps
     outcome: list[int] = []
 
     def work():
+      if writes:
+        print(f"{name}: {len(cfg.norms)} models x {cfg.steps} steps; results -> {staging.target}")
       result = pipeline.run(
         spec,
         progress=writes and not args.no_progress,
@@ -650,9 +782,8 @@ def sweep_main(
     if args.learning_rate is not None or args.lr_override is not None:
       parser.error("--learning-rate and --lr-override do not apply to a sweep: use --rates")
     processes = _processes(parser, args)
+    _check_replot(parser, argv)
     if args.replot is not None:
-      if not args.replot:
-        parser.error("--replot needs a folder, got an empty string")
       try:
         return replot_sweep(args.replot, prog)
       except (results.ResultsError, runfolder.RunFolderError) as e:
@@ -664,15 +795,15 @@ def sweep_main(
     writes = _join(parser, processes, repr((spec, args.rates)))
     staging = _begin(parser, args, spec, writes, runs_per_seed=len(args.rates))
     cfg = spec.config
-    if writes:
-      print(
-        f"{name}: {len(args.rates)} rates x {len(cfg.norms)} models x {cfg.steps} steps, "
-        f"every (rate, seed) run of a model trained together; results -> {staging.target}"
-      )
     where = _Position()
     where.steps = cfg.steps
 
     def work():
+      if writes:
+        print(
+          f"{name}: {len(args.rates)} rates x {len(cfg.norms)} models x {cfg.steps} steps, "
+          f"every (rate, seed) run of a model trained together; results -> {staging.target}"
+        )
       result = sweep.run(
         spec,
         args.rates,
@@ -711,15 +842,13 @@ def _write_sweep(staging: runfolder.Staging, result: sweep.SweepResult) -> None:
 def replot_sweep(out_dir: str, prog: str = "replot") -> int:
   """Redraws sweep.png (and sweep.md) of the sweep in `out_dir`; the folder is replaced as
   a whole with a new run.json."""
-  result = sweep.load(out_dir)
-  info = results.manifest_info(result.runs[0])
-  status = _restage(
-    prog,
-    out_dir,
-    {"sweep.png", "sweep.md", "sweep.json"},
-    lambda st: _write_sweep(st, result),
-    info,
-  )
+
+  def redraw(staging: runfolder.Staging, result: sweep.SweepResult) -> dict:
+    _write_sweep(staging, result)
+    return results.manifest_info(result.runs[0])
+
+  replaced = {"sweep.png", "sweep.md", "sweep.json"}
+  status, _ = _restage(prog, out_dir, replaced, sweep.load, redraw)
   if status == 0:
     print("sweep:", Path(out_dir) / "sweep.md", Path(out_dir) / "sweep.png")
   return status
@@ -728,9 +857,19 @@ def replot_sweep(out_dir: str, prog: str = "replot") -> int:
 def exit_process(status: int) -> NoReturn:
   """Ends the script with `status`. After an interruption or a failure, compilations may
   still run in worker threads, which the interpreter would wait for: the process ends at
-  once instead, its output flushed."""
-  if status in (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED):
-    sys.stdout.flush()
-    sys.stderr.flush()
+  once instead, its output flushed. The status is known: stop signals that arrive from
+  here on are ignored (a Ctrl-C as a finished run exits changes nothing)."""
+  if threading.current_thread() is threading.main_thread():
+    for s in runfolder.STOP_SIGNALS:
+      signal.signal(s, signal.SIG_IGN)
+  runfolder.fault_point("exit")
+  for stream in (sys.stdout, sys.stderr):  # a stream that cannot be written: drop it
+    with contextlib.suppress(OSError, ValueError):
+      stream.flush()
+      continue
+    with contextlib.suppress(OSError, ValueError):
+      devnull = os.open(os.devnull, os.O_WRONLY)
+      os.dup2(devnull, stream.fileno())
+  if status in (EXIT_FAILED, EXIT_HUNG_UP, EXIT_INTERRUPTED, EXIT_TERMINATED):
     os._exit(status)
   sys.exit(status)

@@ -58,6 +58,9 @@ LEGACY_FILES = (
   "surfaces.png",
 )
 FAULT_ENV = "JAXNORM_FAULT"
+# The mark of a `<target>.failed` folder that a failed run left (an empty file): only such
+# a folder is replaced by the next failure's or removed by the next success.
+FAILED_MARK = ".failed-run"
 # Leftovers of a --replot of a sub-run (a folder of a sweep) that was killed, beside it in
 # the sweep's folder: its lock, staging folder and set-aside previous run.
 _SUBRUN_LEFTOVERS = (".{}.lock", ".{}.staging-*", ".{}.previous-*")
@@ -76,7 +79,8 @@ def fault_point(name: str) -> None:
 
   Points: "write:<file>" halfway through writing each file of a run (and the traceback a
   failed run keeps), "commit" just before the swap, "swapped" between the two renames of
-  the fallback swap, "committed" after the swap, before the previous run is deleted;
+  the fallback swap, "committed" after the swap, before the previous run is deleted,
+  "exit" as a script exits with its status (`cli.exit_process`);
   `pipeline` adds "train:<norm>" after every training chunk and "analyze:<norm>" before
   each analysis.
   """
@@ -175,7 +179,7 @@ def unreplaceable(folder: Path) -> list[str]:
     if entry is None:
       problems.append(name)
     elif path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
-      problems.append(f"{name} (changed since the run wrote it)")
+      problems.append(f"{name} (changed or truncated since the run wrote it)")
   return sorted(problems)
 
 
@@ -197,6 +201,12 @@ def _check_name_lengths(target: Path) -> None:
     limit = os.pathconf(next(p for p in (target, *target.parents) if p.exists()), "PC_NAME_MAX")
   except (OSError, ValueError, StopIteration):
     limit = 255
+  for part in target.parts:
+    if len(os.fsencode(part)) > limit:
+      raise RunFolderError(
+        f"{target}: a folder name in it is too long ({len(os.fsencode(part))} bytes, at "
+        f"most {limit} a name): choose a shorter name"
+      )
   longest = max(
     len(os.fsencode(name))
     for name in (target.name, _sibling(target, "previous", 2**22).name, target.name + ".failed")
@@ -243,8 +253,8 @@ def check_target(target: Path) -> None:
   if problems:
     shown = ", ".join(problems[:5]) + (", ..." if len(problems) > 5 else "")
     raise RunFolderError(
-      f"{target} holds files that are not the run jaxnorm wrote there ({shown}); a run "
-      "replaces its whole folder: choose a new or empty folder, or move those files away"
+      f"{target} holds files that are not the run jaxnorm wrote there ({shown}), which "
+      "rewriting the folder as a whole would lose: move them away, or choose a new folder"
     )
 
 
@@ -284,12 +294,13 @@ def _exchange_linux(a: Path, b: Path) -> bool:
 exchange = _exchange_linux if os.uname().sysname == "Linux" else None
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# A closed terminal (SIGHUP), Ctrl-C (SIGINT) and SIGTERM stop a run alike.
+STOP_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
 def signals_handled(handler):
-  """Within the block, `handler(signum, frame)` handles SIGINT and SIGTERM; the previous
+  """Within the block, `handler(signum, frame)` handles the `STOP_SIGNALS`; the previous
   handlers come back after it. In the main thread only (elsewhere Python cannot set
   handlers, and the block runs as is)."""
   if threading.current_thread() is not threading.main_thread():
@@ -305,7 +316,7 @@ def signals_handled(handler):
 
 @contextlib.contextmanager
 def signals_deferred():
-  """SIGINT and SIGTERM that arrive within the block take effect when it ends, so a
+  """Stop signals that arrive within the block take effect when it ends, so a
   Ctrl-C never lands between the swap and the record that it happened.
 
   Python runs signal handlers in the main thread whichever thread the kernel delivered the
@@ -333,6 +344,18 @@ def _sha256(path: Path) -> str:
     for block in iter(lambda: f.read(1 << 20), b""):
       digest.update(block)
   return digest.hexdigest()
+
+
+def _failed(target: Path) -> Path:
+  return target.with_name(target.name + ".failed")
+
+
+def _remove_failed(target: Path) -> None:
+  """Removes `<target>.failed` if a failed run left it there (it holds `FAILED_MARK`);
+  a folder of that name that jaxnorm did not make stays."""
+  failed = _failed(target)
+  if failed.is_dir() and not failed.is_symlink() and (failed / FAILED_MARK).is_file():
+    shutil.rmtree(failed, ignore_errors=True)
 
 
 class Staging:
@@ -411,9 +434,7 @@ class Staging:
       fault_point("committed")
       if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-      failed = self.target.with_name(self.target.name + ".failed")
-      if failed.is_dir():
-        shutil.rmtree(failed, ignore_errors=True)
+      _remove_failed(self.target)
     self._unlock()
 
   def discard(self) -> None:
@@ -423,11 +444,13 @@ class Staging:
     self._unlock()
 
   def keep_as_failed(self) -> Path:
-    """Moves what was written to `<target>.failed` (replacing an older one) for a look
-    after an error; the target keeps what it held. Returns the new path."""
-    failed = self.target.with_name(self.target.name + ".failed")
-    shutil.rmtree(failed, ignore_errors=True)
-    os.rename(self.path, failed)
+    """Moves what was written to `<target>.failed` (replacing one an earlier failure left)
+    for a look after an error; the target keeps what it held. Returns the new path.
+    Raises OSError if it cannot (e.g. a folder of that name that jaxnorm did not make)."""
+    failed = _failed(self.target)
+    os.close(os.open(self.path / FAILED_MARK, os.O_CREAT | os.O_WRONLY, 0o666))
+    _remove_failed(self.target)
+    os.rename(self.path, failed)  # fails if a folder jaxnorm did not make is there
     self._unlock()
     return failed
 

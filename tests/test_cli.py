@@ -1,6 +1,8 @@
+import fcntl
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnorm import cli, config, results
+from jaxnorm import cli, config, preflight, results, runfolder
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP2 = ROOT / "experiments" / "exp2.py"
@@ -80,12 +82,22 @@ def test_quick_run_end_to_end_then_replot(tmp_path):
   assert (out / "figure2.png").is_file()
 
 
+@pytest.mark.hostile
 @pytest.mark.parametrize("folder", ["format1_one_seed", "format1_two_seeds"])
-def test_replot_of_a_folder_from_an_earlier_version(tmp_path, folder, capsys):
+def test_a_folder_without_manifest_loads_with_a_warning_but_is_never_rewritten(
+  tmp_path, folder, capsys
+):
   shutil.copytree(DATA / folder, tmp_path / "old")
-  assert cli.main(["--replot", str(tmp_path / "old")], **TEST_SCRIPT) == 0
-  assert (tmp_path / "old" / "figure2.png").is_file()
-  assert "No Norm" in capsys.readouterr().out
+  with pytest.warns(runfolder.UncheckedWarning, match="read unchecked"):
+    assert "none" in results.load(tmp_path / "old").norms
+  before = {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()}
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(["--replot", str(tmp_path / "old")], **TEST_SCRIPT)
+  assert exit_.value.code == cli.EXIT_USAGE
+  line = capsys.readouterr().err.strip()
+  assert "\n" not in line and "has no run.json" in line
+  assert {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()} == before
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]  # not even a lock
 
 
 @pytest.mark.parametrize(
@@ -168,12 +180,53 @@ def _foreign(tmp_path):
   return folder
 
 
+def _run_folder(tmp_path) -> Path:
+  """A run folder with its run.json: the files of an earlier version's run, committed."""
+  staging = runfolder.begin(tmp_path / "old")
+  for path in (DATA / "format1_one_seed").iterdir():
+    staging.write(path.name, path.read_bytes())
+  staging.commit({})
+  return tmp_path / "old"
+
+
 def _truncated_run(tmp_path):
-  shutil.copytree(DATA / "format1_one_seed", tmp_path / "old")
-  assert cli.main(["--replot", str(tmp_path / "old")], **TEST_SCRIPT) == 0  # adds run.json
-  npz = tmp_path / "old" / "results.npz"
+  npz = _run_folder(tmp_path) / "results.npz"
   npz.write_bytes(npz.read_bytes()[:100])
   return tmp_path / "old"
+
+
+def _changed_byte(tmp_path):
+  variables = _run_folder(tmp_path) / "results.npz"
+  data = bytearray(variables.read_bytes())
+  data[len(data) // 2] ^= 1
+  variables.write_bytes(bytes(data))
+  return tmp_path / "old"
+
+
+def _manifest_entry_a_number(tmp_path):
+  manifest = _run_folder(tmp_path) / runfolder.MANIFEST
+  info = json.loads(manifest.read_text())
+  info["files"]["results.npz"] = 5
+  manifest.write_text(json.dumps(info))
+  return tmp_path / "old"
+
+
+def _listening_port(tmp_path):
+  """A port another program listens on, for as long as the test runs."""
+  listener = socket.socket()
+  listener.bind(("127.0.0.1", 0))
+  listener.listen()
+  _listening_port.held = listener
+  return listener.getsockname()[1]
+
+
+FOLDERS = {
+  "foreign": _foreign,
+  "truncated": _truncated_run,
+  "changed": _changed_byte,
+  "bad_manifest": _manifest_entry_a_number,
+  "port": _listening_port,
+}
 
 
 @pytest.mark.parametrize(
@@ -206,22 +259,35 @@ def _truncated_run(tmp_path):
     (["--num-processes", "0"], "--num-processes"),
     (["--distributed", "--process-id", "0"], "drop --coordinator"),
     (["--replot", "{tmp}", "--distributed"], "one process"),
+    pytest.param(["--out", ""], "empty string", marks=pytest.mark.hostile),
+    pytest.param(["--out", "/proc"], "mount point", marks=pytest.mark.hostile),
+    pytest.param(["--out", "{tmp}/" + "x" * 256], "too long", marks=pytest.mark.hostile),
+    pytest.param(["--out", "{tmp}/" + "x" * 240], "too long", marks=pytest.mark.hostile),
+    pytest.param(["--replot", "{changed}"], "changed or truncated", marks=pytest.mark.hostile),
+    pytest.param(["--replot", "{bad_manifest}"], "not a run manifest", marks=pytest.mark.hostile),
+    pytest.param(["--replot", "{tmp}", "--norms", "bogus"], "--norms", marks=pytest.mark.hostile),
+    pytest.param(["--replot", "{tmp}", "--out", "{tmp}/x"], "--out", marks=pytest.mark.hostile),
+    pytest.param(["--replot", "{tmp}", "--seeds", "1"], "--seeds", marks=pytest.mark.hostile),
+    pytest.param(
+      ["--coordinator", "localhost:{port}", "--num-processes", "2", "--process-id", "0"],
+      "is in use",
+      marks=pytest.mark.hostile,
+    ),
   ],
 )
 def test_bad_input_is_refused_in_one_line_before_any_work(tmp_path, capsys, args, words):
   (tmp_path / "a_file").write_text("x")
   paths = {"tmp": tmp_path}
-  if "{foreign}" in args:
-    paths["foreign"] = _foreign(tmp_path)
-  if "{truncated}" in args:
-    paths["truncated"] = _truncated_run(tmp_path)
-    capsys.readouterr()
+  for name, make in FOLDERS.items():
+    if any("{" + name + "}" in a for a in args):
+      paths[name] = make(tmp_path)
   args = [a.format(**paths) for a in args]
-  if "--out" not in args:
-    args += ["--out", str(tmp_path / "run")]
+  if "--replot" not in args:  # which takes no run options
+    args += [*IN_PROCESS, *([] if "--out" in args else ["--out", str(tmp_path / "run")])]
+  capsys.readouterr()
   before = sorted(tmp_path.rglob("*"))
   with pytest.raises(SystemExit) as exit_:
-    cli.main([*args, *IN_PROCESS], **TEST_SCRIPT)
+    cli.main(args, **TEST_SCRIPT)
   assert exit_.value.code == cli.EXIT_USAGE
   out, err = capsys.readouterr()
   lines = err.strip().splitlines()
@@ -293,3 +359,67 @@ def test_bad_learning_rates_exit_2_with_one_line(tmp_path, capsys, args, words):
   assert exit_.value.code == cli.EXIT_USAGE
   lines = capsys.readouterr().err.strip().splitlines()
   assert len(lines) == 1 and words in lines[0], lines
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("out", [".", "..", "/"])
+def test_the_working_directory_or_a_folder_above_it_is_never_replaced(
+  tmp_path, capsys, monkeypatch, out
+):
+  work = tmp_path / "work"
+  work.mkdir()
+  monkeypatch.chdir(work)
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(["--out", out, *IN_PROCESS], **TEST_SCRIPT)
+  assert exit_.value.code == cli.EXIT_USAGE
+  assert "working directory" in capsys.readouterr().err
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["work"] and not any(work.iterdir())
+
+
+@pytest.mark.hostile
+def test_a_compilation_cache_folder_that_cannot_be_written_is_refused(
+  tmp_path, capsys, monkeypatch
+):
+  if os.geteuid() == 0:  # root writes any folder whatever its mode: use one no one can
+    cache = Path("/sys/kernel")
+  else:
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o555)
+  monkeypatch.setenv("JAXNORM_CACHE_DIR", str(cache))
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(["--out", str(tmp_path / "run"), "--no-progress"], **TEST_SCRIPT)
+  assert exit_.value.code == cli.EXIT_USAGE
+  line = capsys.readouterr().err.strip()
+  assert "\n" not in line and f"compilation cache folder {cache}" in line
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("error", [KeyError("k"), OSError(5, "Input/output error"), TypeError()])
+def test_an_exception_before_the_run_exits_3_with_one_line(tmp_path, capsys, monkeypatch, error):
+  def broken(*args, **kwargs):
+    raise error
+
+  monkeypatch.setattr(preflight, "check", broken)
+  status = cli.main(["--out", str(tmp_path / "run"), *IN_PROCESS], **TEST_SCRIPT)
+  assert status == cli.EXIT_FAILED
+  line = capsys.readouterr().err.strip()
+  assert "\n" not in line and type(error).__name__ in line and "Traceback" not in line
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.hostile
+def test_replot_reads_the_run_only_while_it_holds_the_folders_lock(tmp_path, capsys, monkeypatch):
+  folder = _run_folder(tmp_path)
+  load = results.load
+
+  def load_under_lock(path):
+    with open(tmp_path / f".{folder.name}.lock", "a") as lock:
+      with pytest.raises(BlockingIOError):  # another open file of this process holds it
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return load(path)
+
+  monkeypatch.setattr(results, "load", load_under_lock)
+  assert cli.main(["--replot", str(folder)], **TEST_SCRIPT) == 0
+  assert "No Norm" in capsys.readouterr().out
+  runfolder.verify(folder, tuple(runfolder.manifest(folder)["files"]))

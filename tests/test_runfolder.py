@@ -256,7 +256,7 @@ def test_a_file_changed_since_the_run_wrote_it_is_not_replaced(tmp_path):
   target = tmp_path / "run"
   commit_run(target, {"results.npz": b"0123", "summary.json": b"{}"})
   (target / "results.npz").write_bytes(b"3210")  # same size, a user's bytes
-  with pytest.raises(runfolder.RunFolderError, match="results.npz .changed"):
+  with pytest.raises(runfolder.RunFolderError, match="results.npz .changed or truncated"):
     runfolder.begin(target)
   assert (target / "results.npz").read_bytes() == b"3210"
 
