@@ -14,16 +14,12 @@ run.json, ...}.
 Expected, per the paper: LayerNorm's minimum is flatter and its spectrum flatter.
 """
 
-import os
-import signal
 import sys
 
-# Until the command line takes over: interrupted while importing, end quietly (130 / 143).
-for _signal in (signal.SIGINT, signal.SIGTERM):
-  signal.signal(_signal, lambda signum, frame: os._exit(128 + signum))
+import _quiet  # noqa: F401  (first: quiet stops and errors while importing)
 
-from jaxnorm import cli, report  # noqa: E402
-from jaxnorm.config import EXP1  # noqa: E402
+from jaxnorm import cli, report
+from jaxnorm.config import EXP1
 
 PREDICTIONS = [
   report.flatter(("layernorm",), "none", "LayerNorm converges to a flatter minimum than No Norm"),

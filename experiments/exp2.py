@@ -17,16 +17,12 @@ variables_*.msgpack, run.json}, as one whole run (README: "Run folders and exit 
 Runtime and the measured figure: README.md.
 """
 
-import os
-import signal
 import sys
 
-# Until the command line takes over: interrupted while importing, end quietly (130 / 143).
-for _signal in (signal.SIGINT, signal.SIGTERM):
-  signal.signal(_signal, lambda signum, frame: os._exit(128 + signum))
+import _quiet  # noqa: F401  (first: quiet stops and errors while importing)
 
-from jaxnorm import cli, report  # noqa: E402
-from jaxnorm.config import PAPER  # noqa: E402
+from jaxnorm import cli, report
+from jaxnorm.config import PAPER
 
 PREDICTIONS = [
   report.flatter(

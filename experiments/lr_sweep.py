@@ -14,16 +14,12 @@ whole run (README: "Run folders and exit statuses"). A model that diverges at a 
 counted in sweep.md, and the exit status stays 0.
 """
 
-import os
-import signal
 import sys
 
-# Until the command line takes over: interrupted while importing, end quietly (130 / 143).
-for _signal in (signal.SIGINT, signal.SIGTERM):
-  signal.signal(_signal, lambda signum, frame: os._exit(128 + signum))
+import _quiet  # noqa: F401  (first: quiet stops and errors while importing)
 
-from jaxnorm import cli  # noqa: E402
-from jaxnorm.config import PAPER  # noqa: E402
+from jaxnorm import cli
+from jaxnorm.config import PAPER
 
 if __name__ == "__main__":
   cli.exit_process(

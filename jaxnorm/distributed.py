@@ -23,7 +23,9 @@ CPU the collectives are Gloo's over TCP (`jax_cpu_collectives_implementation`).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
+import socket
 
 import jax
 import numpy as np
@@ -72,6 +74,8 @@ def initialize(processes: Processes) -> None:
   Raises RuntimeError with one line if the processes do not all join in JOIN_TIMEOUT_S,
   or JAX finds no cluster (`--distributed` outside one).
   """
+  if processes.process_id == 0:
+    check_port_free(processes.coordinator)
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   # JAX's preemption service would take SIGTERM for a notice to checkpoint at a sync point
   # and carry on; jaxnorm has no such points, and SIGTERM stops a run as in one process.
@@ -94,6 +98,29 @@ def initialize(processes: Processes) -> None:
       f"cannot join the run at {processes.coordinator} (the processes wait "
       f"{JOIN_TIMEOUT_S} s for each other): {first}"
     ) from None
+
+
+def check_port_free(coordinator: str) -> None:
+  """Raises RuntimeError with one line if the port of `coordinator` (host:port), where
+  process 0 starts JAX's coordination service on every interface, is already taken on
+  this machine: JAX's start-up would then fail after its join timeout, or crash."""
+  port = int(coordinator.rpartition(":")[2])
+  for family, address in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+    try:
+      probe = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:  # no IPv6 on this machine
+      continue
+    with probe:
+      try:
+        probe.bind((address, port))
+      except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+          raise RuntimeError(
+            f"--coordinator {coordinator}: port {port} is in use by another program on this "
+            "machine; choose a free port for process 0's coordination service"
+          ) from None
+        if e.errno != errno.EADDRNOTAVAIL:
+          raise RuntimeError(f"--coordinator {coordinator}: cannot use port {port}: {e}") from None
 
 
 def is_main() -> bool:

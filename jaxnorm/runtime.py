@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -40,14 +41,36 @@ def enable_compilation_cache(
   Call it before the first jitted call whose compilation should be cached. The
   threshold (JAX's default is 1 s) keeps programs that are cheap to compile out of the
   cache; `min_entry_size_bytes=-1` accepts entries of any size. The cache is trusted
-  code: do not point it at a directory that others can write to.
+  code: do not point it at a directory that others can write to. Raises OSError if the
+  folder cannot be created or written.
   """
   cache_dir = pathlib.Path(path).expanduser() if path is not None else default_cache_dir()
   cache_dir.mkdir(parents=True, exist_ok=True)
+  # A folder that exists but cannot be written would make JAX warn once per program and
+  # cache nothing: refuse it like one that cannot be created.
+  fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=cache_dir)
+  os.close(fd)
+  os.unlink(probe)
   jax.config.update("jax_compilation_cache_dir", str(cache_dir))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_secs))
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", int(min_entry_size_bytes))
   return cache_dir
+
+
+def check_backend() -> None:
+  """Raises RuntimeError with one line if JAX cannot start the backend it is asked for
+  (e.g. JAX_PLATFORMS=tpu on a machine without a TPU, or a GPU build without its
+  driver), saying what to change."""
+  try:
+    jax.devices()
+  except RuntimeError as e:
+    first = (str(e).strip().splitlines() or [""])[0]
+    asked = os.environ.get("JAX_PLATFORMS")
+    cause = f"JAX_PLATFORMS={asked!r} asks for it" if asked else "no JAX_PLATFORMS is set"
+    raise RuntimeError(
+      f"JAX cannot start its backend ({first}); {cause}: set JAX_PLATFORMS to a platform "
+      "this machine has (e.g. cpu), or unset it to let JAX choose"
+    ) from None
 
 
 def environment() -> dict[str, Any]:

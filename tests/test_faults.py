@@ -92,6 +92,9 @@ def one_line(stderr: str) -> str:
     ("commit:SIGINT", cli.EXIT_INTERRUPTED, 1, "holds the new run"),
     ("write:summary.json:SIGKILL", -signal.SIGKILL, 0, None),
     ("committed:SIGKILL", -signal.SIGKILL, 1, None),
+    pytest.param(
+      "analyze:none:SIGHUP", cli.EXIT_HUNG_UP, 0, "while analyzing", marks=pytest.mark.hostile
+    ),
   ],
 )
 def test_an_interrupted_run_leaves_one_whole_run(
@@ -126,7 +129,7 @@ def test_ctrl_c_from_outside_while_training(tmp_path, env, previous_run):
   assert holds_run_of_seed(out) == 0 and strays(out) == []
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT, signal.SIGTERM])
 def test_interrupted_while_starting_up_ends_quietly(tmp_path, env, signum):
   proc = subprocess.Popen(
     script(tmp_path / "run"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
@@ -162,3 +165,113 @@ def test_a_failure_after_training_exits_3_and_keeps_what_was_written(tmp_path, m
   assert "no figure today" in (failed / "traceback.txt").read_text()
   with np.load(failed / "results.npz") as npz:  # the results were written before the figure
     assert npz["none/loss"].shape == (1, 4)
+
+
+@pytest.mark.hostile
+def test_unwritable_output_and_a_late_ctrl_c_change_neither_the_run_nor_its_status(
+  tmp_path, env, previous_run
+):
+  """Standard output on a full device (`> /dev/full`), and a Ctrl-C as the finished run
+  exits: the run is written, the status is 0, one line says that nothing could be
+  printed, and no traceback."""
+  out = tmp_path / "run"
+  shutil.copytree(previous_run, out)
+  env = {**env, runfolder.FAULT_ENV: "exit:SIGINT"}
+  with open("/dev/full", "w") as full:
+    proc = subprocess.run(
+      script(out, "--seed", "1"),
+      stdout=full,
+      stderr=subprocess.PIPE,
+      text=True,
+      env=env,
+      timeout=300,
+      cwd=ROOT,
+    )
+  assert proc.returncode == 0, proc.stderr
+  assert "cannot write to standard output" in one_line(proc.stderr)
+  assert holds_run_of_seed(out) == 1 and strays(out) == []
+
+
+@pytest.mark.hostile
+def test_a_full_disk_keeps_the_previous_run_and_says_so_in_one_line(tmp_path, env, previous_run):
+  """The disk fills while the run is written, and again while the traceback is."""
+  out = tmp_path / "run"
+  shutil.copytree(previous_run, out)
+  fault = "write:results.npz:ENOSPC,write:traceback.txt:ENOSPC"
+  proc = run_script(out, "--seed", "1", env=env, fault=fault)
+  assert proc.returncode == cli.EXIT_FAILED
+  line = one_line(proc.stderr)
+  assert "No space left on device" in line and "traceback could not be kept" in line
+  assert "still holds the previous run" in line
+  assert holds_run_of_seed(out) == 0
+  assert not (tmp_path / "run.failed" / "traceback.txt").exists()
+
+
+@pytest.mark.hostile
+def test_a_folder_of_the_users_named_like_a_failed_run_is_kept(tmp_path, env, previous_run):
+  out = tmp_path / "run"
+  shutil.copytree(previous_run, out)
+  mine = tmp_path / "run.failed"
+  mine.mkdir()
+  (mine / "notes.txt").write_text("mine")
+  proc = run_script(out, "--seed", "1", env=env, fault="write:results.npz:EIO")
+  assert proc.returncode == cli.EXIT_FAILED
+  assert "could not be kept" in one_line(proc.stderr)
+  assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+  assert holds_run_of_seed(out) == 0 and strays(out) == ["run.failed"]
+
+
+@pytest.mark.hostile
+def test_a_replot_never_blesses_a_changed_file(tmp_path, env, previous_run):
+  out = tmp_path / "run"
+  shutil.copytree(previous_run, out)
+  variables = out / "variables_none.msgpack"
+  data = bytearray(variables.read_bytes())
+  data[len(data) // 2] ^= 1
+  variables.write_bytes(bytes(data))
+  manifest = (out / runfolder.MANIFEST).read_bytes()
+  proc = subprocess.run(
+    [sys.executable, str(EXP2), "--replot", str(out)],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+    cwd=ROOT,
+  )
+  assert proc.returncode == cli.EXIT_USAGE
+  assert "variables_none.msgpack (changed or truncated" in one_line(proc.stderr)
+  assert (out / runfolder.MANIFEST).read_bytes() == manifest
+  with pytest.raises(results.ResultsError, match="changed or truncated"):
+    results.load_variables(out, "none")
+
+
+@pytest.mark.hostile
+def test_a_backend_that_cannot_start_is_refused_in_one_line(tmp_path, env):
+  proc = subprocess.run(
+    script(tmp_path / "run"),
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=ROOT,
+    env={**env, "JAX_PLATFORMS": "tpu"},
+  )
+  assert proc.returncode == cli.EXIT_USAGE
+  line = one_line(proc.stderr)
+  assert "JAX_PLATFORMS='tpu'" in line and "cpu" in line
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.hostile
+def test_a_package_that_fails_to_import_exits_3_with_one_line(tmp_path, env):
+  (tmp_path / "optax.py").write_text("raise RuntimeError('a broken install')\n")
+  path = os.pathsep.join(p for p in (str(tmp_path), env.get("PYTHONPATH")) if p)
+  proc = subprocess.run(
+    script(tmp_path / "run"),
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=ROOT,
+    env={**env, "PYTHONPATH": path},
+  )
+  assert proc.returncode == cli.EXIT_FAILED
+  assert "RuntimeError: a broken install" in one_line(proc.stderr)

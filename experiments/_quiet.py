@@ -1,0 +1,26 @@
+"""Imported first by every script, before jaxnorm and JAX (standard library only): until
+the command line takes over, a stop signal (SIGHUP, SIGINT, SIGTERM) ends the process
+quietly with 128 + the signal, and an exception (a package that fails to import) with one
+line and status 3, never a traceback and never 1, the status of a diverged model
+(README, "Run folders and exit statuses")."""
+
+import os
+import signal
+import sys
+
+
+def _stopped(signum: int, frame) -> None:
+  os._exit(128 + signum)
+
+
+def _failed(kind: type, error: BaseException, traceback) -> None:
+  try:
+    print(f"{os.path.basename(sys.argv[0])}: error: {kind.__name__}: {error}", file=sys.stderr)
+    sys.stderr.flush()
+  finally:
+    os._exit(3)
+
+
+for _signal in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+  signal.signal(_signal, _stopped)
+sys.excepthook = _failed
