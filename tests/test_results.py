@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnorm import model, results
+from jaxnorm import model, results, runfolder
 
 DATA = Path(__file__).parent / "data"
 
@@ -54,7 +54,8 @@ def test_variables_reload_and_give_the_same_model(tmp_path, result):
 @pytest.mark.parametrize("folder, seeds", [("format1_one_seed", 1), ("format1_two_seeds", 2)])
 def test_folders_of_format_1_still_load(folder, seeds):
   old = DATA / folder
-  loaded = results.load(old)
+  with pytest.warns(runfolder.UncheckedWarning):  # no run.json: read unchecked
+    loaded = results.load(old)
   info = json.loads((old / "summary.json").read_text())
   with np.load(old / "results.npz") as npz:
     old_loss = npz["none/loss"]
@@ -77,7 +78,8 @@ def test_load_of_foreign_files_is_a_results_error(tmp_path):
   shutil.copy(DATA / "format1_one_seed" / "summary.json", tmp_path)
   (tmp_path / "results.npz").write_bytes(b"not an npz file")
   with pytest.raises(results.ResultsError, match="cannot read"):
-    results.load(tmp_path)
+    with pytest.warns(runfolder.UncheckedWarning):
+      results.load(tmp_path)
 
 
 def test_a_diverged_seed_is_saved_as_null_and_loads_as_nan(tmp_path, result):
