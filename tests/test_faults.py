@@ -208,20 +208,6 @@ def test_a_full_disk_keeps_the_previous_run_and_says_so_in_one_line(tmp_path, en
 
 
 @pytest.mark.hostile
-def test_a_folder_of_the_users_named_like_a_failed_run_is_kept(tmp_path, env, previous_run):
-  out = tmp_path / "run"
-  shutil.copytree(previous_run, out)
-  mine = tmp_path / "run.failed"
-  mine.mkdir()
-  (mine / "notes.txt").write_text("mine")
-  proc = run_script(out, "--seed", "1", env=env, fault="write:results.npz:EIO")
-  assert proc.returncode == cli.EXIT_FAILED
-  assert "could not be kept" in one_line(proc.stderr)
-  assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
-  assert holds_run_of_seed(out) == 0 and strays(out) == ["run.failed"]
-
-
-@pytest.mark.hostile
 def test_a_replot_never_blesses_a_changed_file(tmp_path, env, previous_run):
   out = tmp_path / "run"
   shutil.copytree(previous_run, out)

@@ -343,3 +343,24 @@ def test_a_carried_file_that_changed_is_not_blessed(tmp_path):
   with pytest.raises(runfolder.RunFolderError, match="changed while it was carried"):
     staging.commit({})
   staging.discard()
+
+
+@pytest.mark.hostile
+def test_a_folder_named_like_a_failed_run_that_no_run_made_is_kept(tmp_path):
+  target, mine = tmp_path / "run", tmp_path / "run.failed"
+  mine.mkdir()
+  (mine / "notes.txt").write_text("mine")
+  staging = runfolder.begin(target)
+  staging.write("results.npz", b"half")
+  with pytest.raises(OSError):
+    staging.keep_as_failed()
+  staging.discard()
+  commit_run(target, {"results.npz": b"whole"})  # a success removes only a failed run's
+  assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+  mine.joinpath("notes.txt").unlink()
+  mine.rmdir()
+  staging = runfolder.begin(target)
+  staging.write("results.npz", b"half")
+  assert staging.keep_as_failed() == mine and (mine / runfolder.FAILED_MARK).is_file()
+  commit_run(target, {"results.npz": b"whole"})
+  assert not mine.exists()
