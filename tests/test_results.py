@@ -91,3 +91,27 @@ def test_a_diverged_seed_is_saved_as_null_and_loads_as_nan(tmp_path, result):
   assert info["norms"]["none"]["effective_rank"]["n"] == 1
   again = results.load(tmp_path).norms["none"].measures["effective_rank"]
   assert np.isnan(again[0]) and again[1] == 3.0
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("files", [5, {"results.npz": 5}, ["results.npz"]])
+def test_a_manifest_of_the_wrong_shape_is_a_results_error(tmp_path, files):
+  staging = runfolder.begin(tmp_path / "run")
+  for path in (DATA / "format1_one_seed").iterdir():
+    staging.write(path.name, path.read_bytes())
+  staging.commit({})
+  (tmp_path / "run" / runfolder.MANIFEST).write_text(json.dumps({"format": 1, "files": files}))
+  for read in (results.load, lambda folder: results.load_variables(folder, "none")):
+    with pytest.raises(results.ResultsError, match="not a run manifest") as raised:
+      read(tmp_path / "run")
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.hostile
+def test_save_never_takes_the_working_directory(tmp_path, monkeypatch, result):
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "mine.txt").write_text("mine")
+  for out in ("", "."):
+    with pytest.raises(runfolder.RunFolderError):
+      results.save(out, result)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
