@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 
 from jaxnorm import data, norms
 
@@ -20,6 +25,9 @@ MAX_STEPS = 2**31 - 1
 # Neighbouring slice points linspace(-r, r, P) stay distinct in float32 (24-bit mantissa).
 MAX_LANDSCAPE_POINTS = 2**23
 FLOAT32_MAX = 3.4028234663852886e38
+# float32's smallest normal number. Training computes in float32, and XLA flushes smaller
+# (subnormal) numbers to 0: a learning rate below it would train nothing.
+FLOAT32_TINY = 1.1754943508222875e-38
 # What each `Config.matmul_precision` means for float32 matrix products (jax.lax.Precision).
 MATMUL_PRECISIONS = {
   "highest": "full float32 everywhere, as PyTorch on CPU and CUDA (the default; faithful)",
@@ -58,6 +66,10 @@ class Config:
   matmul_precision: str = "highest"
 
   def __post_init__(self):
+    # Each field as its plain Python type (numpy scalars too), so that configs compare,
+    # hash and print alike and summary.json can hold them; FieldTypeError otherwise.
+    for field, convert in FIELD_TYPES.items():
+      object.__setattr__(self, field, convert(f"Config.{field}", getattr(self, field)))
     validate(self)
 
   @property
@@ -93,23 +105,132 @@ class Config:
     return dataclasses.replace(self, **changes)
 
 
+class FieldTypeError(TypeError, ValueError):
+  """A setting given a value of the wrong type (a bool for a number, a string for a flag).
+  Also a ValueError, as every other invalid setting, so that one `except ValueError`
+  refuses them all."""
+
+
+def _wrong_type(where: str, value: Any, expected: str):
+  raise FieldTypeError(f"{where}={value!r} is invalid: must be {expected}.")
+
+
+def as_int(where: str, value: Any) -> int:
+  """`value` as an int: an int or a numpy integer; a bool or a float (even 2.0) is refused.
+  Raises FieldTypeError naming `where` (e.g. "Config.steps")."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    _wrong_type(where, value, "an integer (int or numpy integer, not bool or float)")
+  return int(value)
+
+
+def as_float(where: str, value: Any) -> float:
+  """`value` as a float: an int, a float or a numpy number (a JSON file may hold 1 for
+  1.0); a bool is refused. Raises FieldTypeError naming `where`, ValueError beyond a
+  float's range."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    _wrong_type(where, value, "a number (int, float or numpy number, not bool)")
+  try:
+    return float(value)
+  except OverflowError:
+    raise ValueError(f"{where}={value!r} is invalid: beyond the range of a float.") from None
+
+
+def as_flag(where: str, value: Any) -> bool:
+  """`value` as a bool: True or False (or a numpy bool); anything else, "no" and 0
+  included, is refused with FieldTypeError naming `where`."""
+  if not isinstance(value, (bool, np.bool_)):
+    _wrong_type(where, value, "True or False (bool or numpy bool)")
+  return bool(value)
+
+
+def as_str(where: str, value: Any) -> str:
+  """`value` as a str; anything else is refused with FieldTypeError naming `where`."""
+  if not isinstance(value, str):
+    _wrong_type(where, value, "a string")
+  return str(value)
+
+
+def as_tuple(where: str, value: Any, item: Callable[[str, Any], Any], of: str) -> tuple:
+  """`value`, a tuple, with `item(f"{where}[i]", x)` applied to each element x; a list, a
+  string or anything else is refused with FieldTypeError naming `where` (`of` says what
+  the elements are)."""
+  if not isinstance(value, tuple):
+    _wrong_type(where, value, f"a tuple of {of}")
+  return tuple(item(f"{where}[{i}]", x) for i, x in enumerate(value))
+
+
+def _names(where: str, value: Any) -> tuple[str, ...]:
+  return as_tuple(where, value, as_str, "normalization names (strings)")
+
+
+def _rate_pair(where: str, value: Any) -> tuple[str, float]:
+  if not isinstance(value, tuple) or len(value) != 2:
+    _wrong_type(where, value, "a (normalization name, learning rate) pair")
+  return as_str(f"{where}[0]", value[0]), as_float(f"{where}[1]", value[1])
+
+
+def _rate_pairs(where: str, value: Any) -> tuple[tuple[str, float], ...]:
+  return as_tuple(where, value, _rate_pair, "(normalization name, learning rate) pairs")
+
+
+# Every field of Config and the type it must have (`Config.__post_init__` converts it).
+FIELD_TYPES: dict[str, Callable[[str, Any], Any]] = {
+  "n_entities": as_int,
+  "m_attributes": as_int,
+  "embed_dim": as_int,
+  "num_heads": as_int,
+  "learning_rate": as_float,
+  "learning_rate_overrides": _rate_pairs,
+  "batch_size": as_int,
+  "steps": as_int,
+  "landscape_points": as_int,
+  "landscape_range": as_float,
+  "landscape_cumulative": as_flag,
+  "norms": _names,
+  "seed": as_int,
+  "matmul_precision": as_str,
+}
+
+
+def learning_rate_error(rate: float) -> str | None:
+  """Why `rate` cannot be a learning rate, or None if it can: it must be finite and > 0,
+  and stay so in float32, where training computes: between float32's smallest normal
+  number (XLA flushes smaller ones to 0, so 1e-50 or 1e-40 would train nothing) and its
+  largest (larger ones become inf)."""
+  if not (math.isfinite(rate) and rate > 0):
+    return "must be a finite number > 0"
+  if not FLOAT32_TINY <= rate <= FLOAT32_MAX:
+    return (
+      f"must be between {FLOAT32_TINY:.4g} and {FLOAT32_MAX:.4g}: training computes in "
+      "float32, where it would be " + ("0 (nothing would train)" if rate < 1 else "inf")
+    )
+  return None
+
+
 def _fail(field: str, value, allowed: str):
   raise ValueError(f"Config.{field}={value!r} is invalid: {allowed}.")
 
 
 def _positive_int(cfg: Config, field: str):
   value = getattr(cfg, field)
-  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+  if value < 1:
     _fail(field, value, "must be an integer >= 1")
 
 
-def _positive_finite(field: str, value):
-  if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+def _positive_finite(field: str, value: float):
+  if not math.isfinite(value) or value <= 0:
     _fail(field, value, "must be a finite number > 0")
 
 
+def _learning_rate(field: str, value: float):
+  why = learning_rate_error(value)
+  if why is not None:
+    _fail(field, value, why)
+
+
 def validate(cfg: Config) -> None:
-  """Raises ValueError naming the first invalid field, its value and what is allowed."""
+  """Raises ValueError naming the first invalid field, its value and what is allowed.
+  Expects the field types `Config.__post_init__` has already checked (`FIELD_TYPES`)."""
   for field in (
     "n_entities",
     "m_attributes",
@@ -138,8 +259,15 @@ def validate(cfg: Config) -> None:
       f"must be between 3 (both sides of the minimum and alpha = 0) and {MAX_LANDSCAPE_POINTS} "
       "(neighbouring points distinct in float32)",
     )
-  _positive_finite("learning_rate", cfg.learning_rate)
+  _learning_rate("learning_rate", cfg.learning_rate)
   _positive_finite("landscape_range", cfg.landscape_range)
+  if 2 * cfg.landscape_range / (cfg.landscape_points - 1) < FLOAT32_TINY:
+    _fail(
+      "landscape_range",
+      cfg.landscape_range,
+      f"puts neighbouring slice points closer than {FLOAT32_TINY:.4g}, float32's smallest "
+      "normal number: in float32 they would all be 0",
+    )
   # The slice's farthest offset: range, or for the cumulative slice about P range / 2.
   farthest = cfg.landscape_range * (cfg.landscape_points if cfg.landscape_cumulative else 1)
   if farthest >= FLOAT32_MAX / 2**10:
@@ -148,24 +276,32 @@ def validate(cfg: Config) -> None:
       cfg.landscape_range,
       "puts slice offsets beyond what float32 represents with room to perturb weights",
     )
-  if not isinstance(cfg.norms, tuple) or not cfg.norms:
+  if not cfg.norms:
     _fail("norms", cfg.norms, "must be a non-empty tuple of normalization names")
   for name in cfg.norms:
     if name not in norms.REGISTRY:
       _fail("norms", cfg.norms, f"{name!r} is unknown; choose from {sorted(norms.REGISTRY)}")
   if len(set(cfg.norms)) != len(cfg.norms):
     _fail("norms", cfg.norms, "must not repeat a name")
+  seen = set()
   for name, lr in cfg.learning_rate_overrides:
     if name not in norms.REGISTRY:
       _fail("learning_rate_overrides", name, f"unknown; choose from {sorted(norms.REGISTRY)}")
-    _positive_finite(f"learning_rate_overrides[{name!r}]", lr)
+    if name in seen:
+      _fail(
+        "learning_rate_overrides",
+        cfg.learning_rate_overrides,
+        f"names {name!r} more than once (give each normalization one rate)",
+      )
+    seen.add(name)
+    _learning_rate(f"learning_rate_overrides[{name!r}]", lr)
   if cfg.batch_size < 2 and any(norms.REGISTRY[n].needs_batch for n in cfg.norms):
     _fail(
       "batch_size", cfg.batch_size, "must be >= 2 with a batch-statistics normalization (batchnorm)"
     )
   if cfg.matmul_precision not in MATMUL_PRECISIONS:
     _fail("matmul_precision", cfg.matmul_precision, f"choose from {sorted(MATMUL_PRECISIONS)}")
-  if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed <= MAX_SEED:
+  if not 0 <= cfg.seed <= MAX_SEED:
     _fail("seed", cfg.seed, f"must be an integer in [0, {MAX_SEED}] (JAX keys from int32 seeds)")
 
 

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from jaxnorm import analysis, keys, landscape, runtime, seeds, train
 from jaxnorm import model as model_lib
-from jaxnorm.config import MAX_SEED, Config
+from jaxnorm.config import MAX_SEED, Config, FieldTypeError, as_float, as_int, as_str, as_tuple
 from jaxnorm.measures import MeasureConfig
 from jaxnorm.report import Prediction
 from jaxnorm.runfolder import fault_point
@@ -43,6 +43,45 @@ PyTree = Any
 DEFAULT_TITLE = "Comparative Analysis of Normalization Techniques"
 MAX_SURFACE = 2**12  # points per axis of a 2D slice: at most 2^24 losses per seed
 ANALYSIS_DTYPES = ("float32", "float64")
+
+
+def _instance_of(cls: type, what: str) -> Callable[[str, Any], Any]:
+  def check(where: str, value: Any) -> Any:
+    if not isinstance(value, cls):
+      raise FieldTypeError(f"{where}={value!r} is invalid: must be {what}.")
+    return value
+
+  return check
+
+
+def _optional(convert: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+  return lambda where, value: None if value is None else convert(where, value)
+
+
+def _predictions(where: str, value: Any) -> tuple[Prediction, ...]:
+  return as_tuple(where, value, _instance_of(Prediction, "a report.Prediction"), "Predictions")
+
+
+def _levels(where: str, value: Any) -> tuple[float, ...]:
+  return as_tuple(where, value, as_float, "training-loss levels (numbers)")
+
+
+# Every field of ExperimentSpec and the type it must have (`ExperimentSpec.__post_init__`
+# converts numpy scalars to Python numbers and raises FieldTypeError naming the field).
+SPEC_FIELD_TYPES: dict[str, Callable[[str, Any], Any]] = {
+  "config": _instance_of(Config, "a jaxnorm.config.Config, e.g. config.PRESETS['tiny']"),
+  "num_seeds": as_int,
+  "name": as_str,
+  "title": as_str,
+  "predictions": _predictions,
+  "measures": _optional(_instance_of(MeasureConfig, "a measures.MeasureConfig or None")),
+  "surface_points": _optional(as_int),
+  "seeds_per_call": _optional(as_int),
+  "chunk_size": as_int,
+  "matched_losses": _levels,
+  "curvature_iterations": as_int,
+  "analysis_dtype": as_str,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,39 +122,35 @@ class ExperimentSpec:
   analysis_dtype: str = "float32"
 
   def __post_init__(self):
+    for field, convert in SPEC_FIELD_TYPES.items():
+      object.__setattr__(self, field, convert(f"ExperimentSpec.{field}", getattr(self, field)))
     if self.analysis_dtype not in ANALYSIS_DTYPES:
       raise ValueError(
         f"ExperimentSpec.analysis_dtype={self.analysis_dtype!r} is invalid: one of "
         f"{', '.join(ANALYSIS_DTYPES)}."
       )
-    if not isinstance(self.curvature_iterations, int) or not (
-      self.curvature_iterations == 0 or self.curvature_iterations >= 2
-    ):
+    if not (self.curvature_iterations == 0 or self.curvature_iterations >= 2):
       raise ValueError(
         f"ExperimentSpec.curvature_iterations={self.curvature_iterations!r} is invalid: "
         "0 (off) or >= 2 Lanczos steps."
       )
     levels = self.matched_losses
-    if not isinstance(levels, tuple) or len(set(levels)) != len(levels):
+    if len(set(levels)) != len(levels):
       raise ValueError(f"ExperimentSpec.matched_losses={levels!r} is invalid: distinct levels.")
     for level in levels:
-      if not (isinstance(level, (int, float)) and math.isfinite(level) and level > 0):
+      if not (math.isfinite(level) and level > 0):
         raise ValueError(
           f"ExperimentSpec.matched_losses={levels!r} is invalid: levels must be finite and > 0."
         )
     for field in ("num_seeds", "chunk_size"):
       value = getattr(self, field)
-      if not isinstance(value, int) or value < 1:
+      if value < 1:
         raise ValueError(f"ExperimentSpec.{field}={value!r} is invalid: must be an integer >= 1.")
-    if self.seeds_per_call is not None and (
-      not isinstance(self.seeds_per_call, int) or self.seeds_per_call < 1
-    ):
+    if self.seeds_per_call is not None and self.seeds_per_call < 1:
       raise ValueError(
         f"ExperimentSpec.seeds_per_call={self.seeds_per_call!r} is invalid: must be None or >= 1."
       )
-    if self.surface_points is not None and (
-      not isinstance(self.surface_points, int) or not 2 <= self.surface_points <= MAX_SURFACE
-    ):
+    if self.surface_points is not None and not 2 <= self.surface_points <= MAX_SURFACE:
       raise ValueError(
         f"ExperimentSpec.surface_points={self.surface_points!r} is invalid: a 2D slice needs "
         f"between 2 and {MAX_SURFACE} points per axis."

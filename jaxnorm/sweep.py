@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from jaxnorm import measures, pipeline, report, results, summary
+from jaxnorm import config, measures, pipeline, report, results, summary
 
 
 def folder(rate: float) -> str:
@@ -31,13 +30,18 @@ def folder(rate: float) -> str:
 
 
 def check_rates(rates: Sequence[float]) -> tuple[float, ...]:
-  """The rates as a tuple; ValueError unless they are finite, > 0 and distinct."""
-  rates = tuple(float(r) for r in rates)
+  """The rates as a tuple of floats; ValueError unless each is a learning rate a model can
+  train at (`config.learning_rate_error`: finite and > 0 also in float32) and their folders
+  are distinct; `config.FieldTypeError` (a ValueError) for a rate that is not a number."""
+  if isinstance(rates, (str, bytes)):
+    raise config.FieldTypeError(f"rates={rates!r} is invalid: must be a sequence of numbers.")
+  rates = tuple(config.as_float(f"rates[{i}]", r) for i, r in enumerate(rates))
   if not rates:
     raise ValueError("a sweep needs at least one learning rate")
   for rate in rates:
-    if not (math.isfinite(rate) and rate > 0):
-      raise ValueError(f"learning rates must be finite and > 0, got {rate!r}")
+    why = config.learning_rate_error(rate)
+    if why is not None:
+      raise ValueError(f"learning rate {rate!r} is invalid: {why}")
   if len({folder(r) for r in rates}) != len(rates):
     raise ValueError(f"learning rates must be distinct, got {', '.join(map(str, rates))}")
   return rates

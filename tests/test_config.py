@@ -1,8 +1,11 @@
+import dataclasses
+import json
 import math
 
+import numpy as np
 import pytest
 
-from jaxnorm import config
+from jaxnorm import config, results, summary
 
 
 def test_paper_preset_is_the_reference_config():
@@ -65,3 +68,112 @@ def test_batch_size_one_is_fine_without_batchnorm():
 def test_error_says_what_is_allowed():
   with pytest.raises(ValueError, match="choose from"):
     config.PAPER.replace(norms=("groupnorm",))
+
+
+# Per field of Config, values of the wrong type: each refused naming the field, never
+# converted (True is not 1.0, "no" is not a flag, "none" is not ("n", "o", "n", "e")).
+WRONG_TYPES = {
+  "n_entities": [True, 6.0, "6", None],
+  "m_attributes": [np.float64(6), 6.5],
+  "embed_dim": ["16", (16,)],
+  "num_heads": [2.0, np.True_],
+  "learning_rate": [True, "1e-3", None, np.bool_(True), [1e-3]],
+  "learning_rate_overrides": [
+    {"none": 1e-2},
+    [("none", 1e-2)],
+    "none=1e-2",
+    (("none",),),
+    (["none", 1e-2],),
+    (("none", True),),
+    (("none", "1e-2"),),
+    ((None, 1e-2),),
+  ],
+  "batch_size": [np.float32(8), "8"],
+  "steps": [2.5, False, 30.0],
+  "landscape_points": ["7", None],
+  "landscape_range": [True, "0.5"],
+  "landscape_cumulative": ["no", "False", 0, 1, None, np.int64(1)],
+  "norms": ["none", ["none"], (None,), ("none", 3), {"none"}],
+  "seed": [True, 0.0, "0"],
+  "matmul_precision": [None, b"highest", ("highest",)],
+}
+
+
+def test_every_field_has_wrong_types_to_try():
+  fields = {f.name for f in dataclasses.fields(config.Config)}
+  assert set(WRONG_TYPES) == fields == set(config.FIELD_TYPES)
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("field, value", [(f, v) for f, vs in WRONG_TYPES.items() for v in vs])
+def test_fields_of_the_wrong_type_are_refused_by_name(field, value):
+  with pytest.raises(TypeError, match=rf"Config\.{field}(\[\d+\])*=") as e:
+    config.TINY.replace(**{field: value})
+  assert isinstance(e.value, ValueError)  # the command line's `except ValueError` refuses it
+
+
+def test_numpy_scalars_and_json_numbers_become_the_field_types():
+  cfg = config.TINY.replace(
+    steps=np.int64(30),
+    learning_rate=np.float64(3e-3),
+    landscape_cumulative=np.bool_(False),
+    landscape_range=1,  # an int for a float, as a JSON file may hold
+    learning_rate_overrides=(("none", np.float32(0.5)),),
+  )
+  assert cfg == config.TINY.replace(landscape_range=1.0, learning_rate_overrides=(("none", 0.5),))
+  assert [type(getattr(cfg, f)) for f in ("steps", "learning_rate", "landscape_cumulative")] == [
+    int,
+    float,
+    bool,
+  ]
+  assert type(cfg.landscape_range) is float and type(cfg.learning_rate_overrides[0][1]) is float
+  json.dumps(summary.config_to_dict(cfg))  # every field a JSON type
+
+
+def test_presets_survive_a_json_round_trip():
+  for cfg in config.PRESETS.values():
+    fields = json.loads(json.dumps(summary.config_to_dict(cfg)))
+    assert results.config_from_dict(fields) == cfg
+  fields = json.loads(json.dumps(summary.config_to_dict(config.PAPER)))
+  fields["learning_rate"], fields["landscape_range"] = 1, 2  # integral floats, as JSON may have
+  loaded = results.config_from_dict(fields)
+  assert (loaded.learning_rate, loaded.landscape_range) == (1.0, 2.0)
+  assert type(loaded.learning_rate) is float
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize(
+  "field, changes",
+  [
+    ("learning_rate", {"learning_rate": 1e-50}),
+    ("learning_rate", {"learning_rate": 5e-324}),
+    ("learning_rate", {"learning_rate": 1e-40}),  # float32 subnormal: XLA flushes it to 0
+    ("learning_rate", {"learning_rate": 1e39}),  # inf in float32
+    ("learning_rate", {"learning_rate": 10**400}),  # beyond a float
+    (r"learning_rate_overrides\['none'\]", {"learning_rate_overrides": (("none", 1e-50),)}),
+    # Neighbouring slice points 1e-50 apart: every alpha would be 0 in float32.
+    ("landscape_range", {"landscape_range": 1e-50}),
+    ("landscape_range", {"landscape_range": 1e-38, "landscape_points": 41}),
+  ],
+)
+def test_rates_and_slice_steps_must_stay_positive_and_finite_in_float32(field, changes):
+  with pytest.raises(ValueError, match=rf"Config\.{field}="):
+    config.PAPER.replace(**changes)
+
+
+def test_learning_rates_over_float32s_whole_normal_range_are_taken():
+  tiny = float(np.finfo(np.float32).tiny)
+  assert config.FLOAT32_TINY == tiny and config.FLOAT32_MAX == float(np.finfo(np.float32).max)
+  assert config.PAPER.replace(learning_rate=tiny).learning_rate == tiny
+  assert config.PAPER.replace(learning_rate=config.FLOAT32_MAX).learning_rate == config.FLOAT32_MAX
+  with pytest.raises(ValueError, match="float32"):
+    config.PAPER.replace(learning_rate=float(np.nextafter(tiny, 0.0)))
+
+
+@pytest.mark.hostile
+def test_a_normalization_overridden_twice_is_refused():
+  twice = (("none", 1e-4), ("layernorm", 1e-3), ("none", 5e-4))
+  with pytest.raises(ValueError, match=r"Config\.learning_rate_overrides=.*names 'none' more"):
+    config.PAPER.replace(learning_rate_overrides=twice)
+  once = config.PAPER.replace(learning_rate_overrides=twice[:2])
+  assert (once.learning_rate_for("none"), once.learning_rate_for("layernorm")) == (1e-4, 1e-3)
