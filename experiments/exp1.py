@@ -16,10 +16,11 @@ Expected, per the paper: LayerNorm's minimum is flatter and its spectrum flatter
 
 import sys
 
-import _quiet  # noqa: F401  (first: quiet stops and errors while importing)
+if __name__ == "__main__":  # first: stops and errors while importing end quietly
+  import _quiet  # noqa: F401
 
-from jaxnorm import cli, report
-from jaxnorm.config import EXP1
+from jaxnorm import cli, report  # noqa: E402
+from jaxnorm.config import EXP1  # noqa: E402
 
 PREDICTIONS = [
   report.flatter(("layernorm",), "none", "LayerNorm converges to a flatter minimum than No Norm"),

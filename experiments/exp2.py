@@ -19,10 +19,11 @@ Runtime and the measured figure: README.md.
 
 import sys
 
-import _quiet  # noqa: F401  (first: quiet stops and errors while importing)
+if __name__ == "__main__":  # first: stops and errors while importing end quietly
+  import _quiet  # noqa: F401
 
-from jaxnorm import cli, report
-from jaxnorm.config import PAPER
+from jaxnorm import cli, report  # noqa: E402
+from jaxnorm.config import PAPER  # noqa: E402
 
 PREDICTIONS = [
   report.flatter(

@@ -13,10 +13,11 @@ Expected, per the paper: the L2 model trains stably but learns worse than LayerN
 
 import sys
 
-import _quiet  # noqa: F401  (first: quiet stops and errors while importing)
+if __name__ == "__main__":  # first: stops and errors while importing end quietly
+  import _quiet  # noqa: F401
 
-from jaxnorm import cli, report
-from jaxnorm.config import EXP3
+from jaxnorm import cli, report  # noqa: E402
+from jaxnorm.config import EXP3  # noqa: E402
 
 PREDICTIONS = [
   report.flatter(

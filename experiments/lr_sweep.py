@@ -16,10 +16,11 @@ counted in sweep.md, and the exit status stays 0.
 
 import sys
 
-import _quiet  # noqa: F401  (first: quiet stops and errors while importing)
+if __name__ == "__main__":  # first: stops and errors while importing end quietly
+  import _quiet  # noqa: F401
 
-from jaxnorm import cli
-from jaxnorm.config import PAPER
+from jaxnorm import cli  # noqa: E402
+from jaxnorm.config import PAPER  # noqa: E402
 
 if __name__ == "__main__":
   cli.exit_process(
