@@ -408,21 +408,19 @@ def _restage(prog: str, out_dir: str, replaced: set[str], load, redraw) -> tuple
   if not Path(out_dir).is_dir():
     raise results.ResultsError(f"{out_dir} holds no saved results (not a folder)")
 
-  def listed_files(target) -> dict:
-    listed = runfolder.manifest(target)
-    if listed is None:
+  def has_manifest(target) -> None:
+    if runfolder.manifest(target) is None:
       raise runfolder.RunFolderError(
         f"{target} has no {runfolder.MANIFEST}, so nothing says which of its files are the "
         "run's: --replot rewrites only folders with one; draw it from Python instead "
         "(jaxnorm.plotting.figure2(jaxnorm.results.load(DIR)))"
       )
-    return listed["files"]
 
-  listed_files(out_dir)  # before the lock is made: refused, nothing is written
+  has_manifest(out_dir)  # before the lock is made: refused, nothing is written
   staging = runfolder.begin(out_dir)
   target = staging.target
   try:
-    listed = listed_files(target)  # under the lock: what is carried over
+    has_manifest(target)  # again, under the lock
     loaded = load(target)
   except BaseException:
     staging.discard()
@@ -431,11 +429,7 @@ def _restage(prog: str, out_dir: str, replaced: set[str], load, redraw) -> tuple
   where.phase = "write"
 
   def work():
-    staging.carry_over(
-      name
-      for name in listed
-      if name not in replaced and not any(part.startswith(".") for part in name.split("/"))
-    )
+    staging.carry_over(replaced)
     staging.commit(redraw(staging, loaded))
     where.phase = "done"
 

@@ -33,7 +33,16 @@ from tqdm.auto import tqdm
 
 from jaxnorm import analysis, keys, landscape, runtime, seeds, train
 from jaxnorm import model as model_lib
-from jaxnorm.config import MAX_SEED, Config, FieldTypeError, as_float, as_int, as_str, as_tuple
+from jaxnorm.config import (
+  MAX_SEED,
+  Config,
+  FieldTypeError,
+  as_float,
+  as_int,
+  as_str,
+  as_tuple,
+  learning_rate_error,
+)
 from jaxnorm.measures import MeasureConfig
 from jaxnorm.report import Prediction
 from jaxnorm.runfolder import fault_point
@@ -446,8 +455,13 @@ def run_rates(
   rate alone.
 
   Each result's `seconds` (and each normalization's) is its share of the grid's: the
-  grid's time divided by the number of rates.
+  grid's time divided by the number of rates. Raises ValueError, before any work, for a
+  rate a model cannot train at (`config.learning_rate_error`).
   """
+  for rate in rates:
+    why = learning_rate_error(as_float("rates[]", rate))
+    if why is not None:
+      raise ValueError(f"learning rate {rate!r} is invalid: {why}")
   start = time.perf_counter()
   runs = _Runs.of(spec, rates)
   per_call = spec.seeds_per_call or spec.num_seeds

@@ -159,7 +159,7 @@ def unreplaceable(folder: Path) -> list[str]:
         problems.append(name)
     return sorted(problems)
   listed = info["files"]
-  subruns = {name[: -len(MANIFEST) - 1] for name in listed if name.endswith("/" + MANIFEST)}
+  subruns = _subruns(listed)
   for sub in sorted(subruns):
     if (folder / sub).is_dir() and not (folder / sub).is_symlink():
       problems += [f"{sub}/{name}" for name in unreplaceable(folder / sub)]
@@ -181,6 +181,32 @@ def unreplaceable(folder: Path) -> list[str]:
     elif path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
       problems.append(f"{name} (changed or truncated since the run wrote it)")
   return sorted(problems)
+
+
+def _subruns(listed: dict[str, Any]) -> set[str]:
+  """The sub-folders that a run.json's file list holds runs of (their run.json listed)."""
+  return {name[: -len(MANIFEST) - 1] for name in listed if name.endswith("/" + MANIFEST)}
+
+
+def _run_files(folder: Path) -> dict[str, dict[str, Any]]:
+  """Every file of the run in `folder` with its expected size and SHA-256: as its run.json
+  lists it, or, within a sub-run, as the sub-run's own run.json does (the sub-run's
+  run.json itself as it is now). Raises RunFolderError without a run.json."""
+  info = manifest(folder)
+  if info is None:
+    raise RunFolderError(f"{folder} has no {MANIFEST}: nothing says which files are its run's")
+  listed = info["files"]
+  files = {}
+  for sub in _subruns(listed):
+    if (folder / sub / MANIFEST).is_file():
+      path = folder / sub / MANIFEST
+      files[f"{sub}/{MANIFEST}"] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+      own = _run_files(folder / sub)
+      files.update({f"{sub}/{name}": entry for name, entry in own.items() if name != MANIFEST})
+  for name, entry in listed.items():
+    if not any(name.startswith(sub + "/") for sub in _subruns(listed)):
+      files[name] = entry
+  return files
 
 
 def _mount_points() -> set[str]:
@@ -370,22 +396,24 @@ class Staging:
     self._lock_fd: int | None = lock_fd
     self._carried: dict[str, dict[str, Any]] = {}
 
-  def carry_over(self, names) -> None:
-    """Puts the files `names` (paths relative to the run folder) of the target's current
-    run into the new one unchanged (hard links, or copies where the file system has
-    none). Each must be one the target's run.json lists, and still be that file when the
-    new manifest is written (`write_manifest` checks it). Raises RunFolderError."""
-    listed = (manifest(self.target) or {}).get("files", {})
-    for name in names:
-      if name not in listed:
-        raise RunFolderError(f"{self.target / name} is not part of the run it would carry over")
+  def carry_over(self, replaced: set[str] = frozenset()) -> None:
+    """Puts every file of the target's current run, except the top-level ones named in
+    `replaced` and its run.json, into the new one unchanged (hard links, or copies where
+    the file system has none): the files its run.json lists, those of a sub-run (a
+    sweep's run, maybe rewritten alone since) as the sub-run's own run.json lists them.
+    Each must still be that file when the new manifest is written (`write_manifest`
+    checks it). Raises RunFolderError for a target without run.json."""
+    expected = _run_files(self.target)
+    for name, entry in expected.items():
+      if name in replaced or name == MANIFEST:
+        continue
       source, path = self.target / name, self.path / name
       path.parent.mkdir(parents=True, exist_ok=True)
       try:
         os.link(source, path)  # the same bytes; a later change of either shows in both
       except OSError:
         shutil.copy2(source, path)
-      self._carried[name] = listed[name]
+      self._carried[name] = entry
 
   def write(self, name: str, data: bytes) -> Path:
     """Writes the file `name` of the run (a path relative to the run folder)."""

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from jaxnorm import config, measures, pipeline, report, results, summary
+from jaxnorm import config, measures, pipeline, report, results, runfolder, summary
 
 
 def folder(rate: float) -> str:
@@ -149,8 +149,13 @@ def markdown(sweep: SweepResult, names: Sequence[str] | None = None) -> str:
 
 def load(sweep_folder: str | Path) -> SweepResult:
   """The sweep saved in `sweep_folder` (sweep.json and one run folder per rate; without
-  variables). Raises results.ResultsError with a one-line reason."""
+  variables), each file checked against its run.json. Raises results.ResultsError with a
+  one-line reason."""
   sweep_folder = Path(sweep_folder)
+  try:
+    runfolder.verify(sweep_folder, ("sweep.json",))
+  except runfolder.RunFolderError as e:
+    raise results.ResultsError(str(e)) from None
   try:
     info = json.loads((sweep_folder / "sweep.json").read_text())
     rates, folders = tuple(info["rates"]), info["folders"]

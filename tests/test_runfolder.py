@@ -337,7 +337,7 @@ def test_a_carried_file_that_changed_is_not_blessed(tmp_path):
   target = tmp_path / "run"
   commit_run(target, {"results.npz": b"0123", "figure2.png": b"old"})
   staging = runfolder.begin(target)
-  staging.carry_over(["results.npz"])
+  staging.carry_over({"figure2.png"})  # results.npz carried, the figure redrawn
   (target / "results.npz").write_bytes(b"3210")  # changed through the shared link
   staging.write("figure2.png", b"new")
   with pytest.raises(runfolder.RunFolderError, match="changed while it was carried"):

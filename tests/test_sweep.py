@@ -83,6 +83,21 @@ def test_the_command_line_writes_one_run_folder_per_rate_and_replots(tmp_path, c
   assert cli.sweep_main(["--replot", str(tmp_path)], **kwargs) == 0
   assert (tmp_path / "sweep.png").is_file()
   runfolder.verify(tmp_path, tuple(runfolder.manifest(tmp_path)["files"]))
+  # One rate's run redrawn alone: the sweep's folder stays a sweep jaxnorm may rewrite.
+  one = dict(prog="t", description="", default=CFG, default_out="", name="t", title="t")
+  assert cli.main(["--replot", str(tmp_path / "lr_0.01")], **one) == 0
+  assert cli.sweep_main(["--replot", str(tmp_path)], **kwargs) == 0
+  sweep_json = tmp_path / "sweep.json"
+  sweep_json.write_text(sweep_json.read_text().replace("0.01", "0.02"))
+  with pytest.raises(results.ResultsError, match="changed or truncated"):
+    sweep.load(tmp_path)
+
+
+@pytest.mark.hostile
+def test_a_grid_refuses_a_rate_that_is_0_in_float32_before_any_work(monkeypatch):
+  monkeypatch.setattr(pipeline, "_run", lambda *args: pytest.fail("work started"))
+  with pytest.raises(ValueError, match="1e-50"):
+    pipeline.run_rates(SPEC, (1e-3, 1e-50), progress=False)
 
 
 def test_a_single_rate_option_is_refused_in_a_sweep(tmp_path, capsys):
