@@ -519,10 +519,7 @@ class _Output:
 
   def _fail(self, error: OSError) -> None:
     self.failed = True
-    with contextlib.suppress(OSError, ValueError):
-      devnull = os.open(os.devnull, os.O_WRONLY)
-      os.dup2(devnull, self._stream.fileno())
-      os.close(devnull)
+    _to_devnull(self._stream)
     if self._name == "stdout":
       _say(
         f"{self._prog}: cannot write to standard output ({error.strerror or error}); the run "
@@ -547,6 +544,14 @@ class _Output:
 
   def __getattr__(self, name: str):
     return getattr(self._stream, name)
+
+
+def _to_devnull(stream) -> None:
+  """Points the file descriptor of `stream` to /dev/null, where every write succeeds."""
+  with contextlib.suppress(OSError, ValueError):
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)
 
 
 def _say(line: str, stream=None) -> None:
@@ -857,13 +862,11 @@ def exit_process(status: int) -> NoReturn:
     for s in runfolder.STOP_SIGNALS:
       signal.signal(s, signal.SIG_IGN)
   runfolder.fault_point("exit")
-  for stream in (sys.stdout, sys.stderr):  # a stream that cannot be written: drop it
-    with contextlib.suppress(OSError, ValueError):
+  for stream in (sys.stdout, sys.stderr):
+    try:
       stream.flush()
-      continue
-    with contextlib.suppress(OSError, ValueError):
-      devnull = os.open(os.devnull, os.O_WRONLY)
-      os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError):
+      _to_devnull(stream)  # what it could not write is dropped, the exit is not stopped
   if status in (EXIT_FAILED, EXIT_HUNG_UP, EXIT_INTERRUPTED, EXIT_TERMINATED):
     os._exit(status)
   sys.exit(status)
