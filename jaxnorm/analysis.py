@@ -88,7 +88,10 @@ def analyze(
     measured = {
       **measured,
       "loss_at_alpha0_batch_stats": base_t,
-      **{f"{name}_batch_stats": flat_t[name] for name in measures_lib.BATCH_STATS_OF},
+      **{
+        f"{name}_batch_stats": flat_t[name]
+        for name in (*measures_lib.BATCH_STATS_OF, *measures_lib.BATCH_STATS_DIAGNOSTICS)
+      },
       **_isotropy(acts_NxD, s_K),
       **_weight_norms(params),
     }
@@ -161,6 +164,13 @@ def _perturbed_losses(
       jnp.concatenate([jax.random.split(keys.sharpness, n_fixed), sharp.keys]),
     )
     scale = directions.sharpness_scale(params, mcfg.sharpness_rho)
+  # The points in the parameters' dtype: a default-dtype array (float64 under a global
+  # JAX_ENABLE_X64) would otherwise promote float32 weights and evaluate mixed precision.
+  dtype = jnp.result_type(*jax.tree.leaves(params))
+  points = points._replace(
+    coefficients=points.coefficients.astype(dtype),
+    noise=None if points.noise is None else points.noise.astype(dtype),
+  )
   losses_N = landscape.losses_at(loss_fn, params, points, tuple(fixed.values()), scale)
   ends = np.cumsum([b.shape[0] for b in blocks.values()])
   return dict(zip(blocks, _split(losses_N, ends), strict=True))
@@ -189,6 +199,7 @@ def _flatness(
     k=1,
     num_iterations=mcfg.lanczos_iterations,
     tol=mcfg.lanczos_tol,
+    max_restarts=mcfg.lanczos_restarts,
     hvp_flat=hvp_flat,
   )
   trace = curvature.hutchinson_trace(
@@ -216,7 +227,9 @@ def _flatness(
 
 def _isotropy(acts_NxD: jax.Array, s_K: jax.Array) -> dict[str, jax.Array]:
   """The isotropy measures of the block output, raw (from its singular values) and
-  centered."""
+  centered; every one NaN where the activations have a NaN or inf entry (whatever the SVD
+  made of them) or are all zero (`jaxnorm.isotropy`)."""
+  s_K = jnp.where(jnp.all(jnp.isfinite(acts_NxD)), s_K, jnp.nan)
   raw = isotropy.from_spectrum(s_K, isotropy.default_rtol(acts_NxD.shape, acts_NxD.dtype))
   centered = isotropy.measures(acts_NxD, center=True)
   out = {}

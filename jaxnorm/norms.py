@@ -19,6 +19,11 @@ Every entry matches the PyTorch layer the reference uses, not Flax's defaults:
   as `torch.nn.functional.normalize(x, dim=-1, eps=1e-9)`.
 * `none`: identity.
 
+Parameters and running statistics are created as `param_dtype`, float32 unless asked, as
+Flax's own layers are: never the default float type, which `JAX_ENABLE_X64` would turn into
+float64 and make the model train in mixed precision. The computation runs in the promoted
+type of the input and the parameters (float64 when both are cast up for the analysis).
+
 Adding a normalization is one `NormSpec` entry in `REGISTRY` (its module, label, colour,
 line style and PyTorch names); the tests are parametrized over the registry, so the new
 entry is then trained, fast-path-checked, converted and saved by the existing tests.
@@ -46,12 +51,14 @@ class LayerNorm(nn.Module):
   every other entry of the registry.
   """
 
+  param_dtype: jnp.dtype = jnp.float32  # `scale`, `bias`; never the global x64 default.
+
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     del train  # Same in training and evaluation; accepted for a common signature.
     features = x.shape[-1]
-    scale = self.param("scale", nn.initializers.ones, (features,))
-    bias = self.param("bias", nn.initializers.zeros, (features,))
+    scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
+    bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
     mean = jnp.mean(x, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
     per_feature = lambda v: v.reshape((1,) * (x.ndim - 1) + (features,))  # noqa: E731
@@ -65,16 +72,19 @@ class BatchNorm(nn.Module):
   variance; running_mean <- 0.9 running_mean + 0.1 mu_B and
   running_var <- 0.9 running_var + 0.1 var_B * n / (n - 1), n = elements per feature.
   Evaluation: the same affine map with the running statistics, which stay untouched.
-  State lives in the `batch_stats` collection as `mean` and `var` (both (D,)).
+  State lives in the `batch_stats` collection as `mean` and `var` (both (D,)), created as
+  `param_dtype` and kept in it by every update, whatever the dtype of x.
   """
+
+  param_dtype: jnp.dtype = jnp.float32  # `scale`, `bias`, `mean`, `var`; never x64's default.
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     features = x.shape[-1]
-    scale = self.param("scale", nn.initializers.ones, (features,))
-    bias = self.param("bias", nn.initializers.zeros, (features,))
-    running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,))
-    running_var = self.variable("batch_stats", "var", jnp.ones, (features,))
+    scale = self.param("scale", nn.initializers.ones, (features,), self.param_dtype)
+    bias = self.param("bias", nn.initializers.zeros, (features,), self.param_dtype)
+    running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), self.param_dtype)
+    running_var = self.variable("batch_stats", "var", jnp.ones, (features,), self.param_dtype)
     if train:
       axes = tuple(range(x.ndim - 1))
       mean = jnp.mean(x, axis=axes)
@@ -82,8 +92,10 @@ class BatchNorm(nn.Module):
       if not self.is_initializing():
         n = x.size // features
         m = TORCH_MOMENTUM
-        running_mean.value = (1 - m) * running_mean.value + m * mean
-        running_var.value = (1 - m) * running_var.value + m * var * (n / (n - 1))
+        new_mean = (1 - m) * running_mean.value + m * mean
+        new_var = (1 - m) * running_var.value + m * var * (n / (n - 1))
+        running_mean.value = new_mean.astype(running_mean.value.dtype)
+        running_var.value = new_var.astype(running_var.value.dtype)
     else:
       mean, var = running_mean.value, running_var.value
     per_feature = lambda v: v.reshape((1,) * (x.ndim - 1) + (features,))  # noqa: E731
@@ -100,11 +112,12 @@ class RMSNorm(nn.Module):
   """
 
   eps: float | None = None
+  param_dtype: jnp.dtype = jnp.float32  # `scale`; never the global x64 default.
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     del train  # Same in training and evaluation; accepted for a common signature.
-    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
     compute_dtype = jnp.promote_types(x.dtype, jnp.float32)
     eps = jnp.finfo(compute_dtype).eps if self.eps is None else self.eps
     x_c = x.astype(compute_dtype)

@@ -161,3 +161,21 @@ def test_new_norms_are_per_token_and_match_pytorch(name, key):
   y2 = module.apply(module.init(key, x, train=False), x2, train=True)
   np.testing.assert_allclose(y2[:, 1:], y[:, 1:], rtol=1e-6)
   np.testing.assert_allclose(y2[1:], y[1:], rtol=1e-6)
+
+
+@pytest.mark.hostile
+def test_variables_are_float32_unless_asked_whatever_the_x64_flag(key):
+  """Under a global x64 every variable is still float32, and a float64 input (the analysis
+  casts up) moves BatchNorm's statistics without changing their dtype."""
+  with jax.enable_x64(True):
+    x = _x(key).astype(jnp.float64)
+    for name, spec in norms.REGISTRY.items():
+      variables = spec.make().init(key, x.astype(jnp.float32), train=False)
+      assert {leaf.dtype for leaf in jax.tree.leaves(variables)} <= {jnp.dtype("float32")}, name
+    bn = norms.BatchNorm()
+    variables = bn.init(key, x, train=False)
+    _, updates = bn.apply(variables, x, train=True, mutable=["batch_stats"])
+    assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(updates))
+    np.testing.assert_allclose(updates["batch_stats"]["mean"], 0.1 * x.mean((0, 1)), rtol=1e-6)
+    asked = norms.BatchNorm(param_dtype=jnp.float64).init(key, x, train=False)
+    assert {leaf.dtype for leaf in jax.tree.leaves(asked)} == {jnp.dtype("float64")}
