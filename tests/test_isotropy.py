@@ -81,3 +81,91 @@ def test_measures_are_jittable(key):
   x = jax.random.normal(key, (16, 4))
   f = jax.jit(lambda x: isotropy.measures(x, center=True))
   chex.assert_trees_all_close(f(x), isotropy.measures(x, center=True), rtol=1e-5)
+
+
+MEASURE_FNS = (
+  isotropy.effective_rank,
+  isotropy.stable_rank,
+  isotropy.participation_ratio,
+  isotropy.condition_number,
+  isotropy.numerical_rank,
+)
+MEASURE_NAMES = (
+  "effective_rank",
+  "stable_rank",
+  "participation_ratio",
+  "condition_number",
+  "numerical_rank",
+)
+NAN, INF = float("nan"), float("inf")
+
+
+def _assert_all_nan(m: isotropy.IsotropyMeasures):
+  values = {name: float(getattr(m, name)) for name in MEASURE_NAMES}
+  assert all(math.isnan(v) for v in values.values()), values
+
+
+def _eye_with(value):
+  x = np.eye(4, 6)
+  x[1, 1] = value
+  return x
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize(
+  ("x", "centered_only"),
+  [
+    (np.zeros((6, 4)), False),  # a dead representation: was rank 1.0, NaN, NaN, 0.0, 0
+    (np.ones((6, 4)), True),  # all zero once centered; uncentered a fine rank-1 matrix
+    (_eye_with(NAN), False),
+    (_eye_with(INF), False),
+    (np.full((5, 3), -INF), False),
+    (np.zeros((0, 4)), False),
+  ],
+  ids=["zeros", "constant", "nan", "inf", "-inf", "no rows"],
+)
+def test_every_measure_of_a_matrix_with_nothing_to_measure_is_nan(x, centered_only):
+  x = jnp.asarray(x, jnp.float32)
+  _assert_all_nan(isotropy.measures(x, center=True))
+  if not centered_only:
+    _assert_all_nan(isotropy.measures(x, center=False))
+    _assert_all_nan(jax.jit(lambda x: isotropy.measures(x, center=False))(x))
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize(
+  "s",
+  [[0.0, 0.0, 0.0], [2.0, NAN, 1.0], [INF, 1.0], [3.0, -1.0], [NAN], []],
+  ids=["zeros", "nan", "inf", "negative", "only nan", "empty"],
+)
+def test_every_measure_of_a_spectrum_with_nothing_to_measure_is_nan(s):
+  s = jnp.asarray(s, jnp.float32)
+  for fn in MEASURE_FNS:
+    assert math.isnan(float(fn(s))), fn.__name__
+  _assert_all_nan(isotropy.from_spectrum(s))
+  if s.size:
+    _assert_all_nan(jax.jit(isotropy.from_spectrum)(s))
+
+
+def test_a_tolerance_outside_zero_one_gives_nan_rank_and_condition_number():
+  s = jnp.array([4.0, 2.0, 1.0])
+  for rtol in (1.0, -0.1, NAN):
+    assert math.isnan(float(isotropy.numerical_rank(s, rtol)))
+    assert math.isnan(float(isotropy.condition_number(s, rtol)))
+  assert float(isotropy.numerical_rank(s, 0.0)) == 3.0
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-12, 1.0, 1e12, 1e30])
+def test_measures_are_the_same_at_any_scale(scale):
+  """Known answers of the spectrum (3, 1), times a scale at which s^2 or s^4 would underflow
+  or overflow float32 (at 1e-12 the participation ratio was 0 / 0)."""
+  m = isotropy.from_spectrum(scale * jnp.array([3.0, 1.0]))
+  entropy = math.log(4) - 0.75 * math.log(3)
+  np.testing.assert_allclose(m.effective_rank, math.exp(entropy), rtol=1e-6)
+  np.testing.assert_allclose(m.stable_rank, 10 / 9, rtol=1e-6)
+  np.testing.assert_allclose(m.participation_ratio, 100 / 82, rtol=1e-6)
+  np.testing.assert_allclose(m.condition_number, 3.0, rtol=1e-6)
+  assert float(m.numerical_rank) == 2.0
+  x = scale * jnp.diag(jnp.array([3.0, 1.0]))
+  m = isotropy.measures(x, center=False)
+  np.testing.assert_allclose(m.participation_ratio, 100 / 82, rtol=1e-6)
