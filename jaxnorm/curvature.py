@@ -11,8 +11,10 @@ theta*, through the Hessian H = d^2 L / d theta^2 (P x P, P = number of paramete
   reorthogonalization, on the flattened parameter vector. m Lanczos steps give an m x m
   tridiagonal T whose eigenvalues (Ritz values) approximate the extremes of H's spectrum
   first; T also gives the stochastic Lanczos quadrature estimate of the spectral density
-  (Ghorbani, Krishnan and Xiao 2019). Convergence is checked, not assumed: each returned
-  pair comes with its true residual ||H v - lambda v||_2.
+  (Ghorbani, Krishnan and Xiao 2019). Convergence is checked, not assumed: while a wanted
+  pair's residual is above tolerance the iteration restarts thickly (Wu and Simon 2000), a
+  bounded number of times, and each returned pair comes with its true residual
+  ||H v - lambda v||_2 and whether it converged.
 * `hutchinson_trace`: tr(H) = E_z[z^T H z] for Rademacher z (Hutchinson 1989; its variance,
   2 sum_{i != j} H_ij^2, is the smallest among i.i.d. probes: Avron and Toledo 2011), with
   the Monte Carlo standard error.
@@ -26,8 +28,8 @@ parameter^2 for the cross-entropy). BatchNorm running statistics are state, not
 parameters: `jaxnorm.loss.eval_loss_fn` holds them fixed (evaluation mode).
 
 Nothing here is jitted: these functions are traced inside the caller's compiled program
-(`jaxnorm.analysis.analyze_seeds`), or jit them yourself (`k`, `num_iterations`, `which`
-and `num_probes` fix shapes and must then be static).
+(`jaxnorm.analysis.analyze_seeds`), or jit them yourself (`k`, `num_iterations`, `which`,
+`max_restarts` and `num_probes` fix shapes or the program and must then be static).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ PyTree = Any
 LossFn = Callable[[PyTree], jax.Array]
 
 WHICH = ("largest", "magnitude")
+# Thick restarts `lanczos` may take by default (`measures.MeasureConfig.lanczos_restarts`).
+MAX_RESTARTS = 8
 
 
 class LanczosResult(NamedTuple):
@@ -54,8 +58,10 @@ class LanczosResult(NamedTuple):
   eigenvectors: PyTree  # like params, each leaf (k, *leaf.shape); unit global L2 norm each.
   residuals: jax.Array  # (k,) ||H v_i - lambda_i v_i||_2, from k extra HVPs.
   converged: jax.Array  # (k,) bool: residual <= tol * max_i |Ritz value_i|.
-  num_iterations: jax.Array  # () int32: Lanczos steps m taken (min(requested, P)).
-  alpha: jax.Array  # (m,) diagonal of the tridiagonal T = V^T H V.
+  num_iterations: jax.Array  # () int32: Lanczos steps m per cycle (min(requested, P)).
+  restarts: jax.Array  # () int32: thick restarts taken, each m - max(k, m // 2) more steps.
+  # The first m steps' tridiagonal T = V^T H V (plain Lanczos from the random start):
+  alpha: jax.Array  # (m,) diagonal of T.
   beta: jax.Array  # (m - 1,) off-diagonal of T (0 where the Krylov space was restarted).
 
 
@@ -114,9 +120,10 @@ def lanczos(
   num_iterations: int = 50,
   which: str = "largest",
   tol: float | jax.Array = 1e-3,
+  max_restarts: int = MAX_RESTARTS,
   hvp_flat: tuple[Callable[[jax.Array], jax.Array], int] | None = None,
 ) -> LanczosResult:
-  """Top-k eigenpairs of the Hessian of `loss_fn` at `params` by Lanczos.
+  """Top-k eigenpairs of the Hessian of `loss_fn` at `params` by thick-restart Lanczos.
 
   Algorithm (Lanczos 1950; full reorthogonalization as in Golub and Van Loan, Sec. 10.3):
   v_0 = a Gaussian unit vector from `key`; for j < m: w = H v_j, alpha_j = v_j^T w,
@@ -124,39 +131,119 @@ def lanczos(
   If w vanishes (an invariant subspace is exhausted, e.g. m reaches rank(H)), the iteration
   restarts from a fresh random vector orthogonal to V and beta_j = 0, so every Ritz value
   is still an eigenvalue estimate. The eigenpairs of T = tridiag(beta, alpha, beta) give
-  the Ritz values theta_i and vectors y_i = V s_i; k of them are returned.
+  the Ritz values theta_i and vectors y_i = V s_i, and H y_i - theta_i y_i =
+  beta_{m-1} s_{m-1,i} v_m, so |beta_{m-1} s_{m-1,i}| is each pair's residual for free.
+
+  While a wanted pair's residual is above tolerance (a top eigenvalue inside a cluster, or
+  a wide spectrum on both sides, needs more steps than m), the iteration restarts thickly
+  (Wu and Simon 2000, "Thick-restart Lanczos method for large symmetric eigenvalue
+  problems"): it keeps the r = max(k, m // 2) best Ritz pairs and v_m, whose projected
+  matrix is diag(theta_1..r) bordered by the couplings beta_{m-1} s_{m-1,i}, and takes
+  m - r more Lanczos steps from v_m, at most `max_restarts` times. The memory stays one
+  (m + 1, P) basis, the cost at most m + max_restarts (m - r) + k Hessian-vector products,
+  and a run that converges within m steps is exactly plain Lanczos.
 
   Args:
     loss_fn: params -> scalar loss, e.g. from `jaxnorm.loss.eval_loss_fn`.
     params: the point, any pytree of float arrays (P scalars in total).
     key: PRNG key for the starting vector and restarts.
     k: how many eigenpairs to return (k <= m).
-    num_iterations: Lanczos steps m, capped at P. Extreme eigenvalues converge first;
-      m ~ 3k to 10k plus a few dozen is typical; check `converged`.
+    num_iterations: Lanczos steps m of each cycle (the basis size), capped at P. Extreme
+      eigenvalues converge first; m ~ 3k to 10k plus a few dozen is typical.
     which: "largest" (algebraically largest, the sharpness at a minimum) or "magnitude"
       (largest |lambda|, what power iteration finds, e.g. PyHessian).
-    tol: relative residual below which a pair counts as converged.
+    tol: relative residual below which a pair counts as converged: ||H y - theta y|| <=
+      tol * max |Ritz value|.
+    max_restarts: thick restarts allowed while the top k are not converged (0: plain
+      Lanczos, m steps). A static Python int: the loop is bounded, and runs under jit and
+      vmap (where every seed of a batch waits for the slowest).
     hvp_flat: `flat_hvp(loss_fn, params)`, when the caller already built it (to share one
       linearization, and its compiled forward and backward pass, with `hutchinson_trace`).
 
   Returns:
     LanczosResult; the residuals are recomputed with k extra HVPs, not the cheap Lanczos
-    estimate, so they stay honest in float32.
+    estimate, so they stay honest in float32: check `converged`, a pair that did not reach
+    the tolerance is an estimate only (some eigenvalue lies within its residual, possibly
+    not the largest; a Ritz value is never above lambda_max). `alpha` and `beta` are those
+    of the first m steps (plain Lanczos from the random start, the quadrature
+    `spectral_density` uses).
+
+  Raises:
+    ValueError: for an unknown `which`, k outside [1, m] or a negative `max_restarts`.
   """
   if which not in WHICH:
     raise ValueError(f"which={which!r} is invalid; choose from {WHICH}")
+  if max_restarts < 0:
+    raise ValueError(f"max_restarts={max_restarts} must be >= 0")
   matvec, p = hvp_flat or flat_hvp(loss_fn, params)
   flat_P, unravel = ravel_pytree(params)
+  dtype = flat_P.dtype
   m = min(num_iterations, p)
   if not 1 <= k <= m:
     raise ValueError(f"k={k} must be between 1 and the number of Lanczos steps m={m}")
-  basis_MxP, alpha_M, beta_M1 = _tridiagonal(matvec, p, flat_P.dtype, key, m)
-  dtype = flat_P.dtype
-  t_MxM = jnp.diag(alpha_M) + jnp.diag(beta_M1, 1) + jnp.diag(beta_M1, -1)
-  theta_M, s_MxM = jnp.linalg.eigh(t_MxM)
-  order = jnp.argsort(-theta_M if which == "largest" else -jnp.abs(theta_M))[:k]
-  theta_K = theta_M[order]
-  y_KxP = jax.vmap(_unit)(s_MxM[:, order].T @ basis_MxP[:m])
+  init_key, restart_key = jax.random.split(key)
+  keep = max(k, m // 2)  # Ritz pairs kept by a thick restart
+  restartable = max_restarts > 0 and keep < m  # keep = m (k = m) leaves no room
+
+  def ritz(s: _Krylov):
+    """Ritz values (m,) and vectors of the projected matrix, best first, and each pair's
+    residual estimate |beta_{m-1} s_{m-1,i}| (m,)."""
+    t_MxM = jnp.diag(s.alpha) + jnp.diag(s.beta[:-1], 1) + jnp.diag(s.beta[:-1], -1)
+    if restartable:  # the kept pairs' couplings to v_r after a restart (zeros before)
+      t_MxM = t_MxM.at[keep, :keep].add(s.coupling).at[:keep, keep].add(s.coupling)
+    theta_M, s_MxM = jnp.linalg.eigh(t_MxM)
+    order = jnp.argsort(-theta_M if which == "largest" else -jnp.abs(theta_M))
+    theta_M, s_MxM = theta_M[order], s_MxM[:, order]
+    return theta_M, s_MxM, jnp.abs(s.beta[-1] * s_MxM[-1])
+
+  def running(carry) -> jax.Array:
+    """Inside a cycle, or at its end with a wanted pair above tolerance and restarts left."""
+    s, _ = carry
+    if not restartable:
+      return s.j < m
+    theta_M, _, estimates_M = ritz(s)
+    scale = jnp.maximum(jnp.max(jnp.abs(theta_M)), jnp.finfo(dtype).tiny)
+    unconverged = jnp.any(estimates_M[:k] > tol * scale)
+    return (s.j < m) | ((s.restarts < max_restarts) & unconverged)
+
+  def thick_restart(s: _Krylov) -> _Krylov:
+    theta_M, s_MxM, _ = ritz(s)
+    kept_RxP = s_MxM[:, :keep].T @ s.basis[:m]
+    return _Krylov(
+      j=jnp.asarray(keep, jnp.int32),
+      restarts=s.restarts + 1,
+      basis=jnp.zeros_like(s.basis).at[:keep].set(kept_RxP).at[keep].set(s.basis[m]),
+      alpha=jnp.zeros_like(s.alpha).at[:keep].set(theta_M[:keep]),
+      beta=jnp.zeros_like(s.beta),
+      coupling=s.beta[-1] * s_MxM[-1, :keep],
+    )
+
+  def step(carry):
+    """One Lanczos step (after a thick restart when a cycle is complete): one HVP, so the
+    program holds a single copy of the Hessian-vector product however often it restarts."""
+    s, first = carry
+    if restartable:
+      s = jax.lax.cond(s.j == m, thick_restart, lambda s: s, s)
+    basis, alpha, beta = _lanczos_step(
+      matvec, s.j, (s.basis, s.alpha, s.beta), restart_key, s.restarts * m
+    )
+    in_first = s.restarts == 0  # the first cycle's T, for the quadrature
+    first = jax.tree.map(lambda new, old: jnp.where(in_first, new, old), (alpha, beta), first)
+    return s._replace(j=s.j + 1, basis=basis, alpha=alpha, beta=beta), first
+
+  v0_P = _unit(landscape.standard_normal(init_key, (p,), dtype))
+  s = _Krylov(
+    j=jnp.zeros((), jnp.int32),
+    restarts=jnp.zeros((), jnp.int32),
+    basis=jnp.zeros((m + 1, p), dtype).at[0].set(v0_P),
+    alpha=jnp.zeros((m,), dtype),
+    beta=jnp.zeros((m,), dtype),
+    coupling=jnp.zeros((keep,), dtype),
+  )
+  s, (first_alpha_M, first_beta_M) = jax.lax.while_loop(running, step, (s, (s.alpha, s.beta)))
+  theta_M, s_MxM, _ = ritz(s)
+  theta_K = theta_M[:k]
+  y_KxP = jax.vmap(_unit)(s_MxM[:, :k].T @ s.basis[:m])
 
   def residual(pair):
     y_P, theta = pair
@@ -170,42 +257,72 @@ def lanczos(
     residuals=residuals_K,
     converged=residuals_K <= tol * spectral_scale,
     num_iterations=jnp.asarray(m, jnp.int32),
-    alpha=alpha_M,
-    beta=beta_M1,
+    restarts=s.restarts,
+    alpha=first_alpha_M,
+    beta=first_beta_M[: m - 1],
   )
 
 
+class _Krylov(NamedTuple):
+  """The state of `lanczos`: the next step j of the current cycle, the restarts so far, the
+  basis (m + 1, P) (rows after j zero), and the projected matrix: tridiag(beta[:-1], alpha,
+  beta[:-1]) bordered at row and column r = max(k, m // 2) by `coupling` (r,) after a
+  thick restart; beta[m - 1] is the norm of the residual that made v_m."""
+
+  j: jax.Array
+  restarts: jax.Array
+  basis: jax.Array
+  alpha: jax.Array
+  beta: jax.Array
+  coupling: jax.Array
+
+
 def _tridiagonal(
-  matvec: Callable[[jax.Array], jax.Array], p: int, dtype, key: jax.Array, m: int
+  matvec: Callable[[jax.Array], jax.Array],
+  p: int,
+  dtype,
+  init_key: jax.Array,
+  restart_key: jax.Array,
+  m: int,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """m Lanczos steps from a Gaussian unit vector drawn from `key` (see `lanczos`):
-  (basis (m + 1, P), alpha (m,), beta (m - 1,)), T = tridiag(beta, alpha, beta)."""
-  init_key, restart_key = jax.random.split(key)
+  """m Lanczos steps from a Gaussian unit vector drawn from `init_key` (see `lanczos`):
+  (basis (m + 1, P), alpha (m,), beta (m,)), T = tridiag(beta[:-1], alpha, beta[:-1]),
+  beta[-1] the norm of the next residual, v_m = basis[m]."""
   v0_P = _unit(landscape.standard_normal(init_key, (p,), dtype))
   basis_MxP = jnp.zeros((m + 1, p), dtype).at[0].set(v0_P)
+  alpha_M, beta_M = jnp.zeros((m,), dtype), jnp.zeros((m,), dtype)
+  step = lambda j, carry: _lanczos_step(matvec, j, carry, restart_key, 0)  # noqa: E731
+  return jax.lax.fori_loop(0, m, step, (basis_MxP, alpha_M, beta_M))
+
+
+def _lanczos_step(
+  matvec: Callable[[jax.Array], jax.Array],
+  j: int | jax.Array,
+  carry: tuple[jax.Array, jax.Array, jax.Array],
+  restart_key: jax.Array,
+  salt: int | jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Lanczos step j (see `lanczos`) on (basis (m + 1, P), alpha (m,), beta (m,)): one HVP
+  of basis[j] (rows after it zero) fills alpha_j, beta_j and basis[j + 1]. A breakdown
+  restarts from the normal vector of fold_in(restart_key, salt + j)."""
+  basis_MxP, alpha_M, beta_M = carry
+  p, dtype = basis_MxP.shape[1], basis_MxP.dtype
   # A product this close to zero after orthogonalization is rounding: the Krylov space is
   # invariant and the iteration restarts.
   breakdown = 100 * jnp.finfo(dtype).eps
-
-  def step(j, carry):
-    basis_MxP, alpha_M, beta_M = carry
-    w_P = matvec(basis_MxP[j])
-    alpha_j = jnp.vdot(basis_MxP[j], w_P)
-    scale = jnp.linalg.norm(w_P)
-    w_P = _orthogonalize(basis_MxP, w_P)
-    beta_j = jnp.linalg.norm(w_P)
-    broke = beta_j <= breakdown * scale
-    fresh_P = landscape.standard_normal(jax.random.fold_in(restart_key, j), (p,), dtype)
-    next_P = jnp.where(broke, fresh_P, w_P)
-    # One more pass after normalizing keeps v_{j+1} orthogonal when beta_j is small.
-    next_P = _unit(_orthogonalize(basis_MxP, _unit(next_P)))
-    basis_MxP = basis_MxP.at[j + 1].set(next_P)
-    beta_j = jnp.where(broke, 0.0, beta_j)
-    return basis_MxP, alpha_M.at[j].set(alpha_j), beta_M.at[j].set(beta_j)
-
-  alpha_M, beta_M = jnp.zeros((m,), dtype), jnp.zeros((m,), dtype)
-  basis_MxP, alpha_M, beta_M = jax.lax.fori_loop(0, m, step, (basis_MxP, alpha_M, beta_M))
-  return basis_MxP, alpha_M, beta_M[: m - 1]
+  w_P = matvec(basis_MxP[j])
+  alpha_j = jnp.vdot(basis_MxP[j], w_P)
+  scale = jnp.linalg.norm(w_P)
+  w_P = _orthogonalize(basis_MxP, w_P)
+  beta_j = jnp.linalg.norm(w_P)
+  broke = beta_j <= breakdown * scale
+  fresh_P = landscape.standard_normal(jax.random.fold_in(restart_key, salt + j), (p,), dtype)
+  next_P = jnp.where(broke, fresh_P, w_P)
+  # One more pass after normalizing keeps v_{j+1} orthogonal when beta_j is small.
+  next_P = _unit(_orthogonalize(basis_MxP, _unit(next_P)))
+  basis_MxP = basis_MxP.at[j + 1].set(next_P)
+  beta_j = jnp.where(broke, 0.0, beta_j)
+  return basis_MxP, alpha_M.at[j].set(alpha_j), beta_M.at[j].set(beta_j)
 
 
 class SpectralDensity(NamedTuple):
@@ -243,8 +360,8 @@ def spectral_density(
   m = min(num_iterations, p)
 
   def one(probe_key):
-    _, alpha_M, beta_M1 = _tridiagonal(matvec, p, dtype, probe_key, m)
-    return quadrature(alpha_M, beta_M1)
+    _, alpha_M, beta_M = _tridiagonal(matvec, p, dtype, *jax.random.split(probe_key), m)
+    return quadrature(alpha_M, beta_M[:-1])
 
   nodes, weights = jax.lax.map(one, jax.random.split(key, num_probes))
   return SpectralDensity(nodes, weights)

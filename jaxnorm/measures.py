@@ -8,9 +8,10 @@ Flatness, all on the landscape batch in evaluation mode (BatchNorm statistics fi
   * filter_landscape_max_rise: the same along a filter-normalized direction (Li et al. 2018);
   * adaptive_sharpness: E[L(w + delta)] - L(w), delta ~ N(0, rho^2 |w|^2) elementwise
     (Andriushchenko et al. 2023);
-  * hessian_top_eigenvalue: lambda_max of the Hessian by Lanczos, with its relative
-    residual as the convergence check; hessian_trace: Hutchinson's estimate of tr(H) with
-    its standard error.
+  * hessian_top_eigenvalue: lambda_max of the Hessian by thick-restart Lanczos, with its
+    relative residual and convergence flag (`CONVERGENCE`: a value that did not converge
+    is marked where shown and left out of verdicts); hessian_trace: Hutchinson's estimate
+    of tr(H) with its standard error.
 Isotropy, from the singular values of the block output (`jaxnorm.isotropy`): effective
 rank, stable rank, participation ratio, condition number and numerical rank, both of the
 raw activations (as the reference) and of the centered ones.
@@ -25,6 +26,8 @@ adaptive sharpness and the filter-normalized slice are the scale-aware counterpa
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 KINDS = ("fit", "flatness", "isotropy", "diagnostic")
 
@@ -231,6 +234,8 @@ MEASURES += tuple(
 # use the training-mode loss (the batch's own statistics). Reported, not judged; for a norm
 # without batch statistics the two modes are one function and the values coincide.
 BATCH_STATS_OF = FLATNESS_CORE
+# ... and the convergence evidence of the training-mode lambda_max.
+BATCH_STATS_DIAGNOSTICS = ("hessian_top_relative_residual", "hessian_top_converged")
 MEASURES += (
   Measure(
     "loss_at_alpha0_batch_stats", "evaluation loss at α = 0, batch statistics", _NATS, "fit", None
@@ -246,6 +251,17 @@ MEASURES += (
       comparable=_BASE[name].comparable,
     )
     for name in BATCH_STATS_OF
+  ),
+  *(
+    Measure(
+      f"{name}_batch_stats",
+      f"{_BASE[name].label}, batch statistics",
+      _BASE[name].unit,
+      "diagnostic",
+      None,
+      shown=False,
+    )
+    for name in BATCH_STATS_DIAGNOSTICS
   ),
   # The weights whose outputs feed each normalization, and the effective learning rate a
   # scale-invariant layer after them gives (van Laarhoven 2017; Arora et al. 2019).
@@ -269,6 +285,17 @@ MEASURES += (
   ),
 )
 BY_NAME: dict[str, Measure] = {m.name: m for m in MEASURES}
+# Iterative estimates that may stop short of their tolerance: measure -> (its per-seed
+# convergence flag, 1.0 or 0.0, and its relative residual). A seed whose flag is not 1 has
+# its value marked "not converged" wherever it is shown, and gives no value to a verdict.
+CONVERGENCE: dict[str, tuple[str, str]] = {
+  "hessian_top_eigenvalue": ("hessian_top_converged", "hessian_top_relative_residual"),
+  "hessian_top_eigenvalue_per_loss": ("hessian_top_converged", "hessian_top_relative_residual"),
+  "hessian_top_eigenvalue_batch_stats": (
+    "hessian_top_converged_batch_stats",
+    "hessian_top_relative_residual_batch_stats",
+  ),
+}
 # Read off the training losses, the 1D slice and the spectrum, with or without measures.
 BASIC = ("final_loss", "loss_at_alpha0", "landscape_max_rise", "spectrum_top_bottom_ratio")
 # Derived from other measures by `summary.per_seed`.
@@ -300,10 +327,41 @@ class MeasureConfig:
   sharpness_samples: int = 32  # Monte Carlo samples.
   filter_policy_1d: str = "zero"  # Li et al.'s default: biases and norm parameters not moved.
   slice_directions: int = 8  # random directions each slice rise is averaged over.
+  # Thick restarts of Lanczos while lambda_max is above lanczos_tol, each lanczos_iterations / 2
+  # more Hessian-vector products (`curvature.lanczos`); a value still above it is marked
+  # "not converged" where shown and left out of the verdicts.
+  lanczos_restarts: int = 8
 
   def __post_init__(self):
+    """ValueError naming the field for a value of the wrong type (a bool or a float for a
+    count, a bool for a number) or out of range; numpy scalars become Python numbers."""
     for field in ("lanczos_iterations", "trace_probes", "sharpness_samples", "slice_directions"):
-      if getattr(self, field) < 2:
-        raise ValueError(f"MeasureConfig.{field}={getattr(self, field)} must be >= 2")
-    if not self.sharpness_rho > 0:
-      raise ValueError(f"MeasureConfig.sharpness_rho={self.sharpness_rho} must be > 0")
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(
+          f"MeasureConfig.{field}={value!r} is invalid: must be an integer (int or numpy "
+          "integer, not bool or float)."
+        )
+      if value < 2:
+        raise ValueError(f"MeasureConfig.{field}={value!r} must be >= 2")
+      object.__setattr__(self, field, int(value))
+    restarts = self.lanczos_restarts
+    if isinstance(restarts, bool) or not isinstance(restarts, numbers.Integral) or restarts < 0:
+      raise ValueError(
+        f"MeasureConfig.lanczos_restarts={restarts!r} is invalid: must be an integer >= 0 "
+        "(int or numpy integer, not bool or float)."
+      )
+    object.__setattr__(self, "lanczos_restarts", int(restarts))
+    for field in ("lanczos_tol", "sharpness_rho"):
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"MeasureConfig.{field}={value!r} is invalid: must be a number, not bool.")
+      if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"MeasureConfig.{field}={value!r} must be finite and > 0")
+      object.__setattr__(self, field, float(value))
+    # directions.POLICIES_1D (this module stays free of JAX).
+    policy = self.filter_policy_1d
+    if not isinstance(policy, str) or policy not in ("zero", "filter"):
+      raise ValueError(
+        f"MeasureConfig.filter_policy_1d={self.filter_policy_1d!r} is invalid: 'zero' or 'filter'."
+      )

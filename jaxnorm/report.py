@@ -74,10 +74,20 @@ def judge(prediction: Prediction, norms: dict[str, dict]) -> list[dict[str, Any]
         row["verdict"] = "no data"
       elif name in measures.BY_NAME and not measures.BY_NAME[name].comparable:
         row["verdict"] = "not judged: not comparable across normalizations"
-      elif prediction.relation == "similar":
-        row["comparison"] = verdicts.similar(a["values"], b["values"])
       else:
-        row["comparison"] = verdicts.directional(a["values"], b["values"], prediction.relation)
+        va = converged_values(norms[subject], name)
+        vb = converged_values(norms[prediction.baseline], name)
+        left_out = sorted(
+          set(not_converged(norms[subject], name))
+          | set(not_converged(norms[prediction.baseline], name))
+        )
+        row["left_out"] = len(left_out)
+        if left_out and (all(v is None for v in va) or all(v is None for v in vb)):
+          row["verdict"] = "not judged: the estimate did not converge"
+        elif prediction.relation == "similar":
+          row["comparison"] = verdicts.similar(va, vb)
+        else:
+          row["comparison"] = verdicts.directional(va, vb, prediction.relation)
       if row["comparison"] is not None:
         tested.append(row)
       rows.append(row)
@@ -85,7 +95,30 @@ def judge(prediction: Prediction, norms: dict[str, dict]) -> list[dict[str, Any]
   for row, comparison in zip(tested, fixed, strict=True):
     row["comparison"] = comparison
     row["verdict"] = _verdict_text(comparison, prediction.relation)
+    if row["left_out"]:
+      row["verdict"] += f"; {_seeds(row['left_out'])} left out: the estimate did not converge"
   return rows
+
+
+def not_converged(stats_norm: dict, name: str) -> list[int]:
+  """Positions of the seeds whose value of `name` is an estimate that did not converge
+  (`measures.CONVERGENCE`; its flag is 0). Empty for a measure without a flag, or one whose
+  flag was not recorded; a seed without a flag value (diverged) is not listed."""
+  if name not in measures.CONVERGENCE or measures.CONVERGENCE[name][0] not in stats_norm:
+    return []
+  flags = stats_norm[measures.CONVERGENCE[name][0]]["values"]
+  return [i for i, flag in enumerate(flags) if flag is not None and flag != 1.0]
+
+
+def converged_values(stats_norm: dict, name: str) -> list[float | None]:
+  """The per-seed values of `name`, None for a seed whose estimate did not converge: what
+  a verdict may use."""
+  dropped = set(not_converged(stats_norm, name))
+  return [None if i in dropped else v for i, v in enumerate(stats_norm[name]["values"])]
+
+
+def _seeds(n: int) -> str:
+  return f"{n} seed" + ("s" if n != 1 else "")
 
 
 def _verdict_text(c: verdicts.Comparison, relation: str) -> str:
@@ -156,7 +189,11 @@ def markdown(result: ExperimentResult) -> str:
     "that leave the function unchanged change them (Dinh et al. 2017). Adaptive sharpness and "
     "the filter-normalized slice are invariant to rescaling the weights that feed LayerNorm, "
     "not for BatchNorm measured in evaluation mode (frozen statistics make it a fixed affine "
-    "map). 'MC se': the Monte Carlo standard error of an estimate (mean over seeds)."
+    "map). 'MC se': the Monte Carlo standard error of an estimate (mean over seeds). "
+    "'not converged': the Lanczos residual of λ_max stayed above its tolerance "
+    "(MeasureConfig.lanczos_tol, relative to the largest |Ritz value|) after every restart; "
+    "such a value is a lower bound that may belong to another eigenvalue of a cluster, and "
+    "its seed gives no value to a verdict."
   )
   return "\n".join(lines) + "\n"
 
@@ -178,7 +215,12 @@ def _table_and_verdicts(
   present = set().union(*(set(s) for s in stats.values()))
   for m in measures.MEASURES:
     if m.shown and m.name in present:
-      cells = (cell(*_value(stats[n], m.name)) + _mc_se(stats[n], m.name) for n in stats)
+      cells = (
+        cell(*_value(stats[n], m.name))
+        + _mc_se(stats[n], m.name)
+        + unconverged_mark(stats[n], m.name)
+        for n in stats
+      )
       lines.append(f"| {m.label} | " + " | ".join(cells) + " |")
   lines += ["", "### The paper's predictions", ""]
   for p in predictions:
@@ -197,6 +239,39 @@ def _table_and_verdicts(
           f" {r['verdict']}"
         )
     lines.append("")
+  return lines
+
+
+def unconverged_mark(stats_norm: dict, name: str) -> str:
+  """ " **not converged** (...)" after the value of an estimate that did not converge on
+  some seed (`not_converged`): on how many seeds, and its largest relative residual; ""
+  when every seed converged (or nothing says). `stats_norm`: measure -> `summary.across_seeds`
+  of one model (one rate of a sweep, one matched-loss level), as every table has them."""
+  bad = not_converged(stats_norm, name)
+  if not bad:
+    return ""
+  total = len(stats_norm[name]["values"])
+  notes = [] if total == 1 else [f"{len(bad)} of {total} seeds"]
+  residual = stats_norm.get(measures.CONVERGENCE[name][1])
+  worst = [residual["values"][i] for i in bad] if residual else []
+  worst = [r for r in worst if r is not None]
+  if worst:
+    notes.append(f"relative residual {'up to ' if len(worst) > 1 else ''}{max(worst):.2g}")
+  return " **not converged**" + (f" ({', '.join(notes)})" if notes else "")
+
+
+def not_converged_lines(stats_by_norm: dict[str, dict]) -> list[str]:
+  """One line per normalization and estimate that did not converge on some seed, e.g.
+  "BatchNorm, Hessian λ_max: not converged (relative residual 0.056)"; one per
+  convergence flag (λ_max, not again λ_max / loss). `stats_by_norm`: norm -> `summary.stats`."""
+  lines, flags = [], set()
+  for name, (flag, _) in measures.CONVERGENCE.items():
+    if flag in flags:
+      continue
+    flags.add(flag)
+    for norm, stats_norm in stats_by_norm.items():
+      if name in stats_norm and (mark := unconverged_mark(stats_norm, name)):
+        lines.append(f"{label(norm)}, {measures.label(name)}:{mark.replace('**', '')}")
   return lines
 
 
@@ -224,8 +299,9 @@ TABLE_COLUMNS = ("final_loss", "landscape_max_rise", "spectrum_top_bottom_ratio"
 
 def terminal_table(result: ExperimentResult) -> str:
   """Per normalization: learning rate, final loss, slice rise, spectrum ratio, training
-  time. With
-  several seeds each cell is the mean ± the half-width of its 95% confidence interval."""
+  time. With several seeds each cell is the mean ± the half-width of its 95% confidence
+  interval. Under the table, one line per estimate that did not converge
+  (`not_converged_lines`), also at a matched training loss."""
   headers = {"final_loss": "final loss", "landscape_max_rise": "landscape rise"}
   width = 22 if result.spec.num_seeds > 1 else 15
   header = f"{'normalization':<16}{'lr':>8}" + "".join(
@@ -233,10 +309,18 @@ def terminal_table(result: ExperimentResult) -> str:
   )
   header += f"{'train s':>10}"
   rows = [header, "-" * len(header)]
+  all_stats = {norm: summary.stats(r) for norm, r in result.norms.items()}
   for norm, r in result.norms.items():
-    stats = summary.stats(r)
+    stats = all_stats[norm]
     cells = "".join(f"{cell(*_value(stats, name), empty='nan'):>{width}}" for name in TABLE_COLUMNS)
     rows.append(f"{label(norm):<16}{r.learning_rate:>8.2g}{cells}{r.seconds['train']:>10.1f}")
+  unconverged = not_converged_lines(all_stats)
+  for i, level in enumerate(result.spec.matched_losses):
+    at = {norm: summary.stats(r.matched[i]) for norm, r in result.norms.items()}
+    unconverged += [f"{line} (at matched loss {level:g})" for line in not_converged_lines(at)]
+  if unconverged:
+    rows += ["", "Estimates that did not converge (marked in measures.md, left out of verdicts):"]
+    rows += [f"  {line}" for line in unconverged]
   return "\n".join(rows)
 
 
@@ -245,10 +329,23 @@ def comparison(a: ExperimentResult, b: ExperimentResult, label_a: str, label_b: 
   the largest relative difference over seeds, max_s |b_s - a_s| / max(|a_s|, |b_s|).
 
   Meant for runs that should agree (two analysis precisions, two backends): it shows which
-  numbers the difference reaches. Raises ValueError for runs of different seeds.
+  numbers the difference reaches, over the seeds where both values are finite; the seeds
+  where only one is (a model diverged in one run) are named. Only what both runs have is
+  compared; the normalizations (and per normalization the measures) that only one run has
+  are listed as left out. Raises ValueError for two equal labels, runs with no
+  normalization in common or runs of different seeds.
   """
+  if label_a == label_b:
+    raise ValueError(f"the two runs need different labels, got {label_a!r} twice")
+  common = [n for n in a.norms if n in b.norms]
+  if not common:
+    raise ValueError(
+      f"the runs have no normalization in common ({label_a}: {_labels(a.norms)}; "
+      f"{label_b}: {_labels(b.norms)})"
+    )
   lines = [f"# {label_a} vs {label_b}", ""]
-  for norm in (n for n in a.norms if n in b.norms):
+  lines += _left_out("Normalizations", a.norms, b.norms, label_a, label_b, label)
+  for norm in common:
     ra, rb = a.norms[norm], b.norms[norm]
     if not np.array_equal(ra.seeds, rb.seeds):
       raise ValueError(f"{norm}: seeds {ra.seeds.tolist()} and {rb.seeds.tolist()} differ")
@@ -256,15 +353,40 @@ def comparison(a: ExperimentResult, b: ExperimentResult, label_a: str, label_b: 
     lines += [
       f"## {label(norm)} ({len(ra.seeds)} seed{'s' if len(ra.seeds) > 1 else ''})",
       "",
+      *_left_out("Measures", va, vb, label_a, label_b, str),
       f"| measure | {label_a} | {label_b} | max relative difference |",
       "| --- | --- | --- | --- |",
     ]
     for name in (n for n in va if n in vb):
       x, y = va[name], vb[name]
+      both = np.isfinite(x) & np.isfinite(y)
       scale = np.maximum(np.abs(x), np.abs(y))
       with np.errstate(invalid="ignore", divide="ignore"):
         rel = np.where(scale > 0, np.abs(y - x) / scale, 0.0)
-      worst = f"{np.nanmax(rel):.2g}" if np.isfinite(rel).any() else "n/a"
-      lines.append(f"| {name} | {np.nanmean(x):.6g} | {np.nanmean(y):.6g} | {worst} |")
+      worst = f"{np.max(rel[both]):.2g}" if both.any() else "n/a"
+      one = np.isfinite(x) != np.isfinite(y)  # e.g. a seed that diverged in one run only
+      if one.any():
+        worst += f" (seeds {ra.seeds[one].tolist()}: finite in one run only)"
+      lines.append(f"| {name} | {_mean(x)} | {_mean(y)} | {worst} |")
     lines.append("")
   return "\n".join(lines)
+
+
+def _mean(x: np.ndarray) -> str:
+  """The mean over the seeds whose value is finite (not a diverged seed's); n/a if none."""
+  finite = x[np.isfinite(x)]
+  return f"{np.mean(finite):.6g}" if finite.size else "n/a"
+
+
+def _labels(names) -> str:
+  return ", ".join(label(n) for n in names) or "none"
+
+
+def _left_out(what: str, a, b, label_a: str, label_b: str, name_of) -> list[str]:
+  """A line naming the keys of `a` and of `b` that the other lacks (shown by `name_of`),
+  then a blank line; nothing when both have the same keys."""
+  only = [(lab, [k for k in x if k not in y]) for lab, x, y in ((label_a, a, b), (label_b, b, a))]
+  parts = [f"{lab}: {', '.join(name_of(k) for k in keys)}" for lab, keys in only if keys]
+  if not parts:
+    return []
+  return [f"{what} in one run only, left out: " + "; ".join(parts) + ".", ""]

@@ -116,7 +116,7 @@ def summary_dict(sweep: SweepResult) -> dict[str, Any]:
 def markdown(sweep: SweepResult, names: Sequence[str] | None = None) -> str:
   """sweep.md: the seeds that diverged, then per measure (those of `names`, default every
   shown one) a table of normalizations x rates (mean ± 95% CI half-width with several
-  seeds)."""
+  seeds; an estimate that did not converge on some seed marked, `report.unconverged_mark`)."""
   stats, seeds = sweep.stats(), sweep.runs[0].spec.num_seeds
   head = "| | " + " | ".join(f"lr {r:g}" for r in sweep.rates) + " |"
   rule = "|---|" + "---|" * len(sweep.rates)
@@ -140,9 +140,11 @@ def markdown(sweep: SweepResult, names: Sequence[str] | None = None) -> str:
     lines += ["", f"## {m.label}" + (f" ({m.unit})" if m.unit else ""), "", head, rule]
     for norm, by_name in stats.items():
       cells = []
-      for s in by_name[m.name]:
+      for i, s in enumerate(by_name[m.name]):
         low, high = s["ci95"]
-        cells.append(report.cell(s["mean"], low, high) + (f" (n={s['n']})" if seeds > 1 else ""))
+        cell = report.cell(s["mean"], low, high) + (f" (n={s['n']})" if seeds > 1 else "")
+        at_rate = {name: values[i] for name, values in by_name.items()}
+        cells.append(cell + report.unconverged_mark(at_rate, m.name))
       lines.append(f"| {report.label(norm)} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 

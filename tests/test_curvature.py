@@ -137,14 +137,23 @@ def _tiny_model_problem(norm, key):
   return m, variables["params"], variables.get("batch_stats", {}), tokens, labels
 
 
-def test_lanczos_and_hutchinson_agree_with_the_dense_hessian_of_a_tiny_model(key):
+@pytest.fixture(scope="module")
+def dense_problem():
+  """The evaluation loss of a tiny LayerNorm model at its initialization, and its dense
+  Hessian (P = 1178): (loss_fn, params, dense (P, P), its eigenvalues descending). Its top
+  eigenvalues, 1.624, 1.505, 1.433, sit in a cluster above a bulk reaching -1.24."""
+  key = jax.random.key(0)
   m, params, bs, tokens, labels = _tiny_model_problem("layernorm", key)
   loss_fn = loss.eval_loss_fn(m, bs, tokens, labels)
   flat, unravel = ravel_pytree(params)
   dense = jax.jit(jax.hessian(lambda f: loss_fn(unravel(f))))(flat)
   dense = 0.5 * (dense + dense.T)
-  exact_eigs = jnp.linalg.eigvalsh(dense)[::-1]
-  p = flat.size
+  return loss_fn, params, dense, jnp.linalg.eigvalsh(dense)[::-1]
+
+
+def test_lanczos_and_hutchinson_agree_with_the_dense_hessian_of_a_tiny_model(key, dense_problem):
+  loss_fn, params, dense, exact_eigs = dense_problem
+  p = dense.shape[0]
 
   top3 = jax.jit(lambda w, rng: curvature.lanczos(loss_fn, w, rng, k=3, num_iterations=100))
   res = top3(params, key)
@@ -162,6 +171,71 @@ def test_lanczos_and_hutchinson_agree_with_the_dense_hessian_of_a_tiny_model(key
   tr = trace(params, key)
   exact_trace = float(jnp.trace(dense))
   assert abs(float(tr.trace) - exact_trace) < 4 * float(tr.stderr), (tr, exact_trace, p)
+
+
+@pytest.mark.hostile
+def test_restarted_lanczos_finds_lambda_max_of_the_dense_hessian_in_few_steps(dense_problem):
+  """6 steps stop short of the top of the tiny model's cluster (1.624, 1.505, 1.433); thick
+  restarts reach it within the tolerance, from every start, in one vmapped program."""
+  loss_fn, params, _, exact_eigs = dense_problem
+  keys_S = jax.random.split(jax.random.key(1), 4)
+  tol = 1e-2
+  scale = float(jnp.max(jnp.abs(exact_eigs)))
+
+  one = lambda k: curvature.lanczos(loss_fn, params, k, num_iterations=6, tol=tol)  # noqa: E731
+  res = jax.jit(jax.vmap(one))(keys_S)
+  # The first 6 steps alone (their tridiagonal is returned, for the density) stop short.
+  first_cycle_S = jax.vmap(lambda a, b: curvature.quadrature(a, b)[0].max())(res.alpha, res.beta)
+  assert (first_cycle_S < exact_eigs[0] - tol * scale).all()
+  assert res.converged.all() and (res.restarts >= 1).all()
+  np.testing.assert_allclose(res.eigenvalues[:, 0], exact_eigs[0], atol=tol * scale)
+
+
+def _clustered_quadratic(p=500):
+  """0.5 sum lambda_i x_i^2 with the top of the issue's BatchNorm Hessian, 1.601, 1.488,
+  1.464, ..., above a bulk from -1.29 to 1.2 (most of it near 0): a diagonal Hessian."""
+  top = [1.601, 1.488, 1.464, 1.435, 1.347, 1.328, 1.266, 1.229]
+  bulk = np.linspace(-1.29, 1.2, 60)
+  near_zero = np.random.default_rng(0).normal(0.0, 0.05, p - len(top) - len(bulk))
+  lam = jnp.asarray(np.concatenate([top, bulk, near_zero]), jnp.float32)
+  return (lambda x: 0.5 * jnp.sum(lam * jnp.square(x))), jnp.zeros((p,))
+
+
+@pytest.mark.hostile
+def test_restarts_find_the_top_of_a_cluster_that_few_lanczos_steps_miss():
+  """The issue's case: a few Lanczos steps return the second (1.488) or third (1.464)
+  eigenvalue of the top cluster, or a value between; a converged pair is never one of
+  those, and the restarted estimate finds 1.601 within the tolerance from every start."""
+  loss_fn, x = _clustered_quadratic()
+  keys_S = jax.random.split(jax.random.key(0), 8)
+  tol = 1e-2
+
+  def top(max_restarts):
+    one = lambda k: curvature.lanczos(  # noqa: E731
+      loss_fn, x, k, num_iterations=10, tol=tol, max_restarts=max_restarts
+    )
+    return jax.jit(jax.vmap(one))(keys_S)
+
+  plain, restarted = top(0), top(curvature.MAX_RESTARTS)
+  assert float(plain.eigenvalues.min()) < 1.5  # stopped inside the cluster
+  for res in (plain, restarted):  # every "converged" is within the tolerance of 1.601
+    error = np.abs(np.asarray(res.eigenvalues[:, 0]) - 1.601)
+    assert (error[np.asarray(res.converged[:, 0])] <= tol * 1.601).all()
+  assert not plain.converged.any() and (plain.restarts == 0).all()
+  assert restarted.converged.all()
+  np.testing.assert_allclose(restarted.eigenvalues[:, 0], 1.601, atol=tol * 1.601)
+  assert (restarted.restarts >= 1).all() and (restarted.restarts <= curvature.MAX_RESTARTS).all()
+
+
+def test_restarts_are_bounded_and_an_unconverged_pair_stays_flagged(key):
+  a, _ = _symmetric(jax.random.key(6), list(np.linspace(1.0, 2.0, 100)))
+  res = curvature.lanczos(
+    _quadratic(a), jnp.zeros((100,)), key, k=1, num_iterations=4, tol=1e-4, max_restarts=2
+  )
+  assert int(res.restarts) == 2 and not bool(res.converged[0])
+  assert float(res.residuals[0]) > 1e-4 * 2.0
+  with pytest.raises(ValueError, match="max_restarts"):
+    curvature.lanczos(_quadratic(a), jnp.zeros((100,)), key, max_restarts=-1)
 
 
 def test_eval_loss_fn_averages_equal_batches_like_one_concatenated_batch(key):

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxnorm import analysis, config, keys, landscape, measures, model, train
+from jaxnorm import analysis, config, curvature, keys, landscape, measures, model, train
 
 CFG = config.TINY.replace(landscape_points=5)
 
@@ -58,3 +58,32 @@ def test_bad_measure_config():
     measures.MeasureConfig(trace_probes=1)
   with pytest.raises(ValueError, match="sharpness_rho"):
     measures.MeasureConfig(sharpness_rho=0.0)
+
+
+def test_lanczos_restarts_setting():
+  assert measures.MeasureConfig().lanczos_restarts == curvature.MAX_RESTARTS
+  assert measures.MeasureConfig(lanczos_restarts=0).lanczos_restarts == 0  # plain Lanczos
+  for bad in (-1, True, 2.0, "8"):
+    with pytest.raises(ValueError, match="lanczos_restarts"):
+      measures.MeasureConfig(lanczos_restarts=bad)
+  # Every lambda_max with a convergence flag: the flag and residual are measures too.
+  for flag, residual in measures.CONVERGENCE.values():
+    assert measures.BY_NAME[flag].kind == measures.BY_NAME[residual].kind == "diagnostic"
+  assert {"hessian_top_eigenvalue", "hessian_top_eigenvalue_batch_stats"} <= set(
+    measures.CONVERGENCE
+  )
+
+
+@pytest.mark.hostile
+def test_isotropy_of_dead_or_broken_activations_is_nan_in_every_measure():
+  """All-zero activations, and activations with a NaN, whatever spectrum the SVD gives for
+  them: every raw and centered isotropy measure of the analysis is NaN."""
+  spectrum_K = jnp.array([4.0, 3.0, 2.0, 1.0])  # finite, as an SVD may return for NaN input
+  for acts_NxD, s_K in (
+    (jnp.zeros((8, 4)), jnp.zeros(4)),
+    (jnp.ones((8, 4)).at[0, 0].set(jnp.nan), spectrum_K),
+  ):
+    out = analysis._isotropy(acts_NxD, s_K)
+    assert len(out) == 10 and all(bool(jnp.isnan(v)) for v in out.values()), out
+  fine = analysis._isotropy(jnp.eye(8, 4), jnp.ones(4))
+  assert float(fine["effective_rank"]) == pytest.approx(4.0) and fine["numerical_rank"] == 4

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from jaxnorm import config, pipeline, report, summary, verdicts
+from jaxnorm import config, pipeline, report, summary, sweep, verdicts
 
 
 def _stats(values):
@@ -200,6 +200,54 @@ def test_comparison_shows_the_largest_relative_difference_over_seeds(measured_re
     report.comparison(measured_result, measured_result._replace(norms={"none": shifted}), "a", "b")
 
 
+@pytest.mark.hostile
+def test_comparison_lists_what_only_one_run_has(measured_result):
+  """Runs of partly different models: the common ones are compared, and the report names
+  the models, and per model the measures, that only one run has."""
+  r = measured_result.norms["none"]
+  fewer = r._replace(measures={k: v for k, v in r.measures.items() if k != "effective_rank"})
+  l2 = r._replace(norm="l2")
+  other = measured_result._replace(norms={"none": fewer, "l2": l2})
+  text = report.comparison(measured_result, other, "f32", "f64")
+  assert "Normalizations in one run only, left out: f32: BatchNorm; f64: Manual L2 Norm." in text
+  section = text.split("## No Norm (2 seeds)")[1]
+  assert "Measures in one run only, left out: f32: effective_rank." in section
+  assert "| effective_rank |" not in section and "| hessian_trace |" in section
+  assert "## BatchNorm" not in text and "L2" not in text.split("left out")[-1]
+  same = report.comparison(measured_result, measured_result, "f32", "f64")
+  assert "left out" not in same
+
+
+@pytest.mark.hostile
+def test_comparison_refuses_runs_with_nothing_in_common(measured_result):
+  r = measured_result.norms["none"]
+  other = measured_result._replace(norms={"l2": r._replace(norm="l2")})
+  with pytest.raises(ValueError, match=r"no normalization in common \(a: BatchNorm, No Norm; b: "):
+    report.comparison(measured_result, other, "a", "b")
+  with pytest.raises(ValueError, match="different labels"):
+    report.comparison(measured_result, measured_result, "x", "x")
+
+
+def test_comparison_of_a_diverged_seed_names_it(measured_result):
+  """A value that is NaN (a diverged seed) in one run only is no agreement: the largest
+  difference is taken over the other seeds and the seed is named; no value at all is n/a
+  (and no warning)."""
+  r = measured_result.norms["none"]
+
+  def rows(values):
+    changed = r._replace(measures={**r.measures, "effective_rank": values})
+    text = report.comparison(
+      measured_result, measured_result._replace(norms={"none": changed}), "a", "b"
+    )
+    return [line for line in text.splitlines() if line.startswith("| effective_rank |")]
+
+  x = r.measures["effective_rank"]
+  [row] = rows(np.array([x[0] * 1.01, np.nan]))
+  assert row.endswith(f"| {x[0] * 1.01:.6g} | 0.0099 (seeds [4]: finite in one run only) |")
+  [row] = rows(np.full(2, np.nan))
+  assert row.endswith("| n/a | n/a (seeds [3, 4]: finite in one run only) |")
+
+
 def test_findings_tables_print_every_judged_comparison(measured_result, tmp_path):
   """experiments/findings_tables.py: the verdicts of `report.judge` for each state of a saved
   run, and BatchNorm with batch statistics against No Norm as a family of its own."""
@@ -226,3 +274,92 @@ def test_findings_tables_print_every_judged_comparison(measured_result, tmp_path
   family = [r for r in lines if r.startswith("| BatchNorm (batch statistics) lower than No Norm")]
   assert len(family) == 3
   assert "similar to LayerNorm" not in out  # this run has no LayerNorm
+
+
+def _seeds_result(norm, measured):
+  """Seeds 0 .. S - 1 with the given per-seed measures (name -> (S,) values)."""
+  s = len(next(iter(measured.values())))
+  return _norm_result(norm, 0.1, 0.2, {})._replace(
+    seeds=np.arange(s),
+    losses=np.full((s, 5), 0.1),
+    landscape=np.tile([1.2, 1.0, 1.0], (s, 1)),
+    base_loss=np.ones(s),
+    spectrum=np.tile([4.0, 2.0, 1.0], (s, 1)),
+    measures={name: np.asarray(v, np.float64) for name, v in measured.items()},
+    first_nonfinite_step=np.full(s, -1),
+  )
+
+
+def _lambda_max(values, converged, residuals):
+  return {
+    "hessian_top_eigenvalue": values,
+    "hessian_top_converged": converged,
+    "hessian_top_relative_residual": residuals,
+    "hessian_top_eigenvalue_batch_stats": values,
+    "hessian_top_converged_batch_stats": [1.0] * len(values),
+    "hessian_top_relative_residual_batch_stats": [1e-3] * len(values),
+  }
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_a_lambda_max_that_did_not_converge_is_marked_where_shown(seeds):
+  """The issue's case: BatchNorm's λ_max 1.486 with residual 0.019 over the tolerance is
+  marked in measures.md (λ_max and λ_max / loss, not the converged batch-statistics
+  value) and under the terminal table; a converged one is not."""
+  values, flags, residuals = [1.486, 2.0][:seeds], [0.0, 1.0][:seeds], [0.019, 0.001][:seeds]
+  norms = {
+    "batchnorm": _seeds_result("batchnorm", _lambda_max(values, flags, residuals)),
+    "none": _seeds_result("none", _lambda_max([3.0, 4.0][:seeds], [1.0] * seeds, [1e-4] * seeds)),
+  }
+  spec = pipeline.ExperimentSpec(
+    config.TINY.replace(norms=("batchnorm", "none")), num_seeds=seeds, name="t", measures=None
+  )
+  result = pipeline.ExperimentResult(spec, norms, 0.0, {})
+  note = "(relative residual 0.019)" if seeds == 1 else "(1 of 2 seeds, relative residual 0.019)"
+  mark = f"**not converged** {note}"
+  rows = {line.split(" | ")[0]: line for line in report.markdown(result).splitlines()}
+  bn, none = rows["| Hessian λ_max"].split(" | ")[1:3]
+  assert mark in bn and "converged" not in none
+  assert mark in rows["| Hessian λ_max / loss"]
+  assert "converged" not in rows["| Hessian λ_max, batch statistics"]
+  table = report.terminal_table(result)
+  marked = [line.strip() for line in table.splitlines() if "not converged" in line]
+  assert marked == [f"BatchNorm, Hessian λ_max: not converged {note}"]
+  converged = pipeline.ExperimentResult(spec, {"none": norms["none"]}, 0.0, {})
+  assert "converged" not in report.terminal_table(converged)
+
+
+@pytest.mark.hostile
+def test_a_seed_whose_estimate_did_not_converge_gives_no_value_to_a_verdict(monkeypatch):
+  """With the last seed's estimate unconverged (and far off), the paired test rests on the
+  three others, and says so; with none converged nothing is judged."""
+  monkeypatch.setitem(report.measures.CONVERGENCE, "m", ("m_converged", "m_residual"))
+  subject = {"m": _stats([1.0, 2.0, 3.0, 10.0]), "m_converged": _stats([1.0, 1.0, 1.0, 0.0])}
+  baseline = {"m": _stats([2.0, 3.0, 4.0, 0.0]), "m_converged": _stats([1.0] * 4)}
+  prediction = report.Prediction("", ("a",), "b", "lower", ("m",))
+  (row,) = report.judge(prediction, {"a": subject, "b": baseline})
+  assert row["comparison"].n == 3 and row["comparison"].verdict == "supported"
+  assert row["verdict"].endswith("; 1 seed left out: the estimate did not converge")
+  assert report.converged_values(subject, "m") == [1.0, 2.0, 3.0, None]
+  none = {**subject, "m_converged": _stats([0.0] * 4)}
+  (row,) = report.judge(prediction, {"a": none, "b": baseline})
+  assert row["comparison"] is None
+  assert row["verdict"] == "not judged: the estimate did not converge"
+  (row,) = report.judge(prediction, {"a": {"m": subject["m"]}, "b": baseline})  # no flag
+  assert row["comparison"].n == 4
+
+
+@pytest.mark.hostile
+def test_a_lambda_max_that_did_not_converge_is_marked_in_the_sweep_tables():
+  unconverged = _seeds_result("none", _lambda_max([1.486], [0.0], [0.019]))
+  converged = _seeds_result("none", _lambda_max([2.0], [1.0], [1e-4]))
+  spec = pipeline.ExperimentSpec(config.TINY.replace(norms=("none",)), name="t", measures=None)
+  runs = tuple(
+    pipeline.ExperimentResult(spec, {"none": r}, 0.0, {}) for r in (unconverged, converged)
+  )
+  text = sweep.markdown(sweep.SweepResult((1e-3, 1e-2), runs), names=("hessian_top_eigenvalue",))
+  row = next(line for line in text.splitlines() if line.startswith("| No Norm | 1.486"))
+  at_low_rate, at_high_rate = row.split(" | ")[1:3]
+  assert "**not converged** (relative residual 0.019)" in at_low_rate
+  assert "converged" not in at_high_rate
