@@ -4,20 +4,35 @@ BatchNorm measured with batch statistics, as a family of its own, against No Nor
 and LayerNorm (similar). Markdown on standard output.
 
     python experiments/findings_tables.py runs/findings_paper runs/findings_equal_lr
+
+Each run's columns are named by its folder; folders of the same name by the shortest end
+of their paths that tells them apart (runs/a/x and runs/b/x: a/x and b/x). Exit status 0;
+2 with one line on standard error for a folder given twice, a folder that holds no
+readable run or runs on which no prediction can be judged; 3 with one line for any other
+failure.
 """
 
 import argparse
 import importlib.util
 import sys
-from pathlib import Path
+from collections.abc import Sequence
+from pathlib import Path, PurePath
 
-from jaxnorm import report, results, summary, verdicts
+if __name__ == "__main__":  # first: stops and errors while importing end quietly
+  import _quiet  # noqa: F401
+
+from jaxnorm import report, results, runfolder, summary, verdicts  # noqa: E402
+
+EXIT_USAGE = 2  # the input cannot be tabled: one line on standard error
+EXIT_FAILED = 3  # anything else went wrong: one line on standard error
+EXIT_INTERRUPTED = 130
 
 BATCH_STATS_LOWER = ("landscape_rise_directions", "filter_rise_directions", "adaptive_sharpness")
 BATCH_STATS_SIMILAR = (*BATCH_STATS_LOWER, "hessian_trace")
 
 
 def _predictions():
+  """exp2.py's predictions (imported as a module, exp2.py changes no process state)."""
   path = Path(__file__).with_name("exp2.py")
   spec = importlib.util.spec_from_file_location("exp2", path)
   module = importlib.util.module_from_spec(spec)
@@ -55,28 +70,77 @@ def _cell(c: verdicts.Comparison) -> str:
   return f"{c.verdict} (estimate {c.estimate:.3g}, p = {c.p:.2g})"
 
 
-def main(argv) -> int:
-  parser = argparse.ArgumentParser(prog="findings_tables.py", description=__doc__.split("\n\n")[0])
-  parser.add_argument("runs", nargs="+", help="run folders (exp2.py --matched-loss ...)")
-  args = parser.parse_args(argv)
-  try:
-    loaded = {Path(path).name: results.load(path) for path in args.runs}
-  except results.ResultsError as e:
-    parser.error(str(e))
-  rows: dict[str, dict[str, str]] = {}
+class _Parser(argparse.ArgumentParser):
+  def error(self, message: str):  # one line, no usage dump, no traceback
+    self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def column_names(folders: Sequence[str]) -> list[str]:
+  """Each folder's name (of its absolute path: "." is the current folder's); where names
+  repeat, the shortest end of each path that no other path ends with: runs/a/x and
+  runs/b/x give a/x and b/x. Raises ValueError for a folder given twice."""
+  parts = [Path(f).resolve().parts for f in folders]
+  for i, p in enumerate(parts):
+    if p in parts[:i]:
+      raise ValueError(f"{folders[i]} is given twice (as {folders[parts.index(p)]})")
+  names = []
+  for i, p in enumerate(parts):
+    others = [q for j, q in enumerate(parts) if j != i]
+    k = next(k for k in range(1, len(p) + 1) if all(q[-k:] != p[-k:] for q in others))
+    names.append(PurePath(*p[-k:]).as_posix())
+  return names
+
+
+def _rows(loaded: dict, predictions) -> tuple[list[str], dict[str, dict[str, str]]]:
+  """The columns ("<state>, <run>", each state of every run of `loaded`, also one without
+  verdicts) and row label -> column -> verdict."""
+  columns, rows = [], {}
   for run, result in loaded.items():
     for state, stats in _states(result):
       column = f"{state}, {run}"
-      for p in _predictions():
+      columns.append(column)
+      for p in predictions:
         for row in report.judge(p, stats):
           if row["comparison"] is None:
             continue
           label = f"{report.label(row['subject'])} {p.relation} {report.label(p.baseline)}: "
           rows.setdefault(label + row["measure"], {})[column] = _cell(row["comparison"])
-      if all(f"{BATCH_STATS_LOWER[0]}_batch_stats" in stats[n] for n in ("batchnorm", "none")):
+      if all(
+        n in stats and f"{BATCH_STATS_LOWER[0]}_batch_stats" in stats[n]
+        for n in ("batchnorm", "none")
+      ):
         for label, c in _batch_stats_rows(stats):
           rows.setdefault(label, {})[column] = _cell(c)
-  columns = list(dict.fromkeys(c for row in rows.values() for c in row))
+  return columns, rows
+
+
+def main(argv) -> int:
+  parser = _Parser(prog="findings_tables.py", description=__doc__.split("\n\n")[0])
+  parser.add_argument("runs", nargs="+", help="run folders (exp2.py --matched-loss ...)")
+  args = parser.parse_args(argv)
+  try:
+    try:
+      names = column_names(args.runs)
+    except ValueError as e:
+      parser.error(str(e))
+    try:
+      loaded = {name: results.load(path) for name, path in zip(names, args.runs, strict=True)}
+    except (results.ResultsError, runfolder.RunFolderError) as e:
+      parser.error(str(e))
+    columns, rows = _rows(loaded, _predictions())
+    if not rows:
+      held = sorted({n for result in loaded.values() for n in result.norms})
+      parser.error(
+        "no prediction of exp2.py can be judged on these runs (they hold "
+        f"{', '.join(map(report.label, held))}; a verdict needs two of the normalizations "
+        "it compares, with measures)"
+      )
+  except KeyboardInterrupt:
+    print(f"{parser.prog}: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
+  except Exception as e:  # a bug or an unforeseen input: still one line, never a traceback
+    print(f"{parser.prog}: failed: {type(e).__name__}: {' '.join(str(e).split())}", file=sys.stderr)
+    return EXIT_FAILED
   print("| comparison | " + " | ".join(columns) + " |")
   print("|---|" + "---|" * len(columns))
   for label, row in rows.items():
