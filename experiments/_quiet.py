@@ -2,11 +2,12 @@
 the command line takes over, a stop signal (SIGHUP, SIGINT, SIGTERM) ends the process
 quietly with 128 + the signal, and an exception (a package that fails to import) with one
 line and status 3, never a traceback and never 1, the status of a diverged model
-(README, "Run folders and exit statuses")."""
+(README, "Run folders and exit statuses"); a Python warning is one line too."""
 
 import os
 import signal
 import sys
+import warnings
 
 
 def _stopped(signum: int, frame) -> None:
@@ -21,6 +22,11 @@ def _failed(kind: type, error: BaseException, traceback) -> None:
     os._exit(3)
 
 
+def _warning(message, category: type, filename: str, lineno: int, line=None) -> str:
+  return f"{os.path.basename(sys.argv[0])}: warning: {' '.join(str(message).split())}\n"
+
+
 for _signal in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
   signal.signal(_signal, _stopped)
 sys.excepthook = _failed
+warnings.formatwarning = _warning  # a warning, too, is one line

@@ -10,26 +10,16 @@ runs with no normalization in common or runs of different seeds; 3 with one line
 other failure. The report lists what only one of the runs has (normalizations, measures).
 """
 
-import argparse
 import sys
 
 if __name__ == "__main__":  # first: stops and errors while importing end quietly
   import _quiet  # noqa: F401
 
-from jaxnorm import report, results, runfolder  # noqa: E402
-
-EXIT_USAGE = 2  # the input cannot be compared: one line on standard error
-EXIT_FAILED = 3  # anything else went wrong: one line on standard error
-EXIT_INTERRUPTED = 130
-
-
-class _Parser(argparse.ArgumentParser):
-  def error(self, message: str):  # one line, no usage dump, no traceback
-    self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(message.split())}\n")
+from jaxnorm import cli, report, results, runfolder  # noqa: E402
 
 
 def main(argv) -> int:
-  parser = _Parser(prog="compare_runs.py", description=__doc__.split("\n\n")[0])
+  parser = cli.Parser(prog="compare_runs.py", description=__doc__.split("\n\n")[0])
   parser.add_argument("run_a", help="a run folder (exp2.py --out)")
   parser.add_argument("run_b", help="another run folder of the same models and seeds")
   parser.add_argument("--labels", default="A,B", metavar="A,B", help="the two columns' names")
@@ -37,7 +27,8 @@ def main(argv) -> int:
   labels = args.labels.split(",")
   if len(labels) != 2 or not all(labels):
     parser.error(f"--labels needs two names separated by a comma, got {args.labels!r}")
-  try:
+
+  def body() -> int:
     try:
       a, b = results.load(args.run_a), results.load(args.run_b)
     except (results.ResultsError, runfolder.RunFolderError) as e:
@@ -46,14 +37,10 @@ def main(argv) -> int:
       text = report.comparison(a, b, *labels)
     except ValueError as e:
       parser.error(str(e))
-  except KeyboardInterrupt:
-    print(f"{parser.prog}: interrupted", file=sys.stderr)
-    return EXIT_INTERRUPTED
-  except Exception as e:  # a bug or an unforeseen input: still one line, never a traceback
-    print(f"{parser.prog}: failed: {type(e).__name__}: {' '.join(str(e).split())}", file=sys.stderr)
-    return EXIT_FAILED
-  print(text)
-  return 0
+    print(text)
+    return 0
+
+  return cli.run_tool(parser.prog, body)
 
 
 if __name__ == "__main__":

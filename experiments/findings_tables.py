@@ -12,7 +12,6 @@ readable run or runs on which no prediction can be judged; 3 with one line for a
 failure.
 """
 
-import argparse
 import importlib.util
 import sys
 from collections.abc import Sequence
@@ -21,11 +20,7 @@ from pathlib import Path, PurePath
 if __name__ == "__main__":  # first: stops and errors while importing end quietly
   import _quiet  # noqa: F401
 
-from jaxnorm import report, results, runfolder, summary, verdicts  # noqa: E402
-
-EXIT_USAGE = 2  # the input cannot be tabled: one line on standard error
-EXIT_FAILED = 3  # anything else went wrong: one line on standard error
-EXIT_INTERRUPTED = 130
+from jaxnorm import cli, report, results, runfolder, summary, verdicts  # noqa: E402
 
 BATCH_STATS_LOWER = ("landscape_rise_directions", "filter_rise_directions", "adaptive_sharpness")
 BATCH_STATS_SIMILAR = (*BATCH_STATS_LOWER, "hessian_trace")
@@ -70,11 +65,6 @@ def _cell(c: verdicts.Comparison) -> str:
   return f"{c.verdict} (estimate {c.estimate:.3g}, p = {c.p:.2g})"
 
 
-class _Parser(argparse.ArgumentParser):
-  def error(self, message: str):  # one line, no usage dump, no traceback
-    self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(message.split())}\n")
-
-
 def column_names(folders: Sequence[str]) -> list[str]:
   """Each folder's name (of its absolute path: "." is the current folder's); where names
   repeat, the shortest end of each path that no other path ends with: runs/a/x and
@@ -115,10 +105,11 @@ def _rows(loaded: dict, predictions) -> tuple[list[str], dict[str, dict[str, str
 
 
 def main(argv) -> int:
-  parser = _Parser(prog="findings_tables.py", description=__doc__.split("\n\n")[0])
+  parser = cli.Parser(prog="findings_tables.py", description=__doc__.split("\n\n")[0])
   parser.add_argument("runs", nargs="+", help="run folders (exp2.py --matched-loss ...)")
   args = parser.parse_args(argv)
-  try:
+
+  def body() -> int:
     try:
       names = column_names(args.runs)
     except ValueError as e:
@@ -135,17 +126,13 @@ def main(argv) -> int:
         f"{', '.join(map(report.label, held))}; a verdict needs two of the normalizations "
         "it compares, with measures)"
       )
-  except KeyboardInterrupt:
-    print(f"{parser.prog}: interrupted", file=sys.stderr)
-    return EXIT_INTERRUPTED
-  except Exception as e:  # a bug or an unforeseen input: still one line, never a traceback
-    print(f"{parser.prog}: failed: {type(e).__name__}: {' '.join(str(e).split())}", file=sys.stderr)
-    return EXIT_FAILED
-  print("| comparison | " + " | ".join(columns) + " |")
-  print("|---|" + "---|" * len(columns))
-  for label, row in rows.items():
-    print(f"| {label} | " + " | ".join(row.get(c, "n/a") for c in columns) + " |")
-  return 0
+    print("| comparison | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for label, row in rows.items():
+      print(f"| {label} | " + " | ".join(row.get(c, "n/a") for c in columns) + " |")
+    return 0
+
+  return cli.run_tool(parser.prog, body)
 
 
 if __name__ == "__main__":

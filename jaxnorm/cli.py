@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -52,9 +52,11 @@ EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 REPLOT_OPTIONS = {"replot", "no_progress"}
 
 
-class _Parser(argparse.ArgumentParser):
-  def error(self, message: str):  # one line, no usage dump, no traceback
-    self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+class Parser(argparse.ArgumentParser):
+  """An argument parser whose errors are one line (no usage dump, no traceback), exit 2."""
+
+  def error(self, message: str) -> NoReturn:
+    self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
 def _int_at_least(low: int):
@@ -104,7 +106,7 @@ def _rate_overrides(text: str) -> tuple[tuple[str, float], ...]:
 
 
 def build_parser(prog: str, description: str, default_out: str) -> argparse.ArgumentParser:
-  p = _Parser(
+  p = Parser(
     prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
   )
   p.add_argument("--out", default=default_out, help="output folder")
@@ -562,15 +564,36 @@ def _say(line: str, stream=None) -> None:
 
 @contextlib.contextmanager
 def _tolerant_output(prog: str):
-  """Within the block, standard output and error that cannot be written are `_Output`s."""
+  """Within the block, standard output and error that cannot be written are `_Output`s
+  (a closed one, None in Python, writes to /dev/null)."""
   saved = sys.stdout, sys.stderr
-  sys.stdout, sys.stderr = _Output(sys.stdout, prog, "stdout"), _Output(sys.stderr, prog, "stderr")
+  closed = [open(os.devnull, "w") for stream in saved if stream is None]  # noqa: SIM115
+  out, err = (stream if stream is not None else closed.pop() for stream in saved)
+  sys.stdout, sys.stderr = _Output(out, prog, "stdout"), _Output(err, prog, "stderr")
   try:
     yield
   finally:
     sys.stdout.flush()
     sys.stderr.flush()
     sys.stdout, sys.stderr = saved
+    for stream in (out, err):
+      if stream not in saved:
+        stream.close()
+
+
+def run_tool(prog: str, body: Callable[[], int]) -> int:
+  """`body()` for the scripts that read saved runs (compare_runs.py, findings_tables.py):
+  its parser's errors pass (one line, exit 2); Ctrl-C, one line and 130; any other
+  exception, one line and 3; output that cannot be written is dropped (`_Output`)."""
+  with _tolerant_output(prog):
+    try:
+      return body()
+    except KeyboardInterrupt:
+      _say(f"{prog}: interrupted")
+      return EXIT_INTERRUPTED
+    except Exception as e:  # noqa: BLE001  a bug or an unforeseen input: one line
+      _say(f"{prog}: error: {type(e).__name__}: {' '.join(str(e).split())}")
+      return EXIT_FAILED
 
 
 def _interruptible(prog: str, body) -> int:
@@ -864,8 +887,9 @@ def exit_process(status: int) -> NoReturn:
   runfolder.fault_point("exit")
   for stream in (sys.stdout, sys.stderr):
     try:
-      stream.flush()
-    except (OSError, ValueError):
+      if stream is not None:  # None: closed when the process started
+        stream.flush()
+    except (OSError, ValueError, AttributeError):
       _to_devnull(stream)  # what it could not write is dropped, the exit is not stopped
   if status in (EXIT_FAILED, EXIT_HUNG_UP, EXIT_INTERRUPTED, EXIT_TERMINATED):
     os._exit(status)

@@ -112,7 +112,10 @@ def check_port_free(coordinator: str) -> None:
       continue
     with probe:
       try:
+        # As a server binds: a port that only closed connections still hold is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((address, port))
+        probe.listen()
       except OSError as e:
         if e.errno == errno.EADDRINUSE:
           raise RuntimeError(

@@ -252,6 +252,8 @@ def load_variables(out_dir: str | os.PathLike, norm: str) -> dict:
   """The trained {'params', 'batch_stats'} of `norm`, nested dicts of numpy arrays with a
   leading seed axis (format 2; a format-1 folder of one seed has none). Raises
   ResultsError if the file is missing, not the one run.json lists, or unreadable."""
+  if not isinstance(norm, str) or not norm or Path(norm).name != norm or norm in (".", ".."):
+    raise ResultsError(f"{norm!r} is not the name of a normalization (e.g. 'layernorm')")
   path = Path(out_dir) / variables_file(norm)
   try:
     runfolder.verify(out_dir, (path.name,))

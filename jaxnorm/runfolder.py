@@ -32,7 +32,6 @@ import ctypes
 import datetime
 import errno
 import fcntl
-import fnmatch
 import hashlib
 import json
 import os
@@ -41,14 +40,16 @@ import shutil
 import signal
 import threading
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 MANIFEST = "run.json"
 MANIFEST_FORMAT = 1
-# What versions before manifests wrote into a run folder (a folder without run.json may be
-# replaced only when it holds these, `variables_<norm>.msgpack` for the normalizations its
-# summary.json lists, and their per-file temporaries `.<name>.<random>.tmp`).
+# What versions before manifests wrote into a run folder: always `LEGACY_RUN`, the others
+# with measures or a surface, `variables_<norm>.msgpack` for the normalizations its
+# summary.json lists, and per-file temporaries `.<name>.<random>.tmp` if interrupted.
+LEGACY_RUN = ("results.npz", "summary.json", "figure2.png", "figure2.pdf")
 LEGACY_FILES = (
   "results.npz",
   "summary.json",
@@ -61,9 +62,11 @@ FAULT_ENV = "JAXNORM_FAULT"
 # The mark of a `<target>.failed` folder that a failed run left (an empty file): only such
 # a folder is replaced by the next failure's or removed by the next success.
 FAILED_MARK = ".failed-run"
-# Leftovers of a --replot of a sub-run (a folder of a sweep) that was killed, beside it in
-# the sweep's folder: its lock, staging folder and set-aside previous run.
-_SUBRUN_LEFTOVERS = (".{}.lock", ".{}.staging-*", ".{}.previous-*")
+# Room a run needs below its folder's path, and beside it, for the longest path it writes
+# (`.<name>.staging-<pid>/lr_<rate>/variables_<norm>.msgpack`), in bytes.
+LONGEST_RELATIVE_PATH = 128
+# What a --replot of one run of a sweep rewrites besides its run.json.
+REDRAWN = ("figure2.png", "figure2.pdf")
 
 
 class RunFolderError(ValueError):
@@ -125,88 +128,96 @@ def _files_below(folder: Path) -> tuple[dict[str, Path], list[str]]:
   return files, others
 
 
-def _legacy_files(folder: Path) -> set[str]:
-  """What a version before manifests may have written into `folder`."""
-  names = set(LEGACY_FILES)
+def _legacy_files(folder: Path, files: dict[str, Path]) -> set[str] | None:
+  """The files a version before manifests wrote into `folder`, if `files` (what it holds)
+  can be such a run, else None: `LEGACY_RUN` all present, a summary.json whose "norms" are
+  the normalizations results.npz holds arrays of, and beside them only the rest of
+  `LEGACY_FILES`, the variables of those normalizations and per-file temporaries."""
+  if not all(name in files for name in LEGACY_RUN):
+    return None
   try:
     norms = json.loads((folder / "summary.json").read_text())["norms"]
-    names |= {f"variables_{norm}.msgpack" for norm in norms if isinstance(norm, str)}
-  except (OSError, ValueError, KeyError, TypeError):
-    pass
-  return names
+    with zipfile.ZipFile(folder / "results.npz") as npz:
+      in_npz = {name.split("/", 1)[0] for name in npz.namelist() if "/" in name}
+  except (OSError, ValueError, KeyError, TypeError, RecursionError, zipfile.BadZipFile):
+    return None
+  if not isinstance(norms, dict) or not norms or set(norms) != in_npz:
+    return None
+  return set(LEGACY_FILES) | {f"variables_{norm}.msgpack" for norm in norms}
+
+
+def _run_files(folder: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+  """Every file of the run in `folder` (which has a run.json) with its expected size and
+  SHA-256, and what stops the run from being whole (empty: nothing).
+
+  The files are those its run.json lists. A sub-run (a learning-rate sweep's run at one
+  rate, its run.json listed) may have been redrawn alone since (`--replot` of it rewrites
+  its figure and run.json): its files are as its own run.json lists them (its run.json as
+  it is now), and every other file of it must still be the one the folder's run.json
+  lists, or the sub-run is not the run the folder holds (say, another run written into
+  the sub-folder). A sub-run whose run.json is gone is checked against the folder's.
+  Raises RunFolderError for a run.json jaxnorm cannot read."""
+  listed = manifest(folder)["files"]
+  subruns = _subruns(listed)
+  files = {n: e for n, e in listed.items() if not any(n.startswith(d + "/") for d in subruns)}
+  problems = []
+  for sub in sorted(subruns):
+    recorded = {n[len(sub) + 1 :]: e for n, e in listed.items() if n.startswith(sub + "/")}
+    own_manifest = folder / sub / MANIFEST
+    if not own_manifest.is_file() or own_manifest.is_symlink():
+      files.update({f"{sub}/{n}": e for n, e in recorded.items() if n != MANIFEST})
+      continue
+    own, own_problems = _run_files(folder / sub)
+    problems += [f"{sub}/{problem}" for problem in own_problems]
+    for name, entry in own.items():
+      if name not in (MANIFEST, *REDRAWN) and recorded.get(name) != entry:
+        problems.append(f"{sub}/{name} (not the file of the run {folder / MANIFEST} lists)")
+    digest = {"bytes": own_manifest.stat().st_size, "sha256": _sha256(own_manifest)}
+    files.update({f"{sub}/{n}": e for n, e in own.items()})
+    files[f"{sub}/{MANIFEST}"] = digest
+  return files, problems
 
 
 def unreplaceable(folder: Path) -> list[str]:
   """Why a run may not replace the existing folder `folder`: the entries that are not
   what a jaxnorm run left there (empty: it may).
 
-  A folder with a run.json may be replaced when every file below it is one its run.json
-  lists, with the listed size and SHA-256; a sub-folder whose run.json the folder's
-  run.json lists (a run of a learning-rate sweep) is checked against its own run.json
-  instead, since `--replot` rewrites it alone, and the lock and leftovers of such a
-  replot beside it are allowed. A folder without run.json (written before manifests)
-  may be replaced when it holds only `LEGACY_FILES`, the variables of the normalizations
-  its summary.json lists and their temporaries. Raises RunFolderError for a run.json
+  A folder with a run.json may be replaced when every file below it is one of its run
+  (`_run_files`: the files its run.json lists, a sweep's runs as their own run.json
+  lists them), unchanged; beside a sub-run, only the empty lock a replot of it leaves.
+  A folder without run.json (written before manifests) may be replaced only when it holds
+  what such a version wrote (`_legacy_files`). Raises RunFolderError for a run.json
   jaxnorm cannot read.
   """
   files, problems = _files_below(folder)
-  info = manifest(folder)
-  if info is None:
-    allowed = _legacy_files(folder)
+  if not files and not problems:
+    return []  # empty
+  if manifest(folder) is None:
+    allowed = _legacy_files(folder, files)
+    if allowed is None:
+      return sorted([*problems, *files] or ["(not a run of an earlier version)"])
     for name in files:
       temporary = name.endswith(".tmp") and any(name.startswith(f".{a}.") for a in allowed)
       if name not in allowed and not temporary:
         problems.append(name)
     return sorted(problems)
-  listed = info["files"]
-  subruns = _subruns(listed)
-  for sub in sorted(subruns):
-    if (folder / sub).is_dir() and not (folder / sub).is_symlink():
-      problems += [f"{sub}/{name}" for name in unreplaceable(folder / sub)]
+  expected, run_problems = _run_files(folder)
+  problems += run_problems
+  locks = {f".{sub}.lock" for sub in _subruns(expected) if "/" not in sub}
   for name, path in files.items():
-    if name == MANIFEST or any(name.startswith(sub + "/") for sub in subruns):
+    if name == MANIFEST or (name in locks and path.stat().st_size == 0):
       continue
-    top = name.split("/", 1)[0]
-    leftover = any(
-      fnmatch.fnmatchcase(top, pattern.format(sub))
-      for sub in subruns
-      if "/" not in sub
-      for pattern in _SUBRUN_LEFTOVERS
-    )
-    if leftover:
-      continue
-    entry = listed.get(name)
+    entry = expected.get(name)
     if entry is None:
       problems.append(name)
     elif path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
       problems.append(f"{name} (changed or truncated since the run wrote it)")
-  return sorted(problems)
+  return sorted(set(problems))
 
 
 def _subruns(listed: dict[str, Any]) -> set[str]:
   """The sub-folders that a run.json's file list holds runs of (their run.json listed)."""
   return {name[: -len(MANIFEST) - 1] for name in listed if name.endswith("/" + MANIFEST)}
-
-
-def _run_files(folder: Path) -> dict[str, dict[str, Any]]:
-  """Every file of the run in `folder` with its expected size and SHA-256: as its run.json
-  lists it, or, within a sub-run, as the sub-run's own run.json does (the sub-run's
-  run.json itself as it is now). Raises RunFolderError without a run.json."""
-  info = manifest(folder)
-  if info is None:
-    raise RunFolderError(f"{folder} has no {MANIFEST}: nothing says which files are its run's")
-  listed = info["files"]
-  files = {}
-  for sub in _subruns(listed):
-    if (folder / sub / MANIFEST).is_file():
-      path = folder / sub / MANIFEST
-      files[f"{sub}/{MANIFEST}"] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
-      own = _run_files(folder / sub)
-      files.update({f"{sub}/{name}": entry for name, entry in own.items() if name != MANIFEST})
-  for name, entry in listed.items():
-    if not any(name.startswith(sub + "/") for sub in _subruns(listed)):
-      files[name] = entry
-  return files
 
 
 def _mount_points() -> set[str]:
@@ -233,6 +244,13 @@ def _check_name_lengths(target: Path) -> None:
         f"{target}: a folder name in it is too long ({len(os.fsencode(part))} bytes, at "
         f"most {limit} a name): choose a shorter name"
       )
+  path_limit = _path_max(target)
+  if len(os.fsencode(str(target))) + LONGEST_RELATIVE_PATH > path_limit:
+    raise RunFolderError(
+      f"{target}: the path is too long ({len(os.fsencode(str(target)))} bytes; the run's "
+      f"files inside it need up to {LONGEST_RELATIVE_PATH} more, at most {path_limit} a "
+      "path): choose a shorter one"
+    )
   longest = max(
     len(os.fsencode(name))
     for name in (target.name, _sibling(target, "previous", 2**22).name, target.name + ".failed")
@@ -243,6 +261,14 @@ def _check_name_lengths(target: Path) -> None:
       f"run also writes {_sibling(target, 'previous').name}, at most {limit} bytes a name): "
       "choose a shorter name"
     )
+
+
+def _path_max(target: Path) -> int:
+  try:
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    return os.pathconf(existing, "PC_PATH_MAX")
+  except (OSError, ValueError, StopIteration):
+    return 4096
 
 
 def check_target(target: Path) -> None:
@@ -403,7 +429,11 @@ class Staging:
     sweep's run, maybe rewritten alone since) as the sub-run's own run.json lists them.
     Each must still be that file when the new manifest is written (`write_manifest`
     checks it). Raises RunFolderError for a target without run.json."""
-    expected = _run_files(self.target)
+    if manifest(self.target) is None:
+      raise RunFolderError(f"{self.target} has no {MANIFEST}: nothing says which are its run's")
+    expected, problems = _run_files(self.target)
+    if problems:
+      raise RunFolderError(f"{self.target} does not hold one whole run ({problems[0]})")
     for name, entry in expected.items():
       if name in replaced or name == MANIFEST:
         continue
@@ -559,8 +589,10 @@ def manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
     return None
   try:
     info = json.loads(path.read_text())
-  except (OSError, ValueError) as e:
-    raise RunFolderError(f"{path} is not a run manifest jaxnorm can read ({e})") from None
+  except (OSError, ValueError, RecursionError) as e:
+    raise RunFolderError(
+      f"{path} is not a run manifest jaxnorm can read ({type(e).__name__}: {e})"
+    ) from None
   problem = _manifest_problem(info)
   if problem:
     raise RunFolderError(f"{path} is not a run manifest jaxnorm can read ({problem})")

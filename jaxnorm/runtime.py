@@ -63,8 +63,8 @@ def check_backend() -> None:
   driver), saying what to change."""
   try:
     jax.devices()
-  except RuntimeError as e:
-    first = (str(e).strip().splitlines() or [""])[0]
+  except Exception as e:  # RuntimeError mostly; some plugins assert instead
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
     asked = os.environ.get("JAX_PLATFORMS")
     cause = f"JAX_PLATFORMS={asked!r} asks for it" if asked else "no JAX_PLATFORMS is set"
     raise RuntimeError(

@@ -73,6 +73,15 @@ def config_to_dict(cfg) -> dict[str, Any]:
   return {field: getattr(cfg, field) for field in cfg.__dataclass_fields__}
 
 
+def _finite_mean(values_SxC: np.ndarray) -> list[float | None]:
+  """Per column (C,), the mean over seeds of the finite values; None where no seed has one
+  (every seed diverged by then): JSON holds no NaN."""
+  finite = np.isfinite(values_SxC)
+  count = finite.sum(axis=0)
+  total = np.where(finite, values_SxC, 0.0).sum(axis=0)
+  return [float(t / c) if c else None for t, c in zip(total, count, strict=True)]
+
+
 def summary_dict(result: ExperimentResult) -> dict[str, Any]:
   """summary.json: the config, per normalization every measure across seeds, the
   learning rate, divergence, wall times; per matched-loss level the step each seed reached
@@ -92,8 +101,8 @@ def summary_dict(result: ExperimentResult) -> dict[str, Any]:
     if r.trajectory is not None:
       norms[norm]["curvature_over_training"] = {
         "steps": [int(x) for x in r.trajectory_steps],
-        "lambda_max": np.nanmean(r.trajectory[..., 0], axis=0).tolist(),
-        "preconditioned_sharpness": np.nanmean(r.trajectory[..., 1], axis=0).tolist(),
+        "lambda_max": _finite_mean(r.trajectory[..., 0]),
+        "preconditioned_sharpness": _finite_mean(r.trajectory[..., 1]),
         "stability_threshold": trajectory.stability_threshold(r.learning_rate),
       }
   return {

@@ -2,7 +2,6 @@ import fcntl
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -211,21 +210,11 @@ def _manifest_entry_a_number(tmp_path):
   return tmp_path / "old"
 
 
-def _listening_port(tmp_path):
-  """A port another program listens on, for as long as the test runs."""
-  listener = socket.socket()
-  listener.bind(("127.0.0.1", 0))
-  listener.listen()
-  _listening_port.held = listener
-  return listener.getsockname()[1]
-
-
 FOLDERS = {
   "foreign": _foreign,
   "truncated": _truncated_run,
   "changed": _changed_byte,
   "bad_manifest": _manifest_entry_a_number,
-  "port": _listening_port,
 }
 
 
@@ -268,11 +257,6 @@ FOLDERS = {
     pytest.param(["--replot", "{tmp}", "--norms", "bogus"], "--norms", marks=pytest.mark.hostile),
     pytest.param(["--replot", "{tmp}", "--out", "{tmp}/x"], "--out", marks=pytest.mark.hostile),
     pytest.param(["--replot", "{tmp}", "--seeds", "1"], "--seeds", marks=pytest.mark.hostile),
-    pytest.param(
-      ["--coordinator", "localhost:{port}", "--num-processes", "2", "--process-id", "0"],
-      "is in use",
-      marks=pytest.mark.hostile,
-    ),
   ],
 )
 def test_bad_input_is_refused_in_one_line_before_any_work(tmp_path, capsys, args, words):

@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from jaxnorm import distributed
 
 SCRIPT = str(Path(__file__).parents[1] / "experiments" / "exp2.py")
 # One model, 4 seeds, one 20-step chunk: 2 seeds per process. (Not BatchNorm: the biases
@@ -131,3 +134,20 @@ def test_processes_started_with_other_options_are_refused_before_any_work(tmp_pa
   for rc, _, err in map(_finish, (first, other)):
     assert rc == 2 and "process(es) 1 were started with other options than process 0" in err
   assert not any(tmp_path.iterdir())  # nothing written, not even a lock
+
+
+@pytest.mark.hostile
+def test_a_port_that_only_closed_connections_hold_is_free():
+  """The coordinator's port check binds as a server does: the TIME_WAIT connections of an
+  earlier coordinator (a server that set SO_REUSEADDR, as gRPC's does) are no refusal."""
+  server = socket.socket()
+  server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+  server.bind(("127.0.0.1", 0))
+  server.listen()
+  port = server.getsockname()[1]
+  client = socket.create_connection(("127.0.0.1", port))
+  accepted, _ = server.accept()
+  accepted.close()  # the server side closes first: its port is left in TIME_WAIT
+  client.close()
+  server.close()
+  distributed.check_port_free(f"localhost:{port}")

@@ -12,11 +12,13 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -232,22 +234,6 @@ def test_a_replot_never_blesses_a_changed_file(tmp_path, env, previous_run):
 
 
 @pytest.mark.hostile
-def test_a_backend_that_cannot_start_is_refused_in_one_line(tmp_path, env):
-  proc = subprocess.run(
-    script(tmp_path / "run"),
-    capture_output=True,
-    text=True,
-    timeout=300,
-    cwd=ROOT,
-    env={**env, "JAX_PLATFORMS": "tpu"},
-  )
-  assert proc.returncode == cli.EXIT_USAGE
-  line = one_line(proc.stderr)
-  assert "JAX_PLATFORMS='tpu'" in line and "cpu" in line
-  assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.hostile
 def test_a_package_that_fails_to_import_exits_3_with_one_line(tmp_path, env):
   (tmp_path / "optax.py").write_text("raise RuntimeError('a broken install')\n")
   path = os.pathsep.join(p for p in (str(tmp_path), env.get("PYTHONPATH")) if p)
@@ -261,3 +247,95 @@ def test_a_package_that_fails_to_import_exits_3_with_one_line(tmp_path, env):
   )
   assert proc.returncode == cli.EXIT_FAILED
   assert "RuntimeError: a broken install" in one_line(proc.stderr)
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("platform", ["tpu", "cuda"])
+def test_a_backend_that_cannot_start_is_refused_in_one_line(tmp_path, env, platform):
+  if platform == "cuda" and "cuda" in str(jax.devices()):
+    pytest.skip("this machine has the CUDA backend")
+  proc = subprocess.run(
+    script(tmp_path / "run"),
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=ROOT,
+    env={**env, "JAX_PLATFORMS": platform},
+  )
+  assert proc.returncode == cli.EXIT_USAGE, proc.stderr
+  line = one_line(proc.stderr)
+  assert f"JAX_PLATFORMS='{platform}'" in line and "cpu" in line
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture
+def listening_port():
+  """A port another program listens on, for as long as the test runs."""
+  with socket.socket() as listener:
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    yield listener.getsockname()[1]
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize(
+  "args, words",
+  [
+    (["--out", ""], "empty string"),
+    (["--out", "/proc"], "mount point"),
+    (["--out", "{tmp}/" + "x" * 256], "too long"),
+    (["--out", "{tmp}/run", "--learning-rate", "1e-50"], "learning_rate"),
+    (["--replot", "{tmp}", "--norms", "bogus"], "takes no run options"),
+    (["--num-processes", "2", "--process-id", "0", "--coordinator", "localhost:{port}"], "in use"),
+  ],
+  ids=["empty-out", "mount-point", "long-name", "tiny-rate", "replot-options", "port-in-use"],
+)
+def test_bad_input_from_the_command_line_exits_2_in_one_line(
+  tmp_path, env, listening_port, args, words
+):
+  args = [a.format(tmp=tmp_path, port=listening_port) for a in args]
+  base = [] if "--replot" in args else [a for a in TINY_RUN if a != "--no-progress"]
+  if "--out" not in args and "--replot" not in args:
+    args += ["--out", str(tmp_path / "run")]
+  proc = subprocess.run(
+    [sys.executable, str(EXP2), *base, *args],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+    cwd=tmp_path,
+  )
+  assert proc.returncode == cli.EXIT_USAGE and words in one_line(proc.stderr), proc.stderr
+  assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.hostile
+def test_closed_standard_streams_change_no_exit_status(tmp_path, env):
+  for fd in (1, 2):
+    proc = subprocess.run(
+      script(tmp_path / "run", "--seed", "-1"),
+      env=env,
+      timeout=300,
+      cwd=ROOT,
+      stdout=subprocess.DEVNULL if fd == 2 else None,
+      stderr=subprocess.DEVNULL if fd == 1 else None,
+      preexec_fn=lambda fd=fd: os.close(fd),
+    )
+    assert proc.returncode == cli.EXIT_USAGE
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.hostile
+def test_reading_a_folder_without_manifest_warns_in_one_line(env):
+  old = Path(__file__).parent / "data" / "format1_one_seed"
+  proc = subprocess.run(
+    [sys.executable, str(ROOT / "experiments" / "compare_runs.py"), str(old), str(old)],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+    cwd=ROOT,
+  )
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stderr.strip().splitlines()
+  assert lines and all(line.startswith("compare_runs.py: warning:") for line in lines)

@@ -115,3 +115,10 @@ def test_save_never_takes_the_working_directory(tmp_path, monkeypatch, result):
     with pytest.raises(runfolder.RunFolderError):
       results.save(out, result)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("norm", ["x/variables_none", "../none", "", ".."])
+def test_load_variables_takes_a_normalization_name_not_a_path(tmp_path, norm):
+  with pytest.raises(results.ResultsError, match="not the name of a normalization"):
+    results.load_variables(tmp_path, norm)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from jaxnorm import runfolder
@@ -191,13 +192,21 @@ def test_a_folder_without_manifest_is_read_unchecked_with_a_warning(tmp_path):
     runfolder.verify(tmp_path, ("results.npz",))
 
 
+def legacy_run(target: Path, norms=("none",)) -> None:
+  """A run folder as versions before manifests wrote it (no run.json)."""
+  target.mkdir()
+  np.savez(target / "results.npz", **{f"{n}/loss": np.zeros(3) for n in norms})
+  (target / "summary.json").write_text(json.dumps({"norms": {n: {} for n in norms}}))
+  for name in ("figure2.png", "figure2.pdf", *(f"variables_{n}.msgpack" for n in norms)):
+    (target / name).write_bytes(b"old")
+
+
 def test_temporaries_of_earlier_versions_are_removed(tmp_path):
   target = tmp_path / "run"
-  target.mkdir()
-  (target / "results.npz").write_bytes(b"old")
+  legacy_run(target)
   (target / ".results.npz.abc.tmp").write_bytes(b"half")
   runfolder.begin(target).discard()
-  assert [p.name for p in target.iterdir()] == ["results.npz"]
+  assert ".results.npz.abc.tmp" not in [p.name for p in target.iterdir()]
 
 
 def commit_run(target: Path, files: dict[str, bytes]) -> None:
@@ -270,24 +279,70 @@ def test_a_sweep_folder_checks_each_run_against_its_own_manifest(tmp_path):
   staging.write("sweep.md", b"s")
   staging.commit({})
   sub = runfolder.begin(target / "lr_0.1")  # a replot of one rate's run: its lock beside it
-  sub.write("results.npz", b"other")
+  sub.carry_over({"figure2.png"})
+  sub.write("figure2.png", b"redrawn")
   sub.commit({})
   runfolder.begin(target).discard()  # the sub-run matches its own (new) manifest
   (target / "lr_0.1" / "mine.txt").write_text("mine")
   with pytest.raises(runfolder.RunFolderError, match="lr_0.1/mine.txt"):
+    runfolder.begin(target)
+  (target / "lr_0.1" / "mine.txt").unlink()
+  other = runfolder.begin(target / "lr_0.1")  # another run written into the sub-folder
+  other.write("results.npz", b"another run")
+  other.commit({})
+  with pytest.raises(runfolder.RunFolderError, match="lr_0.1/results.npz .not the file"):
+    runfolder.begin(target)
+
+
+@pytest.mark.hostile
+def test_a_sweep_run_whose_manifest_is_gone_is_checked_against_the_sweeps(tmp_path):
+  target = tmp_path / "sweep"
+  staging = runfolder.begin(target)
+  staging.write("lr_0.1/results.npz", b"r")
+  staging.write("lr_0.1/measures.md", b"m")
+  staging.write_manifest({}, "lr_0.1")
+  staging.commit({})
+  (target / "lr_0.1" / runfolder.MANIFEST).unlink()
+  runfolder.begin(target).discard()  # the sweep's run.json still vouches for every file
+  (target / "lr_0.1" / "measures.md").write_text("my notes")
+  with pytest.raises(runfolder.RunFolderError, match="lr_0.1/measures.md .changed"):
     runfolder.begin(target)
 
 
 @pytest.mark.hostile
 def test_a_folder_without_manifest_is_replaced_only_with_what_earlier_versions_wrote(tmp_path):
   target = tmp_path / "old"
-  target.mkdir()
-  (target / "summary.json").write_text(json.dumps({"norms": {"none": {}}}))
-  for name in ("results.npz", "figure2.png", "variables_none.msgpack", ".results.npz.x1.tmp"):
-    (target / name).write_bytes(b"old")
+  legacy_run(target)
+  (target / ".results.npz.x1.tmp").write_bytes(b"half")
   runfolder.begin(target).discard()
   (target / "variables_mine.msgpack").write_bytes(b"mine")
   with pytest.raises(runfolder.RunFolderError, match="variables_mine.msgpack"):
+    runfolder.begin(target)
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize(
+  "mine", [{"measures.md": b"notes"}, {"figure2.png": b"mine"}, {"summary.json": b"{}"}]
+)
+def test_a_folder_without_manifest_that_is_not_a_whole_earlier_run_is_kept(tmp_path, mine):
+  target = tmp_path / "notes"
+  target.mkdir()
+  for name, data in mine.items():
+    (target / name).write_bytes(data)
+  with pytest.raises(runfolder.RunFolderError, match="not the run jaxnorm wrote"):
+    runfolder.begin(target)
+  assert {p.name: p.read_bytes() for p in target.iterdir()} == mine
+
+
+@pytest.mark.hostile
+def test_an_earlier_runs_summary_cannot_vouch_for_a_users_variables(tmp_path):
+  target = tmp_path / "old"
+  legacy_run(target)
+  summary = json.loads((target / "summary.json").read_text())
+  summary["norms"]["mine"] = {}  # names a model results.npz has no arrays of
+  (target / "summary.json").write_text(json.dumps(summary))
+  (target / "variables_mine.msgpack").write_bytes(b"mine")
+  with pytest.raises(runfolder.RunFolderError):
     runfolder.begin(target)
 
 
@@ -364,3 +419,20 @@ def test_a_folder_named_like_a_failed_run_that_no_run_made_is_kept(tmp_path):
   assert staging.keep_as_failed() == mine and (mine / runfolder.FAILED_MARK).is_file()
   commit_run(target, {"results.npz": b"whole"})
   assert not mine.exists()
+
+
+@pytest.mark.hostile
+def test_a_manifest_nested_too_deep_to_parse_is_refused_in_one_line(tmp_path):
+  target = tmp_path / "run"
+  commit_run(target, {"results.npz": b"r"})
+  (target / runfolder.MANIFEST).write_text("[" * 100_000 + "]" * 100_000)
+  with pytest.raises(runfolder.RunFolderError, match="not a run manifest"):
+    runfolder.begin(target)
+
+
+@pytest.mark.hostile
+def test_a_path_too_long_as_a_whole_is_refused_before_any_work(tmp_path):
+  target = tmp_path.joinpath(*["d" * 200] * 20)  # every name fits, the whole path does not
+  with pytest.raises(runfolder.RunFolderError, match="path is too long"):
+    runfolder.begin(target)
+  assert list(tmp_path.iterdir()) == []

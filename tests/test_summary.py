@@ -41,3 +41,16 @@ def test_summary_is_json_with_every_measure_across_seeds(measured_result):
       np.asarray(entry[name]["values"]) / np.asarray(entry["loss_at_alpha0"]["values"]),
     )
     assert measures.BY_NAME[f"{name}_per_loss"].comparable == measures.BY_NAME[name].comparable
+
+
+def test_curvature_over_training_of_diverged_seeds_is_null_not_nan(measured_result):
+  """A seed that diverged has no finite curvature: the mean is over the finite seeds, and
+  null where none is (summary.json holds no NaN)."""
+  r = measured_result.norms["none"]
+  trajectory = np.array([[[1.0, 2.0], [np.nan, np.inf]], [[3.0, 4.0], [np.nan, np.nan]]])
+  r = r._replace(trajectory=trajectory, trajectory_steps=np.array([100, 200]))
+  info = summary.summary_dict(measured_result._replace(norms={"none": r}))
+  curvature = info["norms"]["none"]["curvature_over_training"]
+  assert curvature["lambda_max"] == [2.0, None]
+  assert curvature["preconditioned_sharpness"] == [3.0, None]
+  json.dumps(info, allow_nan=False)
