@@ -68,8 +68,11 @@ def _relative(s_K: jax.Array) -> tuple[jax.Array, jax.Array]:
   ok = measurable(s_K)
   if s_K.shape[0] == 0:
     return s_K, ok
-  s_max = jnp.where(ok, jnp.max(s_K), 1.0)
-  return jnp.where(ok, s_K / s_max, 1.0), ok
+  # Scaled by a power of two first (exact): XLA may divide by multiplying with 1 / s_max,
+  # which for s_max above 2^126 is a subnormal number that the CPU flushes to 0.
+  _, exponent = jnp.frexp(jnp.where(ok, jnp.max(s_K), 1.0))
+  scaled_K = jnp.ldexp(s_K, -exponent)
+  return jnp.where(ok, scaled_K / jnp.max(scaled_K), 1.0), ok
 
 
 def _floating(s_K: jax.Array) -> jax.Array:
