@@ -294,3 +294,24 @@ def test_slq_recovers_a_known_spectrum():
   grid = jnp.linspace(-3.0, 13.0, 4001)
   smoothed = curvature.density_on(grid, density.nodes, density.weights, 0.1)
   np.testing.assert_allclose(float(jnp.sum(smoothed) * (grid[1] - grid[0])), 1.0, rtol=1e-3)
+
+
+@pytest.mark.hostile
+def test_a_small_lambda_max_beside_large_negative_eigenvalues_is_not_called_converged(key):
+  """Top eigenvalue 1 and the rest spread over [-100, 0.5]: convergence is judged relative
+  to each Ritz value, not to the largest |Ritz value| (100), which passed a wrong 0.82."""
+  a, _ = _symmetric(jax.random.key(3), [1.0, *np.linspace(-100.0, 0.5, 99)])
+  for steps, restarts in [(10, 8), (20, 0), (30, 0)]:  # each stopped 0.02-0.22 below 1
+    res = curvature.lanczos(
+      _quadratic(a),
+      jnp.zeros((100,)),
+      key,
+      k=1,
+      num_iterations=steps,
+      tol=1e-2,
+      max_restarts=restarts,
+    )
+    error = abs(float(res.eigenvalues[0]) - 1.0)
+    relative_residual = float(res.residuals[0]) / abs(float(res.eigenvalues[0]))
+    assert bool(res.converged[0]) == (relative_residual <= 1e-2)
+    assert not bool(res.converged[0]) or error <= 1e-2
