@@ -333,7 +333,8 @@ def comparison(a: ExperimentResult, b: ExperimentResult, label_a: str, label_b: 
   where only one is (a model diverged in one run) are named. Only what both runs have is
   compared; the normalizations (and per normalization the measures) that only one run has
   are listed as left out. Raises ValueError for two equal labels, runs with no
-  normalization in common or runs of different seeds.
+  normalization in common or runs of different seeds. An estimate that did not converge on
+  some seed is marked (`unconverged_mark`).
   """
   if label_a == label_b:
     raise ValueError(f"the two runs need different labels, got {label_a!r} twice")
@@ -350,6 +351,7 @@ def comparison(a: ExperimentResult, b: ExperimentResult, label_a: str, label_b: 
     if not np.array_equal(ra.seeds, rb.seeds):
       raise ValueError(f"{norm}: seeds {ra.seeds.tolist()} and {rb.seeds.tolist()} differ")
     va, vb = summary.per_seed(ra), summary.per_seed(rb)
+    sa, sb = summary.stats(ra), summary.stats(rb)
     lines += [
       f"## {label(norm)} ({len(ra.seeds)} seed{'s' if len(ra.seeds) > 1 else ''})",
       "",
@@ -367,7 +369,8 @@ def comparison(a: ExperimentResult, b: ExperimentResult, label_a: str, label_b: 
       one = np.isfinite(x) != np.isfinite(y)  # e.g. a seed that diverged in one run only
       if one.any():
         worst += f" (seeds {ra.seeds[one].tolist()}: finite in one run only)"
-      lines.append(f"| {name} | {_mean(x)} | {_mean(y)} | {worst} |")
+      mark_a, mark_b = (unconverged_mark(st, name) if name in st else "" for st in (sa, sb))
+      lines.append(f"| {name} | {_mean(x)}{mark_a} | {_mean(y)}{mark_b} | {worst} |")
     lines.append("")
   return "\n".join(lines)
 

@@ -363,3 +363,19 @@ def test_a_lambda_max_that_did_not_converge_is_marked_in_the_sweep_tables():
   at_low_rate, at_high_rate = row.split(" | ")[1:3]
   assert "**not converged** (relative residual 0.019)" in at_low_rate
   assert "converged" not in at_high_rate
+
+
+@pytest.mark.hostile
+def test_a_lambda_max_that_did_not_converge_is_marked_in_a_comparison():
+  spec = pipeline.ExperimentSpec(config.TINY.replace(norms=("none",)), name="t", measures=None)
+  runs = [
+    pipeline.ExperimentResult(spec, {"none": _seeds_result("none", _lambda_max(*v))}, 0.0, {})
+    for v in (([1.486], [0.0], [0.019]), ([1.601], [1.0], [1e-4]))
+  ]
+  row = next(
+    line
+    for line in report.comparison(*runs, "A", "B").splitlines()
+    if line.startswith("| hessian_top_eigenvalue |")
+  )
+  in_a, in_b = row.split(" | ")[1:3]
+  assert "**not converged** (relative residual 0.019)" in in_a and "converged" not in in_b
