@@ -29,7 +29,7 @@ def per_seed(r: NormResult | Matched) -> dict[str, np.ndarray]:
   values = {
     "loss_at_alpha0": r.base_loss,
     "landscape_max_rise": np.max(r.landscape, axis=1) - r.base_loss,
-    "spectrum_top_bottom_ratio": r.spectrum[:, 0] / r.spectrum[:, -1],
+    "spectrum_top_bottom_ratio": _top_bottom_ratio(r.spectrum),
     **r.measures,
   }
   if hasattr(r, "losses"):
@@ -71,6 +71,17 @@ def stats(r: NormResult | Matched) -> dict[str, dict[str, Any]]:
 
 def config_to_dict(cfg) -> dict[str, Any]:
   return {field: getattr(cfg, field) for field in cfg.__dataclass_fields__}
+
+
+def _top_bottom_ratio(spectrum_SxK: np.ndarray) -> np.ndarray:
+  """s_max / s_min per seed (S,); NaN where the spectrum has nothing to measure (the
+  convention of `jaxnorm.isotropy`: all zero, non-finite or negative entries), inf where
+  only s_min is 0."""
+  s = np.asarray(spectrum_SxK, np.float64)
+  measurable = np.all(np.isfinite(s) & (s >= 0), axis=1) & (np.max(s, axis=1, initial=0) > 0)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    ratio = np.max(s, axis=1, initial=0) / np.min(s, axis=1, initial=np.inf)
+  return np.where(measurable, ratio, np.nan)
 
 
 def _finite_mean(values_SxC: np.ndarray) -> list[float | None]:
