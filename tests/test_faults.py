@@ -311,17 +311,17 @@ def test_bad_input_from_the_command_line_exits_2_in_one_line(
 
 @pytest.mark.hostile
 def test_closed_standard_streams_change_no_exit_status(tmp_path, env):
-  for fd in (1, 2):
-    proc = subprocess.run(
-      script(tmp_path / "run", "--seed", "-1"),
-      env=env,
-      timeout=300,
-      cwd=ROOT,
-      stdout=subprocess.DEVNULL if fd == 2 else None,
-      stderr=subprocess.DEVNULL if fd == 1 else None,
-      preexec_fn=lambda fd=fd: os.close(fd),
-    )
-    assert proc.returncode == cli.EXIT_USAGE
+  """Standard output, then standard error, closed when the script starts (`>&-`)."""
+  for closed in (">&-", "2>&-"):
+    command = [
+      "bash",
+      "-c",
+      f'exec "$@" {closed}',
+      "bash",
+      *script(tmp_path / "run", "--seed", "-1"),
+    ]
+    proc = subprocess.run(command, env=env, timeout=300, cwd=ROOT, capture_output=True)
+    assert proc.returncode == cli.EXIT_USAGE, (closed, proc.stderr)
   assert not (tmp_path / "run").exists()
 
 
