@@ -43,8 +43,9 @@ def script(out: Path, *args: str) -> list[str]:
   return [sys.executable, str(EXP2), *TINY_RUN, "--out", str(out), *args]
 
 
-def run_script(out: Path, *args: str, env: dict, fault: str = ""):
-  env = {**env, runfolder.FAULT_ENV: fault} if fault else env
+def run_script(out: Path, *args: str, env: dict, fault: str = "", **variables: str):
+  """The tiny run into `out` with `args`, `fault` injected and environment `variables`."""
+  env = {**env, **variables, **({runfolder.FAULT_ENV: fault} if fault else {})}
   return subprocess.run(
     script(out, *args), capture_output=True, text=True, env=env, timeout=300, cwd=ROOT
   )
@@ -237,14 +238,7 @@ def test_a_replot_never_blesses_a_changed_file(tmp_path, env, previous_run):
 def test_a_package_that_fails_to_import_exits_3_with_one_line(tmp_path, env):
   (tmp_path / "optax.py").write_text("raise RuntimeError('a broken install')\n")
   path = os.pathsep.join(p for p in (str(tmp_path), env.get("PYTHONPATH")) if p)
-  proc = subprocess.run(
-    script(tmp_path / "run"),
-    capture_output=True,
-    text=True,
-    timeout=300,
-    cwd=ROOT,
-    env={**env, "PYTHONPATH": path},
-  )
+  proc = run_script(tmp_path / "run", env=env, PYTHONPATH=path)
   assert proc.returncode == cli.EXIT_FAILED
   assert "RuntimeError: a broken install" in one_line(proc.stderr)
 
@@ -254,14 +248,7 @@ def test_a_package_that_fails_to_import_exits_3_with_one_line(tmp_path, env):
 def test_a_backend_that_cannot_start_is_refused_in_one_line(tmp_path, env, platform):
   if platform == "cuda" and "cuda" in str(jax.devices()):
     pytest.skip("this machine has the CUDA backend")
-  proc = subprocess.run(
-    script(tmp_path / "run"),
-    capture_output=True,
-    text=True,
-    timeout=300,
-    cwd=ROOT,
-    env={**env, "JAX_PLATFORMS": platform},
-  )
+  proc = run_script(tmp_path / "run", env=env, JAX_PLATFORMS=platform)
   assert proc.returncode == cli.EXIT_USAGE, proc.stderr
   line = one_line(proc.stderr)
   assert f"JAX_PLATFORMS='{platform}'" in line and "cpu" in line
