@@ -207,6 +207,22 @@ def learning_rate_error(rate: float) -> str | None:
   return None
 
 
+def check_learning_rates(rates: Any) -> tuple[float, ...]:
+  """`rates` (a sequence of numbers, not a string) as a tuple of floats; ValueError unless
+  there is one at least and each is one a model can train at (`learning_rate_error`),
+  `FieldTypeError` (a ValueError) for a rate that is not a number."""
+  if isinstance(rates, (str, bytes)):
+    raise FieldTypeError(f"rates={rates!r} is invalid: must be a sequence of numbers.")
+  rates = tuple(as_float(f"rates[{i}]", r) for i, r in enumerate(rates))
+  if not rates:
+    raise ValueError("a sweep needs at least one learning rate")
+  for rate in rates:
+    why = learning_rate_error(rate)
+    if why is not None:
+      raise ValueError(f"learning rate {rate!r} is invalid: {why}")
+  return rates
+
+
 def _fail(field: str, value, allowed: str):
   raise ValueError(f"Config.{field}={value!r} is invalid: {allowed}.")
 

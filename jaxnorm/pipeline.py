@@ -41,7 +41,7 @@ from jaxnorm.config import (
   as_int,
   as_str,
   as_tuple,
-  learning_rate_error,
+  check_learning_rates,
 )
 from jaxnorm.measures import MeasureConfig
 from jaxnorm.report import Prediction
@@ -456,12 +456,9 @@ def run_rates(
 
   Each result's `seconds` (and each normalization's) is its share of the grid's: the
   grid's time divided by the number of rates. Raises ValueError, before any work, for a
-  rate a model cannot train at (`config.learning_rate_error`).
+  rate a model cannot train at (`config.check_learning_rates`).
   """
-  for rate in rates:
-    why = learning_rate_error(as_float("rates[]", rate))
-    if why is not None:
-      raise ValueError(f"learning rate {rate!r} is invalid: {why}")
+  rates = check_learning_rates(rates)
   start = time.perf_counter()
   runs = _Runs.of(spec, rates)
   per_call = spec.seeds_per_call or spec.num_seeds

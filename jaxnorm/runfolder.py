@@ -234,17 +234,14 @@ def _check_name_lengths(target: Path) -> None:
   """Refuses a target whose name, or the name of a folder beside it that a run makes
   (`.<name>.staging-<pid>`, `.<name>.previous-<pid>`, `<name>.failed`), is longer than
   the file system allows."""
-  try:
-    limit = os.pathconf(next(p for p in (target, *target.parents) if p.exists()), "PC_NAME_MAX")
-  except (OSError, ValueError, StopIteration):
-    limit = 255
+  limit = _pathconf(target, "PC_NAME_MAX", 255)
   for part in target.parts:
     if len(os.fsencode(part)) > limit:
       raise RunFolderError(
         f"{target}: a folder name in it is too long ({len(os.fsencode(part))} bytes, at "
         f"most {limit} a name): choose a shorter name"
       )
-  path_limit = _path_max(target)
+  path_limit = _pathconf(target, "PC_PATH_MAX", 4096)
   if len(os.fsencode(str(target))) + LONGEST_RELATIVE_PATH > path_limit:
     raise RunFolderError(
       f"{target}: the path is too long ({len(os.fsencode(str(target)))} bytes; the run's "
@@ -263,12 +260,12 @@ def _check_name_lengths(target: Path) -> None:
     )
 
 
-def _path_max(target: Path) -> int:
+def _pathconf(target: Path, name: str, default: int) -> int:
+  """The file system's limit `name` (os.pathconf) where `target` is, or will be, made."""
   try:
-    existing = next(p for p in (target, *target.parents) if p.exists())
-    return os.pathconf(existing, "PC_PATH_MAX")
+    return os.pathconf(next(p for p in (target, *target.parents) if p.exists()), name)
   except (OSError, ValueError, StopIteration):
-    return 4096
+    return default
 
 
 def check_target(target: Path) -> None:
@@ -435,9 +432,9 @@ class Staging:
     if problems:
       raise RunFolderError(f"{self.target} does not hold one whole run ({problems[0]})")
     for name, entry in expected.items():
-      if name in replaced or name == MANIFEST:
-        continue
       source, path = self.target / name, self.path / name
+      if name in replaced or name == MANIFEST or not source.is_file():
+        continue  # a listed file removed since is not part of the new run
       path.parent.mkdir(parents=True, exist_ok=True)
       try:
         os.link(source, path)  # the same bytes; a later change of either shows in both

@@ -33,15 +33,7 @@ def check_rates(rates: Sequence[float]) -> tuple[float, ...]:
   """The rates as a tuple of floats; ValueError unless each is a learning rate a model can
   train at (`config.learning_rate_error`: finite and > 0 also in float32) and their folders
   are distinct; `config.FieldTypeError` (a ValueError) for a rate that is not a number."""
-  if isinstance(rates, (str, bytes)):
-    raise config.FieldTypeError(f"rates={rates!r} is invalid: must be a sequence of numbers.")
-  rates = tuple(config.as_float(f"rates[{i}]", r) for i, r in enumerate(rates))
-  if not rates:
-    raise ValueError("a sweep needs at least one learning rate")
-  for rate in rates:
-    why = config.learning_rate_error(rate)
-    if why is not None:
-      raise ValueError(f"learning rate {rate!r} is invalid: {why}")
+  rates = config.check_learning_rates(rates)
   if len({folder(r) for r in rates}) != len(rates):
     raise ValueError(f"learning rates must be distinct, got {', '.join(map(str, rates))}")
   return rates

@@ -436,3 +436,14 @@ def test_a_path_too_long_as_a_whole_is_refused_before_any_work(tmp_path):
   with pytest.raises(runfolder.RunFolderError, match="path is too long"):
     runfolder.begin(target)
   assert list(tmp_path.iterdir()) == []
+
+
+def test_a_listed_file_removed_since_is_left_out_of_the_carried_run(tmp_path):
+  target = tmp_path / "run"
+  commit_run(target, {"results.npz": b"r", "variables_none.msgpack": b"v", "figure2.png": b"f"})
+  (target / "variables_none.msgpack").unlink()
+  staging = runfolder.begin(target)
+  staging.carry_over({"figure2.png"})
+  staging.write("figure2.png", b"redrawn")
+  staging.commit({})
+  assert sorted(runfolder.manifest(target)["files"]) == ["figure2.png", "results.npz"]
