@@ -14,8 +14,8 @@ on a GPU, else the CPU), and printed as Markdown tables (also written to --out):
 2. Compile time of every program of a run, per normalization: trace and lower, then XLA
    compile, ahead of time (`jit(...).lower(...).compile()`), persistent cache off; before
    anything else has compiled in this process.
-3. Training step, per normalization: jaxnorm's compiled chunk of steps (`seeds.train_chunk`,
-   one seed) against the notebook's loop (`tests/torch_reference.py`: per-example batch
+3. Training step, per normalization: jaxnorm's compiled chunk of steps (`programs.train_chunk`,
+   one seed) against the notebook's loop (`jaxnorm/torch_reference.py`: per-example batch
    generator, `loss.item()` every step), timed alternately in R rounds (jaxnorm, PyTorch,
    jaxnorm, PyTorch, ...); the minimum of the rounds.
 
@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnorm import analysis, config, keys, landscape, measures, seeds
+from jaxnorm import analysis, config, keys, landscape, measures, programs
 from jaxnorm import model as model_lib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,16 +74,15 @@ def step_times(cfg: config.Config, norm: str, chunk: int, rounds: int) -> tuple[
   """(jaxnorm, PyTorch) seconds per training step: minimum over alternating rounds."""
   import torch
 
-  sys.path.insert(0, str(ROOT / "tests"))
-  import torch_reference as ref
+  from jaxnorm import torch_reference as ref
 
   device = torch_device()
   m = model_lib.build(cfg, norm)
   k = jax.vmap(keys.run_keys)(jnp.arange(1))
   lr = jnp.full(1, cfg.learning_rate_for(norm), jnp.float32)
   with jax.default_matmul_precision(cfg.matmul_precision):
-    state = [seeds.init_states(m, cfg.task, k.train, lr)]
-    state[0], losses = seeds.train_chunk(m, cfg.task, state[0], chunk)  # compile, warm up
+    state = [programs.init_states(m, cfg.task, k.train, lr)]
+    state[0], losses = programs.train_chunk(m, cfg.task, state[0], chunk)  # compile, warm up
   _sync(losses)
   torch_model = ref.make_model(cfg, norm, seed=0).to(device)
   optimizer = ref.make_optimizer(torch_model, cfg.learning_rate_for(norm))
@@ -97,7 +96,7 @@ def step_times(cfg: config.Config, norm: str, chunk: int, rounds: int) -> tuple[
   for _ in range(rounds):
     start = time.perf_counter()
     with jax.default_matmul_precision(cfg.matmul_precision):
-      state[0], losses = seeds.train_chunk(m, cfg.task, state[0], chunk)
+      state[0], losses = programs.train_chunk(m, cfg.task, state[0], chunk)
     _sync(losses)
     jax_times.append((time.perf_counter() - start) / chunk)
     start = time.perf_counter()
@@ -124,9 +123,9 @@ def compile_times(cfg: config.Config, norm: str, chunk: int) -> dict[str, tuple[
     out[name] = (lowered_at - start, time.perf_counter() - lowered_at)
 
   with jax.default_matmul_precision(cfg.matmul_precision):
-    state = jax.eval_shape(lambda: seeds.init_states(m, cfg.task, k.train, lr))
-    timed("init_states", seeds.init_states, m, cfg.task, k.train, lr)
-    timed("train_chunk", seeds.train_chunk, m, cfg.task, state, chunk)
+    state = jax.eval_shape(lambda: programs.init_states(m, cfg.task, k.train, lr))
+    timed("init_states", programs.init_states, m, cfg.task, k.train, lr)
+    timed("train_chunk", programs.train_chunk, m, cfg.task, state, chunk)
     timed(
       "analyze_seeds",
       analysis.analyze_seeds,

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = [
   "tests/test_parity.py",
   "tests/test_fastpath.py",
-  "tests/test_seeds.py",
+  "tests/test_programs.py",
   "tests/test_pipeline.py",
   "tests/test_model.py",
 ]

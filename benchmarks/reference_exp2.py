@@ -1,7 +1,7 @@
 """The reference notebook's Experiment 2, end to end, in PyTorch: the yardstick that
 `benchmarks/bench.py` times jaxnorm against.
 
-Its own code (`tests/torch_reference.py`): per model, the notebook's training loop with its
+Its own code (`jaxnorm/torch_reference.py`): per model, the notebook's training loop with its
 per-example batch generator and a `loss.item()` every step, then its cumulative 40-point
 landscape slice and its hooked activation spectrum. Batches are made on the CPU and moved
 to the device every step, as in the notebook.
@@ -18,16 +18,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-import torch_reference as ref  # noqa: E402
-
-from jaxnorm import config  # noqa: E402
+from jaxnorm import config
+from jaxnorm import torch_reference as ref
 
 
 def run(cfg: config.Config, device: str, steps: int) -> dict:

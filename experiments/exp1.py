@@ -14,31 +14,8 @@ run.json, ...}.
 Expected, per the paper: LayerNorm's minimum is flatter and its spectrum flatter.
 """
 
-import sys
-
-if __name__ == "__main__":  # first: stops and errors while importing end quietly
-  import _quiet  # noqa: F401
-
-from jaxnorm import cli, report  # noqa: E402
-from jaxnorm.config import EXP1  # noqa: E402
-
-PREDICTIONS = [
-  report.flatter(("layernorm",), "none", "LayerNorm converges to a flatter minimum than No Norm"),
-  report.more_isotropic(
-    ("layernorm",), "none", "LayerNorm keeps more isotropic representations than No Norm"
-  ),
-]
-
 if __name__ == "__main__":
-  cli.exit_process(
-    cli.main(
-      sys.argv[1:],
-      prog="exp1.py",
-      description=__doc__.split("\n\n")[0],
-      default=EXP1,
-      default_out="runs/exp1",
-      name="exp1",
-      title="LayerNorm vs No Normalization",
-      predictions=PREDICTIONS,
-    )
-  )
+  import jaxnorm.quiet  # noqa: F401  first: stops and errors while importing end quietly
+  from jaxnorm import cli, predictions
+
+  cli.run_script(predictions.EXP1, __doc__)

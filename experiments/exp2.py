@@ -17,44 +17,8 @@ variables_*.msgpack, run.json}, as one whole run (README: "Run folders and exit 
 Runtime and the measured figure: README.md.
 """
 
-import sys
-
-if __name__ == "__main__":  # first: stops and errors while importing end quietly
-  import _quiet  # noqa: F401
-
-from jaxnorm import cli, report  # noqa: E402
-from jaxnorm.config import PAPER  # noqa: E402
-
-PREDICTIONS = [
-  report.flatter(
-    ("layernorm", "batchnorm"),
-    "none",
-    "LayerNorm and BatchNorm converge to flatter minima than No Norm",
-  ),
-  report.more_isotropic(
-    ("layernorm", "batchnorm"),
-    "none",
-    "LayerNorm and BatchNorm keep more isotropic representations than No Norm",
-  ),
-  report.Prediction(
-    "LayerNorm and BatchNorm behave nearly identically",
-    ("batchnorm",),
-    "layernorm",
-    "similar",
-    ("final_loss", *report.LOWER_IS_FLATTER, *report.HIGHER_IS_ISOTROPIC),
-  ),
-]
-
 if __name__ == "__main__":
-  cli.exit_process(
-    cli.main(
-      sys.argv[1:],
-      prog="exp2.py",
-      description=__doc__.split("\n\n")[0],
-      default=PAPER,
-      default_out="runs/exp2",
-      name="exp2",
-      title="Comparative Analysis of Normalization Techniques",
-      predictions=PREDICTIONS,
-    )
-  )
+  import jaxnorm.quiet  # noqa: F401  first: stops and errors while importing end quietly
+  from jaxnorm import cli, predictions
+
+  cli.run_script(predictions.EXP2, __doc__)

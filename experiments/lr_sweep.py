@@ -14,23 +14,8 @@ whole run (README: "Run folders and exit statuses"). A model that diverges at a 
 counted in sweep.md, and the exit status stays 0.
 """
 
-import sys
-
-if __name__ == "__main__":  # first: stops and errors while importing end quietly
-  import _quiet  # noqa: F401
-
-from jaxnorm import cli  # noqa: E402
-from jaxnorm.config import PAPER  # noqa: E402
-
 if __name__ == "__main__":
-  cli.exit_process(
-    cli.sweep_main(
-      sys.argv[1:],
-      prog="lr_sweep.py",
-      description=__doc__.split("\n\n")[0],
-      default=PAPER,
-      default_out="runs/lr_sweep",
-      name="lr_sweep",
-      rates=(1e-4, 2e-4, 5e-4),
-    )
-  )
+  import jaxnorm.quiet  # noqa: F401  first: stops and errors while importing end quietly
+  from jaxnorm import cli, predictions
+
+  cli.run_script(predictions.LR_SWEEP, __doc__)

@@ -1,15 +1,28 @@
 """jaxnorm: normalization, flat minima and isotropy experiments in JAX/Flax.
 
-    import jaxnorm
-    spec = jaxnorm.pipeline.ExperimentSpec(jaxnorm.QUICK, num_seeds=4)
-    result = jaxnorm.pipeline.run(spec)      # every number the command line prints
+    from jaxnorm import config, pipeline, results, spec
+    result = pipeline.run(spec.ExperimentSpec(config.QUICK, num_seeds=4))
+    results.save(result, "runs/mine")     # the files the command line writes
 
-The flow, one module per step: config -> data -> model (norms) -> loss -> train (seeds)
--> analysis (landscape, directions, curvature, spectrum, isotropy) -> pipeline ->
-summary / report / plotting / results.
+The flow, one module per step, each importing only modules before it: config -> data ->
+model (norms) -> loss -> train -> analysis (landscape, directions, curvature, spectrum,
+isotropy) -> programs -> pipeline (sweep) -> result -> stats -> summary / report /
+plotting -> results; cli on top. Submodules load when first used (`import jaxnorm` loads
+no JAX), so `jaxnorm.quiet` can be imported before anything else.
 """
 
-from jaxnorm import data, model, norms, pipeline
-from jaxnorm.config import PAPER, PRESETS, QUICK, TINY, Config
+import importlib
 
-__all__ = ["Config", "PAPER", "PRESETS", "QUICK", "TINY", "data", "model", "norms", "pipeline"]
+_FROM_CONFIG = ("Config", "PAPER", "PRESETS", "QUICK", "TINY")
+__all__ = [*_FROM_CONFIG, "config", "data", "model", "norms", "pipeline", "results", "spec"]
+
+
+def __getattr__(name: str):
+  if name in _FROM_CONFIG:
+    return getattr(importlib.import_module("jaxnorm.config"), name)
+  try:
+    return importlib.import_module(f"jaxnorm.{name}")
+  except ModuleNotFoundError as e:
+    if e.name != f"jaxnorm.{name}":
+      raise
+    raise AttributeError(f"module 'jaxnorm' has no attribute {name!r}") from None

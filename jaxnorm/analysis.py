@@ -249,7 +249,7 @@ def _weight_norms(params: PyTree) -> dict[str, jax.Array]:
   """Frobenius norms of the kernels whose outputs feed norm1 (attention's output
   projection) and norm2 (the FFN's down projection): a scale-invariant layer after them
   turns a learning rate eta into the effective rate eta / ||W||^2 (van Laarhoven 2017;
-  Arora et al. 2019; `summary.per_seed`)."""
+  Arora et al. 2019; `per_seed`)."""
   block = params["transformer_block"]
   return {
     "weight_norm_norm1_input": jnp.linalg.norm(block["attention"]["out_proj"]["kernel"]),
@@ -273,3 +273,48 @@ def analyze_seeds(
   compiled program per (model, task, measure settings, sizes). Donates nothing."""
   one = lambda p, b, k: analyze(model, task, mcfg, p, b, k, offsets_P, alphas_P, surface_grid_A)  # noqa: E731
   return jax.vmap(one)(params_S, batch_stats_S, keys_S)
+
+
+# The measures read off the arrays of a trained model (`per_seed`).
+FINAL_LOSS_WINDOW = 100  # final_loss is the mean training loss over the last 100 steps.
+
+
+def per_seed(r) -> dict[str, np.ndarray]:
+  """Every measure of `r`, in `measures_lib.MEASURES` order: name -> (S,) float64.
+
+  The basic ones are read off the arrays: final loss (mean of the last 100 steps; not for
+  a `Matched` checkpoint), the eval loss at alpha = 0, the largest rise over the 1D slice,
+  the top/bottom singular value ratio; the others are `r.measures` (booleans as 0.0 /
+  1.0), each flatness measure of `measures_lib.PER_LOSS_OF` divided by the loss at
+  alpha = 0, and the effective learning rate eta / ||W||^2 at each normalization.
+  """
+  values = {
+    "loss_at_alpha0": r.base_loss,
+    "landscape_max_rise": np.max(r.landscape, axis=1) - r.base_loss,
+    "spectrum_top_bottom_ratio": _top_bottom_ratio(r.spectrum),
+    **r.measures,
+  }
+  if hasattr(r, "losses"):
+    values["final_loss"] = np.mean(r.losses[:, -FINAL_LOSS_WINDOW:], axis=1)
+  if hasattr(r, "learning_rate"):
+    for layer in ("norm1", "norm2"):
+      if f"weight_norm_{layer}_input" in values:
+        w = np.asarray(values[f"weight_norm_{layer}_input"], dtype=np.float64)
+        values[f"effective_lr_{layer}"] = r.learning_rate / w**2
+  loss = values["loss_at_alpha0"]
+  for name in measures_lib.PER_LOSS_OF:
+    if name in values:
+      values[f"{name}_per_loss"] = np.asarray(values[name], dtype=np.float64) / loss
+  order = [m.name for m in measures_lib.MEASURES if m.name in values]
+  return {name: np.asarray(values[name], dtype=np.float64) for name in order}
+
+
+def _top_bottom_ratio(spectrum_SxK: np.ndarray) -> np.ndarray:
+  """s_max / s_min per seed (S,); NaN where the spectrum has nothing to measure (the
+  convention of `jaxnorm.isotropy`: all zero, non-finite or negative entries), inf where
+  only s_min is 0."""
+  s = np.asarray(spectrum_SxK, np.float64)
+  measurable = np.all(np.isfinite(s) & (s >= 0), axis=1) & (np.max(s, axis=1, initial=0) > 0)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    ratio = np.max(s, axis=1, initial=0) / np.min(s, axis=1, initial=np.inf)
+  return np.where(measurable, ratio, np.nan)

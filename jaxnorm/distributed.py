@@ -8,9 +8,9 @@ Every process runs the same script with the same options plus where it stands in
 or, under a cluster manager JAX detects (Slurm, Open MPI, a Cloud TPU slice, GKE),
 `--distributed` alone. `initialize` calls `jax.distributed.initialize`; from then on
 `jax.devices()` lists the devices of every process, the seed axis is split over all of them
-(`seeds.seed_mesh`), each process runs the same compiled programs on its own devices' seeds,
-and `seeds.to_host` gathers the results (`multihost_utils.process_allgather`) so that every
-process holds the whole `pipeline.ExperimentResult`. Process 0 alone writes the run folder,
+(`programs.seed_mesh`), each process runs the same compiled programs on its own devices' seeds,
+and `programs.to_host` gathers the results (`multihost_utils.process_allgather`) so that every
+process holds the whole `result.ExperimentResult`. Process 0 alone writes the run folder,
 draws the figures, prints and shows progress (`is_main`); the others stay quiet.
 
 A process that fails prints one line and ends; the others learn of it at their next gather

@@ -65,7 +65,7 @@ def standard_normal(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
 
   A float64 draw from the same key is a different sequence: drawing in float32 keeps every
   random direction and probe of the analysis the same at either analysis precision
-  (`pipeline.ExperimentSpec.analysis_dtype`), so the two differ by rounding only.
+  (`spec.ExperimentSpec.analysis_dtype`), so the two differ by rounding only.
   """
   return jax.random.normal(key, shape, jnp.float32).astype(dtype)
 

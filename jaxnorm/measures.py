@@ -298,7 +298,7 @@ CONVERGENCE: dict[str, tuple[str, str]] = {
 }
 # Read off the training losses, the 1D slice and the spectrum, with or without measures.
 BASIC = ("final_loss", "loss_at_alpha0", "landscape_max_rise", "spectrum_top_bottom_ratio")
-# Derived from other measures by `summary.per_seed`.
+# Derived from other measures by `analysis.per_seed`.
 DERIVED = (
   *(f"{name}_per_loss" for name in PER_LOSS_OF),
   "effective_lr_norm1",
@@ -314,6 +314,13 @@ ISOTROPY = tuple(m.name for m in MEASURES if m.kind == "isotropy" and m.better)
 def label(name: str) -> str:
   """The measure's label, or the name itself for a name not in the table."""
   return BY_NAME[name].label if name in BY_NAME else name
+
+
+def shown(present) -> list[Measure]:
+  """The measures of `MEASURES` that tables show (`Measure.shown`) and `present` (names)
+  holds, in table order."""
+  present = set(present)
+  return [m for m in MEASURES if m.shown and m.name in present]
 
 
 @dataclasses.dataclass(frozen=True)

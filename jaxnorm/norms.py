@@ -211,3 +211,9 @@ def get(name: str) -> NormSpec:
     return REGISTRY[name]
   except KeyError:
     raise ValueError(f"unknown normalization {name!r}; choose from {sorted(REGISTRY)}") from None
+
+
+def label(norm: str) -> str:
+  """The normalization's label from the registry, or its name if it is not registered."""
+  spec = REGISTRY.get(norm)
+  return spec.label if spec else norm

@@ -11,20 +11,15 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib.style
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxnorm import curvature, norms, trajectory
-from jaxnorm import sweep as sweep_lib
-from jaxnorm.report import label
+from jaxnorm import curvature, measures, norms, stats, trajectory
+from jaxnorm.norms import label
+from jaxnorm.result import ExperimentResult, SweepResult
 from jaxnorm.runfolder import write_bytes
-
-if TYPE_CHECKING:
-  from jaxnorm.pipeline import ExperimentResult
-  from jaxnorm.sweep import SweepResult
 
 
 def _draw(ax, x, y_SxN, norm: str, **kwargs) -> None:
@@ -131,8 +126,8 @@ def sweep(result: SweepResult) -> Figure:
   """One panel per measure of `measures.md`: its mean across seeds against the learning
   rate (log x; log y where every value is positive), one line per normalization, error
   bars the 95% confidence interval with several seeds."""
-  shown = sweep_lib.shown_measures(result)
-  stats = result.stats()
+  by_rate = stats.by_rate(result)
+  shown = measures.shown(next(iter(by_rate.values())))
   columns = min(4, len(shown))
   rows = math.ceil(len(shown) / columns)
   with matplotlib.style.context("seaborn-v0_8-whitegrid"):
@@ -140,7 +135,7 @@ def sweep(result: SweepResult) -> Figure:
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False).ravel())
     for ax, m in zip(axes, shown, strict=False):
       positive = True
-      for norm, by_name in stats.items():
+      for norm, by_name in by_rate.items():
         cells = by_name[m.name]
         mean = np.array([np.nan if s["mean"] is None else s["mean"] for s in cells])
         low = np.array([np.nan if s["ci95"][0] is None else s["ci95"][0] for s in cells])

@@ -40,7 +40,7 @@ from typing import NamedTuple
 import jax
 
 from jaxnorm import landscape, norms
-from jaxnorm.pipeline import ExperimentSpec
+from jaxnorm.spec import ExperimentSpec
 
 FLOAT32 = 4  # bytes
 GiB = 2**30
@@ -73,12 +73,12 @@ def memory_estimate(
   spec: ExperimentSpec, num_devices: int = 1, runs_per_seed: int = 1
 ) -> MemoryEstimate:
   """The module docstring's formula, per device, with `runs_per_seed` runs of each seed
-  (a learning-rate sweep's rates: `pipeline.run_rates`)."""
+  (a learning-rate sweep's rates: `sweep.run`)."""
   cfg = spec.config
   b, seq, d, h, k = cfg.batch_size, cfg.seq_len, cfg.embed_dim, cfg.num_heads, cfg.num_keys
   n = num_parameters(spec)
   num_runs = spec.num_seeds * runs_per_seed
-  per_call = min(spec.seeds_per_call or spec.num_seeds, num_runs)  # as `pipeline.run_rates`
+  per_call = min(spec.seeds_per_call or spec.num_seeds, num_runs)  # as `sweep.run`
   seeds_here = math.ceil(per_call / num_devices)
   train = 6 * n + 2 * b * seq * (19 * d + 2 * h * seq) + 2 * b * k
   analysis = b * seq * 3 * d  # the spectrum's activations

@@ -1,10 +1,12 @@
-"""What a run prints and writes as text: the terminal table and `measures.md` with the
-verdict on each of the paper's predictions. Pure functions of a `pipeline.ExperimentResult`.
+"""What a run prints and writes as text: the terminal table, `measures.md` with the
+verdict on each of the paper's predictions, sweep.md and the comparison of two runs. Pure
+functions of a `result.ExperimentResult` (or `SweepResult`) that format; the numbers and
+verdicts are `stats`'.
 
 A prediction compares normalizations on named measures. Each comparison is judged on the
-per-seed values, paired by seed (`verdicts`): a paired t-test for "lower" / "higher" with
-Holm's correction over the prediction's comparisons, an equivalence test on the ratio for
-"similar"; one seed gives an untested reading. Every verdict says how many seeds it rests
+per-seed values, paired by seed (`stats.judge`): a paired t-test for "lower" / "higher"
+with Holm's correction over the prediction's comparisons, an equivalence test on the ratio
+for "similar"; one seed gives an untested reading. Every verdict says how many seeds it rests
 on. Measures the table calls not comparable across normalizations (the Hessian's λ_max and
 trace, which reparametrizations change: Dinh et al. 2017) are listed but not judged, and
 verdicts are listed by kind of measure, never tallied into votes: the measures of one kind
@@ -13,44 +15,18 @@ are correlated.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
 
 import numpy as np
 
-from jaxnorm import measures, norms, summary, verdicts
-
-if TYPE_CHECKING:
-  from jaxnorm.pipeline import ExperimentResult
-
-LOWER_IS_FLATTER = measures.FLATNESS
-HIGHER_IS_ISOTROPIC = measures.ISOTROPY
-
-
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-  """`subjects` are `relation` than `baseline` on each of `on`.
-
-  relation: "lower", "higher" or "similar".
-  """
-
-  text: str
-  subjects: tuple[str, ...]
-  baseline: str
-  relation: str
-  on: tuple[str, ...]
-
-
-def flatter(subjects, baseline, text) -> Prediction:
-  return Prediction(text, tuple(subjects), baseline, "lower", LOWER_IS_FLATTER)
-
-
-def more_isotropic(subjects, baseline, text) -> Prediction:
-  return Prediction(text, tuple(subjects), baseline, "higher", HIGHER_IS_ISOTROPIC)
+from jaxnorm import analysis, measures, stats
+from jaxnorm.norms import label
+from jaxnorm.predictions import Prediction
+from jaxnorm.result import ExperimentResult, SweepResult
 
 
 def _value(stats_norm: dict, name: str) -> tuple[float | None, float | None, float | None]:
-  """(mean, ci low, ci high) of a measure from `summary.stats`; the CI is None for one
+  """(mean, ci low, ci high) of a measure from `stats.stats`; the CI is None for one
   seed, everything is None for a measure that was not taken."""
   v = stats_norm.get(name)
   if v is None:
@@ -58,94 +34,10 @@ def _value(stats_norm: dict, name: str) -> tuple[float | None, float | None, flo
   return v["mean"], v["ci95"][0], v["ci95"][1]
 
 
-def judge(prediction: Prediction, norms: dict[str, dict]) -> list[dict[str, Any]]:
-  """One row per (subject, measure): {"subject", "measure", "comparison" (a
-  `verdicts.Comparison`, None for a measure that is not comparable), "verdict" (text,
-  with the seed count)}. `norms` maps a normalization to its `summary.stats`, whose
-  per-seed values are paired by seed."""
-  rows, tested = [], []
-  for subject in prediction.subjects:
-    if subject not in norms or prediction.baseline not in norms:
-      continue
-    for name in prediction.on:
-      a, b = norms[subject].get(name), norms[prediction.baseline].get(name)
-      row = {"subject": subject, "measure": name, "comparison": None}
-      if a is None or b is None:
-        row["verdict"] = "no data"
-      elif name in measures.BY_NAME and not measures.BY_NAME[name].comparable:
-        row["verdict"] = "not judged: not comparable across normalizations"
-      else:
-        va = converged_values(norms[subject], name)
-        vb = converged_values(norms[prediction.baseline], name)
-        left_out = sorted(
-          set(not_converged(norms[subject], name))
-          | set(not_converged(norms[prediction.baseline], name))
-        )
-        row["left_out"] = len(left_out)
-        if left_out and (all(v is None for v in va) or all(v is None for v in vb)):
-          row["verdict"] = "not judged: the estimate did not converge"
-        elif prediction.relation == "similar":
-          row["comparison"] = verdicts.similar(va, vb)
-        else:
-          row["comparison"] = verdicts.directional(va, vb, prediction.relation)
-      if row["comparison"] is not None:
-        tested.append(row)
-      rows.append(row)
-  fixed = verdicts.corrected([r["comparison"] for r in tested], prediction.relation)
-  for row, comparison in zip(tested, fixed, strict=True):
-    row["comparison"] = comparison
-    row["verdict"] = _verdict_text(comparison, prediction.relation)
-    if row["left_out"]:
-      row["verdict"] += f"; {_seeds(row['left_out'])} left out: the estimate did not converge"
-  return rows
-
-
-def not_converged(stats_norm: dict, name: str) -> list[int]:
-  """Positions of the seeds whose value of `name` is an estimate that did not converge
-  (`measures.CONVERGENCE`; its flag is 0). Empty for a measure without a flag, or one whose
-  flag was not recorded; a seed without a flag value (diverged) is not listed."""
-  if name not in measures.CONVERGENCE or measures.CONVERGENCE[name][0] not in stats_norm:
-    return []
-  flags = stats_norm[measures.CONVERGENCE[name][0]]["values"]
-  return [i for i, flag in enumerate(flags) if flag is not None and flag != 1.0]
-
-
-def converged_values(stats_norm: dict, name: str) -> list[float | None]:
-  """The per-seed values of `name`, None for a seed whose estimate did not converge: what
-  a verdict may use."""
-  dropped = set(not_converged(stats_norm, name))
-  return [None if i in dropped else v for i, v in enumerate(stats_norm[name]["values"])]
-
-
-def _seeds(n: int) -> str:
-  return f"{n} seed" + ("s" if n != 1 else "")
-
-
-def _verdict_text(c: verdicts.Comparison, relation: str) -> str:
-  seeds = f"{c.n} seed" + ("s" if c.n != 1 else "")
-  if c.p is None:  # no data, a tie, one seed, values of opposite signs
-    shown = "" if c.estimate is None else f"; {_estimate(c.estimate, relation)}"
-    return f"{c.verdict} ({seeds}{shown})"
-  what = _estimate(c.estimate, relation)
-  interval = f"95% CI [{c.low:.3g}, {c.high:.3g}]" if c.low is not None else "no spread"
-  test = "Holm-corrected p" if relation != "similar" else "equivalence p"
-  return f"{c.verdict} ({seeds}, paired; {what}, {interval}, {test} = {c.p:.2g})"
-
-
-def _estimate(value: float, relation: str) -> str:
-  return f"ratio {value:.3g}" if relation == "similar" else f"difference {value:.3g}"
-
-
 def cell(mean, low, high, empty: str = "n/a") -> str:
   if mean is None:
     return empty
   return f"{mean:.4g}" if low is None else f"{mean:.4g} ± {(high - low) / 2:.2g}"
-
-
-def label(norm: str) -> str:
-  """The normalization's label from the registry, or its name if it is not registered."""
-  spec = norms.REGISTRY.get(norm)
-  return spec.label if spec else norm
 
 
 def markdown(result: ExperimentResult) -> str:
@@ -161,8 +53,8 @@ def markdown(result: ExperimentResult) -> str:
     "",
   ]
   rates = {norm: f"{r.learning_rate:g}" for norm, r in result.norms.items()}
-  stats = {norm: summary.stats(r) for norm, r in result.norms.items()}
-  lines += _table_and_verdicts(stats, {"learning rate": rates}, result.spec.predictions, seeds)
+  by_norm = {norm: stats.stats(r) for norm, r in result.norms.items()}
+  lines += _table_and_verdicts(by_norm, {"learning rate": rates}, result.spec.predictions, seeds)
   for i, level in enumerate(result.spec.matched_losses):
     at = {norm: r.matched[i] for norm, r in result.norms.items()}
     reached = {
@@ -177,13 +69,13 @@ def markdown(result: ExperimentResult) -> str:
       "",
     ]
     extra = {"learning rate": rates, "steps trained (per seed)": reached}
-    matched_stats = {norm: summary.stats(m) for norm, m in at.items()}
+    matched_stats = {norm: stats.stats(m) for norm, m in at.items()}
     lines += _table_and_verdicts(matched_stats, extra, result.spec.predictions, seeds)
   lines.append(
     "How verdicts are reached: per-seed values paired by seed (every normalization trains "
     "from the same seeds); lower/higher: paired t-test, p-values Holm-corrected within a "
-    f"prediction, 'supported' / 'opposite' at p < {verdicts.ALPHA}, else 'undecided'; "
-    f"similar: equivalence within a factor {verdicts.SIMILAR_RATIO} (two one-sided tests), "
+    f"prediction, 'supported' / 'opposite' at p < {stats.ALPHA}, else 'undecided'; "
+    f"similar: equivalence within a factor {stats.SIMILAR_RATIO} (two one-sided tests), "
     "'different' when the interval lies outside it; "
     "one seed: an untested reading. Hessian λ_max and trace are not judged: reparametrizations "
     "that leave the function unchanged change them (Dinh et al. 2017). Adaptive sharpness and "
@@ -202,29 +94,29 @@ KIND_TITLES = {"fit": "Fit", "flatness": "Flatness", "isotropy": "Isotropy"}
 
 
 def _table_and_verdicts(
-  stats: dict[str, dict], extra_rows: dict[str, dict[str, str]], predictions, seeds: int
+  by_norm: dict[str, dict], extra_rows: dict[str, dict[str, str]], predictions, seeds: int
 ) -> list[str]:
   """The measures table (after `extra_rows`: label -> norm -> text) and, per prediction,
-  the verdicts listed by kind of measure; measures absent from `stats` are left out."""
+  the verdicts listed by kind of measure; measures absent from `by_norm` are left out."""
   lines = [
-    "| measure | " + " | ".join(label(n) for n in stats) + " |",
-    "|---|" + "---|" * len(stats),
+    "| measure | " + " | ".join(label(n) for n in by_norm) + " |",
+    "|---|" + "---|" * len(by_norm),
   ]
-  for row_label, by_norm in extra_rows.items():
-    lines.append(f"| {row_label} | " + " | ".join(by_norm[n] for n in stats) + " |")
-  present = set().union(*(set(s) for s in stats.values()))
+  for row_label, texts in extra_rows.items():
+    lines.append(f"| {row_label} | " + " | ".join(texts[n] for n in by_norm) + " |")
+  present = set().union(*(set(s) for s in by_norm.values()))
   for m in measures.MEASURES:
     if m.shown and m.name in present:
       cells = (
-        cell(*_value(stats[n], m.name))
-        + _mc_se(stats[n], m.name)
-        + unconverged_mark(stats[n], m.name)
-        for n in stats
+        cell(*_value(by_norm[n], m.name))
+        + _mc_se(by_norm[n], m.name)
+        + unconverged_mark(by_norm[n], m.name)
+        for n in by_norm
       )
       lines.append(f"| {m.label} | " + " | ".join(cells) + " |")
   lines += ["", "### The paper's predictions", ""]
   for p in predictions:
-    rows = [r for r in judge(p, stats) if r["measure"] in present]
+    rows = [r for r in stats.judge(p, by_norm) if r["measure"] in present]
     if not rows:
       continue
     lines += [f"**{p.text}** ({_relation_text(p)}; {seeds} seed(s))", ""]
@@ -245,9 +137,9 @@ def _table_and_verdicts(
 def unconverged_mark(stats_norm: dict, name: str) -> str:
   """ " **not converged** (...)" after the value of an estimate that did not converge on
   some seed (`not_converged`): on how many seeds, and its largest relative residual; ""
-  when every seed converged (or nothing says). `stats_norm`: measure -> `summary.across_seeds`
+  when every seed converged (or nothing says). `stats_norm`: measure -> `stats.across_seeds`
   of one model (one rate of a sweep, one matched-loss level), as every table has them."""
-  bad = not_converged(stats_norm, name)
+  bad = stats.not_converged(stats_norm, name)
   if not bad:
     return ""
   total = len(stats_norm[name]["values"])
@@ -263,7 +155,7 @@ def unconverged_mark(stats_norm: dict, name: str) -> str:
 def not_converged_lines(stats_by_norm: dict[str, dict]) -> list[str]:
   """One line per normalization and estimate that did not converge on some seed, e.g.
   "BatchNorm, Hessian λ_max: not converged (relative residual 0.056)"; one per
-  convergence flag (λ_max, not again λ_max / loss). `stats_by_norm`: norm -> `summary.stats`."""
+  convergence flag (λ_max, not again λ_max / loss). `stats_by_norm`: norm -> `stats.stats`."""
   lines, flags = [], set()
   for name, (flag, _) in measures.CONVERGENCE.items():
     if flag in flags:
@@ -290,7 +182,7 @@ def _relation_text(p: Prediction) -> str:
   return {
     "lower": f"lower than {label(p.baseline)}",
     "higher": f"higher than {label(p.baseline)}",
-    "similar": f"within a factor {verdicts.SIMILAR_RATIO} of {label(p.baseline)}",
+    "similar": f"within a factor {stats.SIMILAR_RATIO} of {label(p.baseline)}",
   }[p.relation]
 
 
@@ -309,14 +201,16 @@ def terminal_table(result: ExperimentResult) -> str:
   )
   header += f"{'train s':>10}"
   rows = [header, "-" * len(header)]
-  all_stats = {norm: summary.stats(r) for norm, r in result.norms.items()}
+  all_stats = {norm: stats.stats(r) for norm, r in result.norms.items()}
   for norm, r in result.norms.items():
-    stats = all_stats[norm]
-    cells = "".join(f"{cell(*_value(stats, name), empty='nan'):>{width}}" for name in TABLE_COLUMNS)
+    of_norm = all_stats[norm]
+    cells = "".join(
+      f"{cell(*_value(of_norm, name), empty='nan'):>{width}}" for name in TABLE_COLUMNS
+    )
     rows.append(f"{label(norm):<16}{r.learning_rate:>8.2g}{cells}{r.seconds['train']:>10.1f}")
   unconverged = not_converged_lines(all_stats)
   for i, level in enumerate(result.spec.matched_losses):
-    at = {norm: summary.stats(r.matched[i]) for norm, r in result.norms.items()}
+    at = {norm: stats.stats(r.matched[i]) for norm, r in result.norms.items()}
     unconverged += [f"{line} (at matched loss {level:g})" for line in not_converged_lines(at)]
   if unconverged:
     rows += ["", "Estimates that did not converge (marked in measures.md, left out of verdicts):"]
@@ -350,8 +244,8 @@ def comparison(a: ExperimentResult, b: ExperimentResult, label_a: str, label_b: 
     ra, rb = a.norms[norm], b.norms[norm]
     if not np.array_equal(ra.seeds, rb.seeds):
       raise ValueError(f"{norm}: seeds {ra.seeds.tolist()} and {rb.seeds.tolist()} differ")
-    va, vb = summary.per_seed(ra), summary.per_seed(rb)
-    sa, sb = summary.stats(ra), summary.stats(rb)
+    va, vb = analysis.per_seed(ra), analysis.per_seed(rb)
+    sa, sb = stats.stats(ra), stats.stats(rb)
     lines += [
       f"## {label(norm)} ({len(ra.seeds)} seed{'s' if len(ra.seeds) > 1 else ''})",
       "",
@@ -393,3 +287,39 @@ def _left_out(what: str, a, b, label_a: str, label_b: str, name_of) -> list[str]
   if not parts:
     return []
   return [f"{what} in one run only, left out: " + "; ".join(parts) + ".", ""]
+
+
+def sweep_markdown(sweep: SweepResult, names: Sequence[str] | None = None) -> str:
+  """sweep.md: the seeds that diverged, then per measure (those of `names`, default every
+  shown one) a table of normalizations x rates (mean ± 95% CI half-width with several
+  seeds; an estimate that did not converge on some seed marked, `unconverged_mark`)."""
+  by_rate, seeds = stats.by_rate(sweep), sweep.runs[0].spec.num_seeds
+  head = "| | " + " | ".join(f"lr {r:g}" for r in sweep.rates) + " |"
+  rule = "|---|" + "---|" * len(sweep.rates)
+  lines = [
+    f"# Learning-rate sweep: {sweep.runs[0].spec.name}",
+    "",
+    f"Every model at each rate; {seeds} seed(s) per cell"
+    + (", mean ± 95% CI half-width" if seeds > 1 else "")
+    + ". A diverged seed contributes no value (n says how many did).",
+    "",
+    "## Diverged seeds",
+    "",
+    head,
+    rule,
+  ]
+  for norm, counts in stats.diverged_by_rate(sweep).items():
+    lines.append(f"| {label(norm)} | " + " | ".join(f"{c}/{seeds}" for c in counts) + " |")
+  for m in measures.shown(next(iter(by_rate.values()))):
+    if names is not None and m.name not in names:
+      continue
+    lines += ["", f"## {m.label}" + (f" ({m.unit})" if m.unit else ""), "", head, rule]
+    for norm, by_name in by_rate.items():
+      cells = []
+      for i, s in enumerate(by_name[m.name]):
+        low, high = s["ci95"]
+        text = cell(s["mean"], low, high) + (f" (n={s['n']})" if seeds > 1 else "")
+        at_rate = {name: values[i] for name, values in by_name.items()}
+        cells.append(text + unconverged_mark(at_rate, m.name))
+      lines.append(f"| {label(norm)} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"

@@ -11,21 +11,27 @@ A run folder holds:
                          N/trajectory_steps (C,) and N/trajectory (S, C, 2) (lambda_max,
                          preconditioned sharpness) when tracked; per matched-loss
                          level i
-                         (`pipeline.Matched`) N/matched/<i>/{level, step (S,),
+                         (`result.Matched`) N/matched/<i>/{level, step (S,),
                          landscape (S, P), base_loss (S,), spectrum (S, K),
                          measure/<name> (S,)}.
   summary.json           `summary.summary_dict`: config, every measure across seeds, wall
                          times, versions, device ("format": 2).
   variables_N.msgpack    trained {'params', 'batch_stats'} of N, leaves (S, ...)
                          (flax.serialization).
+  figure2.png, .pdf      Figure 2 (`plotting.figure2`); with measures measures.md
+                         (`report.markdown`) and hessian_density.png; surfaces.png with a
+                         2D slice; curvature.png with curvature over training.
   run.json               the manifest: every file's size and SHA-256, the versions.
 
-`save` writes a whole run folder through `runfolder` (staged beside the target, swapped in
-at once), so an interrupted save leaves the previous run untouched; `write_run` writes the
-files into a staging folder the caller commits (the command line adds figures first).
-`load` and `load_variables` check the files against run.json before reading them. `load`
-also reads folders written before format 2 (no seed axis for one seed, measures only in
-summary.json) and before manifests.
+A sweep's folder holds one such run folder per rate (`result.rate_folder`), and sweep.md,
+sweep.json and sweep.png.
+
+This module is the one writer and reader of run folders: the command line, the sweep and
+a notebook all write through `write_run` (`save`, `save_sweep`). `save` writes a whole run
+folder through `runfolder` (staged beside the target, swapped in at once), so an
+interrupted save leaves the previous run untouched. `load` and `load_variables` check the
+files against run.json before reading them. `load` also reads folders written before
+format 2 (no seed axis for one seed, measures only in summary.json) and before manifests.
 """
 
 from __future__ import annotations
@@ -39,10 +45,12 @@ from typing import Any
 import flax.serialization
 import jax
 import numpy as np
+from flax import traverse_util
 
-from jaxnorm import measures, runfolder, summary
+from jaxnorm import measures, plotting, report, runfolder, summary
 from jaxnorm.config import Config
-from jaxnorm.pipeline import ExperimentResult, ExperimentSpec, Matched, NormResult
+from jaxnorm.result import ExperimentResult, Matched, NormResult, SweepResult, rate_folder
+from jaxnorm.spec import ExperimentSpec
 
 RESULTS = "results.npz"
 SUMMARY = "summary.json"
@@ -58,7 +66,7 @@ def variables_file(norm: str) -> str:
 
 def arrays(r: NormResult) -> dict[str, np.ndarray]:
   """results.npz's arrays of one normalization (keys without the `N/` prefix)."""
-  out = {
+  tree: dict = {
     "seeds": r.seeds,
     "loss": r.losses,
     "alphas": r.alphas,
@@ -67,32 +75,33 @@ def arrays(r: NormResult) -> dict[str, np.ndarray]:
     "base_loss": r.base_loss,
     "spectrum": r.spectrum,
     "first_nonfinite_step": r.first_nonfinite_step,
-    **{f"measure/{name}": values for name, values in r.measures.items()},
+    "measure": dict(r.measures),
   }
   if r.surface is not None:
-    out.update(surface_grid=r.surface_grid, surface=r.surface)
+    tree.update(surface_grid=r.surface_grid, surface=r.surface)
   if r.trajectory is not None:
-    out.update(trajectory_steps=r.trajectory_steps, trajectory=r.trajectory)
+    tree.update(trajectory_steps=r.trajectory_steps, trajectory=r.trajectory)
   if r.hessian_density is not None:
-    out.update(hessian_density_nodes=r.hessian_density[0])
-    out.update(hessian_density_weights=r.hessian_density[1])
-  for i, m in enumerate(r.matched):
-    out.update(
-      {
-        f"matched/{i}/level": np.asarray(m.level),
-        f"matched/{i}/step": m.step,
-        f"matched/{i}/landscape": m.landscape,
-        f"matched/{i}/base_loss": m.base_loss,
-        f"matched/{i}/spectrum": m.spectrum,
-        **{f"matched/{i}/measure/{name}": v for name, v in m.measures.items()},
-      }
-    )
-  return out
+    tree.update(hessian_density_nodes=r.hessian_density[0])
+    tree.update(hessian_density_weights=r.hessian_density[1])
+  tree["matched"] = {
+    str(i): {
+      "level": np.asarray(m.level),
+      "step": m.step,
+      "landscape": m.landscape,
+      "base_loss": m.base_loss,
+      "spectrum": m.spectrum,
+      "measure": dict(m.measures),
+    }
+    for i, m in enumerate(r.matched)
+  }
+  return traverse_util.flatten_dict(tree, sep="/")
 
 
 def write_run(staging: runfolder.Staging, result: ExperimentResult, folder: str = "") -> None:
-  """Writes results.npz, summary.json and one variables file per normalization into a
-  staging folder (into its sub-folder `folder` if given; the caller commits it)."""
+  """Writes every file of a run (the list at the top of this module) into a staging
+  folder, into its sub-folder `folder` if given, with the sub-folder's run.json when
+  `folder` is given; the caller commits the staging folder."""
   for norm, r in result.norms.items():
     if r.variables is not None:
       data = flax.serialization.to_bytes(jax.device_get(r.variables))
@@ -109,23 +118,61 @@ def write_run(staging: runfolder.Staging, result: ExperimentResult, folder: str 
   staging.write(str(Path(folder) / RESULTS), buffer.getvalue())
   text = json.dumps(summary.summary_dict(result), indent=2, allow_nan=False)
   staging.write(str(Path(folder) / SUMMARY), text.encode())
+  write_figures(staging, result, folder)
+  if folder:
+    staging.write_manifest(manifest_info(result), folder)
 
 
-def manifest_info(result: ExperimentResult) -> dict:
+def write_figures(staging: runfolder.Staging, result: ExperimentResult, folder: str = "") -> None:
+  """The figures and measures.md of a run (what `--replot` redraws: `REDRAWN`)."""
+  stem = staging.path / folder
+  plotting.save_figure(plotting.figure2(result), stem / "figure2")
+  if result.spec.surface_points:
+    plotting.save_figure(plotting.surfaces(result), stem / "surfaces", formats=("png",))
+  if result.spec.curvature_iterations:
+    figure = plotting.curvature_over_training(result)
+    plotting.save_figure(figure, stem / "curvature", formats=("png",))
+  if result.spec.measures is not None:
+    staging.write(str(Path(folder) / "measures.md"), report.markdown(result).encode())
+    figure = plotting.hessian_density(result)
+    plotting.save_figure(figure, stem / "hessian_density", formats=("png",))
+
+
+def write_sweep(staging: runfolder.Staging, sweep: SweepResult, runs: bool = True) -> None:
+  """A sweep's sweep.md, sweep.json and sweep.png, and with `runs` its run folders."""
+  if runs:
+    for rate, run in zip(sweep.rates, sweep.runs, strict=True):
+      write_run(staging, run, rate_folder(rate))
+  staging.write("sweep.md", report.sweep_markdown(sweep).encode())
+  text = json.dumps(summary.sweep_dict(sweep), indent=2, allow_nan=False)
+  staging.write("sweep.json", text.encode())
+  plotting.save_figure(plotting.sweep(sweep), staging.path / "sweep", formats=("png",))
+
+
+def manifest_info(result: ExperimentResult | SweepResult) -> dict:
   """What run.json records besides the files: the experiment and the versions."""
+  if isinstance(result, SweepResult):
+    result = result.runs[0]
   env = result.environment
   return {"experiment": result.spec.name, **{k: env.get(k) for k in ("jaxnorm", "jax", "flax")}}
 
 
-def save(out_dir: str | os.PathLike, result: ExperimentResult) -> None:
-  """Replaces the run in `out_dir` by `result` (results, summary, variables, run.json) in
-  one step; interrupted, `out_dir` keeps its previous run (see `runfolder`)."""
+def save(result: ExperimentResult | SweepResult, out_dir: str | os.PathLike) -> Path:
+  """Replaces the run in `out_dir` by `result` in one step: every file the command line
+  writes (results, summary, variables, figures, measures.md, run.json; for a sweep, its
+  runs and sweep.md, sweep.json, sweep.png). Interrupted, `out_dir` keeps its previous
+  run (see `runfolder`). Raises runfolder.RunFolderError for a folder that cannot take
+  the run (it holds files that are not a run's, ...). Returns the folder."""
   staging = runfolder.begin(out_dir)
   try:
-    write_run(staging, result)
+    if isinstance(result, SweepResult):
+      write_sweep(staging, result)
+    else:
+      write_run(staging, result)
     staging.commit(manifest_info(result))
   finally:
     staging.discard()
+  return staging.target
 
 
 def load(out_dir: str | os.PathLike) -> ExperimentResult:
@@ -273,3 +320,20 @@ def config_from_dict(fields: dict[str, Any]) -> Config:
 
   known = Config.__dataclass_fields__
   return Config(**{k: as_tuple(v) for k, v in fields.items() if k in known})
+
+
+def load_sweep(sweep_folder: str | os.PathLike) -> SweepResult:
+  """The sweep saved in `sweep_folder` (sweep.json and one run folder per rate; without
+  variables), each file checked against its run.json. Raises ResultsError with a
+  one-line reason."""
+  sweep_folder = Path(sweep_folder)
+  try:
+    runfolder.verify(sweep_folder, ("sweep.json",))
+  except runfolder.RunFolderError as e:
+    raise ResultsError(str(e)) from None
+  try:
+    info = json.loads((sweep_folder / "sweep.json").read_text())
+    rates, folders = tuple(info["rates"]), info["folders"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ResultsError(f"{sweep_folder} holds no sweep jaxnorm can read ({e})") from None
+  return SweepResult(rates, tuple(load(sweep_folder / f) for f in folders))

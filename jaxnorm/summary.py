@@ -1,87 +1,23 @@
-"""Numbers across seeds: each measure per seed, then its mean, spread and confidence
-interval, and summary.json. Pure functions of a `pipeline.ExperimentResult`."""
+"""summary.json and sweep.json: every measure across seeds (`stats.across_seeds`) with the
+config, divergence, wall times and versions, as JSON-ready dicts. Pure functions of a
+`result.ExperimentResult` or `result.SweepResult`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from typing import Any
 
 import numpy as np
-import scipy.stats
 
-from jaxnorm import measures, trajectory
-
-if TYPE_CHECKING:
-  from jaxnorm.pipeline import ExperimentResult, Matched, NormResult
+from jaxnorm import stats, trajectory
+from jaxnorm.result import ExperimentResult, SweepResult, rate_folder
 
 FORMAT = 2  # summary.json / results.npz layout: every per-seed array keeps its seed axis.
-FINAL_LOSS_WINDOW = 100  # final_loss is the mean training loss over the last 100 steps.
-
-
-def per_seed(r: NormResult | Matched) -> dict[str, np.ndarray]:
-  """Every measure of `r`, in `measures.MEASURES` order: name -> (S,) float64.
-
-  The basic ones are read off the arrays: final loss (mean of the last 100 steps; not for
-  a `Matched` checkpoint), the eval loss at alpha = 0, the largest rise over the 1D slice,
-  the top/bottom singular value ratio; the others are `r.measures` (booleans as 0.0 /
-  1.0), each flatness measure of `measures.PER_LOSS_OF` divided by the loss at
-  alpha = 0, and the effective learning rate eta / ||W||^2 at each normalization.
-  """
-  values = {
-    "loss_at_alpha0": r.base_loss,
-    "landscape_max_rise": np.max(r.landscape, axis=1) - r.base_loss,
-    "spectrum_top_bottom_ratio": _top_bottom_ratio(r.spectrum),
-    **r.measures,
-  }
-  if hasattr(r, "losses"):
-    values["final_loss"] = np.mean(r.losses[:, -FINAL_LOSS_WINDOW:], axis=1)
-  if hasattr(r, "learning_rate"):
-    for layer in ("norm1", "norm2"):
-      if f"weight_norm_{layer}_input" in values:
-        w = np.asarray(values[f"weight_norm_{layer}_input"], dtype=np.float64)
-        values[f"effective_lr_{layer}"] = r.learning_rate / w**2
-  loss = values["loss_at_alpha0"]
-  for name in measures.PER_LOSS_OF:
-    if name in values:
-      values[f"{name}_per_loss"] = np.asarray(values[name], dtype=np.float64) / loss
-  order = [m.name for m in measures.MEASURES if m.name in values]
-  return {name: np.asarray(values[name], dtype=np.float64) for name in order}
-
-
-def across_seeds(values) -> dict[str, Any]:
-  """Mean, sample standard deviation and 95% Student-t confidence interval of the mean
-  over the finite values; n says how many seeds contributed. Non-finite values are
-  listed as None (JSON null)."""
-  listed = [float(v) if v is not None and np.isfinite(v) else None for v in values]
-  finite = np.array([v for v in listed if v is not None], dtype=np.float64)
-  n = len(finite)
-  out: dict[str, Any] = {"mean": None, "std": None, "ci95": [None, None], "n": n, "values": listed}
-  if n:
-    out["mean"] = float(finite.mean())
-  if n > 1:
-    std = float(finite.std(ddof=1))
-    half = float(scipy.stats.t.ppf(0.975, n - 1)) * std / np.sqrt(n)
-    out.update(std=std, ci95=[float(out["mean"] - half), float(out["mean"] + half)])
-  return out
-
-
-def stats(r: NormResult | Matched) -> dict[str, dict[str, Any]]:
-  """`across_seeds` of every measure of `r`."""
-  return {name: across_seeds(v) for name, v in per_seed(r).items()}
 
 
 def config_to_dict(cfg) -> dict[str, Any]:
-  return {field: getattr(cfg, field) for field in cfg.__dataclass_fields__}
-
-
-def _top_bottom_ratio(spectrum_SxK: np.ndarray) -> np.ndarray:
-  """s_max / s_min per seed (S,); NaN where the spectrum has nothing to measure (the
-  convention of `jaxnorm.isotropy`: all zero, non-finite or negative entries), inf where
-  only s_min is 0."""
-  s = np.asarray(spectrum_SxK, np.float64)
-  measurable = np.all(np.isfinite(s) & (s >= 0), axis=1) & (np.max(s, axis=1, initial=0) > 0)
-  with np.errstate(divide="ignore", invalid="ignore"):
-    ratio = np.max(s, axis=1, initial=0) / np.min(s, axis=1, initial=np.inf)
-  return np.where(measurable, ratio, np.nan)
+  """The fields of a `config.Config` (`results.config_from_dict` reads it back)."""
+  return dataclasses.asdict(cfg)
 
 
 def _finite_mean(values_SxC: np.ndarray) -> list[float | None]:
@@ -102,7 +38,7 @@ def summary_dict(result: ExperimentResult) -> dict[str, Any]:
   for norm, r in result.norms.items():
     steps = [int(s) if s >= 0 else None for s in r.first_nonfinite_step]
     norms[norm] = {
-      **stats(r),
+      **stats.stats(r),
       "learning_rate": r.learning_rate,
       "seeds": [int(s) for s in r.seeds],
       "diverged": bool(r.diverged.any()),
@@ -132,7 +68,7 @@ def summary_dict(result: ExperimentResult) -> dict[str, Any]:
         "norms": {
           norm: {
             "step": [int(x) if x >= 0 else None for x in r.matched[i].step],
-            **stats(r.matched[i]),
+            **stats.stats(r.matched[i]),
           }
           for norm, r in result.norms.items()
         },
@@ -141,4 +77,20 @@ def summary_dict(result: ExperimentResult) -> dict[str, Any]:
     ],
     "seconds": {"total": result.seconds},
     "environment": result.environment,
+  }
+
+
+def sweep_dict(result: SweepResult) -> dict[str, Any]:
+  """sweep.json: the rates, the common config and seed count, and per normalization and
+  measure one `stats.across_seeds` per rate; per rate the sub-folder of its run."""
+  first = result.runs[0].spec
+  return {
+    "format": 1,
+    "experiment": first.name,
+    "rates": list(result.rates),
+    "folders": [rate_folder(r) for r in result.rates],
+    "seeds": first.num_seeds,
+    "config": config_to_dict(first.config),
+    "diverged": stats.diverged_by_rate(result),
+    "norms": stats.by_rate(result),
   }

@@ -3,7 +3,7 @@ their largest relative difference over seeds, as a markdown table on standard ou
 
     python experiments/exp2.py --out runs/f32
     python experiments/exp2.py --out runs/f64 --analysis-dtype float64
-    python experiments/compare_runs.py runs/f32 runs/f64 --labels float32,float64
+    python tools/compare_runs.py runs/f32 runs/f64 --labels float32,float64
 
 Exit status 0; 2 with one line on standard error for a folder that holds no readable run,
 runs with no normalization in common or runs of different seeds; 3 with one line for any
@@ -13,13 +13,13 @@ other failure. The report lists what only one of the runs has (normalizations, m
 import sys
 
 if __name__ == "__main__":  # first: stops and errors while importing end quietly
-  import _quiet  # noqa: F401
+  import jaxnorm.quiet  # noqa: F401
 
-from jaxnorm import cli, report, results, runfolder  # noqa: E402
+from jaxnorm import exits, options, report, results, runfolder  # noqa: E402
 
 
 def main(argv) -> int:
-  parser = cli.Parser(prog="compare_runs.py", description=__doc__.split("\n\n")[0])
+  parser = options.Parser(prog="compare_runs.py", description=__doc__.split("\n\n")[0])
   parser.add_argument("run_a", help="a run folder (exp2.py --out)")
   parser.add_argument("run_b", help="another run folder of the same models and seeds")
   parser.add_argument("--labels", default="A,B", metavar="A,B", help="the two columns' names")
@@ -40,7 +40,7 @@ def main(argv) -> int:
     print(text)
     return 0
 
-  return cli.run_tool(parser.prog, body)
+  return exits.run_tool(parser.prog, body)
 
 
 if __name__ == "__main__":

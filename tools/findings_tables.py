@@ -3,7 +3,7 @@ Experiment 2 judged on every measure at the end of training and at each matched 
 BatchNorm measured with batch statistics, as a family of its own, against No Norm (lower)
 and LayerNorm (similar). Markdown on standard output.
 
-    python experiments/findings_tables.py runs/findings_paper runs/findings_equal_lr
+    python tools/findings_tables.py runs/findings_paper runs/findings_equal_lr
 
 Each run's columns are named by its folder; folders of the same name by the shortest end
 of their paths that tells them apart (runs/a/x and runs/b/x: a/x and b/x). Exit status 0;
@@ -12,54 +12,45 @@ readable run or runs on which no prediction can be judged; 3 with one line for a
 failure.
 """
 
-import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path, PurePath
 
 if __name__ == "__main__":  # first: stops and errors while importing end quietly
-  import _quiet  # noqa: F401
+  import jaxnorm.quiet  # noqa: F401
 
-from jaxnorm import cli, report, results, runfolder, summary, verdicts  # noqa: E402
+from jaxnorm import exits, options, predictions, results, runfolder, stats  # noqa: E402
+from jaxnorm.norms import label  # noqa: E402
 
-BATCH_STATS_LOWER = ("landscape_rise_directions", "filter_rise_directions", "adaptive_sharpness")
-BATCH_STATS_SIMILAR = (*BATCH_STATS_LOWER, "hessian_trace")
-
-
-def _predictions():
-  """exp2.py's predictions (imported as a module, exp2.py changes no process state)."""
-  path = Path(__file__).with_name("exp2.py")
-  spec = importlib.util.spec_from_file_location("exp2", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.PREDICTIONS
+BATCH_STATS_LOWER = predictions.BATCH_STATS_LOWER
+BATCH_STATS_SIMILAR = predictions.BATCH_STATS_SIMILAR
 
 
 def _states(result):
-  """(name, normalization -> summary.stats) at the end and at each matched loss."""
-  yield "end", {n: summary.stats(r) for n, r in result.norms.items()}
+  """(name, normalization -> stats.stats) at the end and at each matched loss."""
+  yield "end", {n: stats.stats(r) for n, r in result.norms.items()}
   for i, level in enumerate(result.spec.matched_losses):
-    yield f"loss {level:g}", {n: summary.stats(r.matched[i]) for n, r in result.norms.items()}
+    yield f"loss {level:g}", {n: stats.stats(r.matched[i]) for n, r in result.norms.items()}
 
 
-def _batch_stats_rows(stats):
+def _batch_stats_rows(by_norm):
   """BatchNorm with batch statistics vs No Norm (lower, Holm within the family) and vs
   LayerNorm (similar): (row label, verdict text) pairs."""
   names = [f"{n}_batch_stats" for n in BATCH_STATS_LOWER]
   lower = [
-    verdicts.directional(stats["batchnorm"][n]["values"], stats["none"][n]["values"], "lower")
+    stats.directional(by_norm["batchnorm"][n]["values"], by_norm["none"][n]["values"], "lower")
     for n in names
   ]
-  for name, c in zip(names, verdicts.corrected(lower, "lower"), strict=True):
+  for name, c in zip(names, stats.corrected(lower, "lower"), strict=True):
     yield f"BatchNorm (batch statistics) lower than No Norm: {name}", c
-  if "layernorm" not in stats:
+  if "layernorm" not in by_norm:
     return
   for name in (f"{n}_batch_stats" for n in BATCH_STATS_SIMILAR):
-    c = verdicts.similar(stats["batchnorm"][name]["values"], stats["layernorm"][name]["values"])
+    c = stats.similar(by_norm["batchnorm"][name]["values"], by_norm["layernorm"][name]["values"])
     yield f"BatchNorm (batch statistics) similar to LayerNorm: {name}", c
 
 
-def _cell(c: verdicts.Comparison) -> str:
+def _cell(c: stats.Comparison) -> str:
   if c.p is None:
     return c.verdict
   return f"{c.verdict} (estimate {c.estimate:.3g}, p = {c.p:.2g})"
@@ -86,26 +77,26 @@ def _rows(loaded: dict, predictions) -> tuple[list[str], dict[str, dict[str, str
   verdicts) and row label -> column -> verdict."""
   columns, rows = [], {}
   for run, result in loaded.items():
-    for state, stats in _states(result):
+    for state, by_norm in _states(result):
       column = f"{state}, {run}"
       columns.append(column)
       for p in predictions:
-        for row in report.judge(p, stats):
+        for row in stats.judge(p, by_norm):
           if row["comparison"] is None:
             continue
-          label = f"{report.label(row['subject'])} {p.relation} {report.label(p.baseline)}: "
-          rows.setdefault(label + row["measure"], {})[column] = _cell(row["comparison"])
+          name = f"{label(row['subject'])} {p.relation} {label(p.baseline)}: "
+          rows.setdefault(name + row["measure"], {})[column] = _cell(row["comparison"])
       if all(
-        n in stats and f"{BATCH_STATS_LOWER[0]}_batch_stats" in stats[n]
+        n in by_norm and f"{BATCH_STATS_LOWER[0]}_batch_stats" in by_norm[n]
         for n in ("batchnorm", "none")
       ):
-        for label, c in _batch_stats_rows(stats):
-          rows.setdefault(label, {})[column] = _cell(c)
+        for name, c in _batch_stats_rows(by_norm):
+          rows.setdefault(name, {})[column] = _cell(c)
   return columns, rows
 
 
 def main(argv) -> int:
-  parser = cli.Parser(prog="findings_tables.py", description=__doc__.split("\n\n")[0])
+  parser = options.Parser(prog="findings_tables.py", description=__doc__.split("\n\n")[0])
   parser.add_argument("runs", nargs="+", help="run folders (exp2.py --matched-loss ...)")
   args = parser.parse_args(argv)
 
@@ -118,21 +109,21 @@ def main(argv) -> int:
       loaded = {name: results.load(path) for name, path in zip(names, args.runs, strict=True)}
     except (results.ResultsError, runfolder.RunFolderError) as e:
       parser.error(str(e))
-    columns, rows = _rows(loaded, _predictions())
+    columns, rows = _rows(loaded, predictions.EXP2.predictions)
     if not rows:
       held = sorted({n for result in loaded.values() for n in result.norms})
       parser.error(
         "no prediction of exp2.py can be judged on these runs (they hold "
-        f"{', '.join(map(report.label, held))}; a verdict needs two of the normalizations "
+        f"{', '.join(map(label, held))}; a verdict needs two of the normalizations "
         "it compares, with measures)"
       )
     print("| comparison | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
-    for label, row in rows.items():
-      print(f"| {label} | " + " | ".join(row.get(c, "n/a") for c in columns) + " |")
+    for name, row in rows.items():
+      print(f"| {name} | " + " | ".join(row.get(c, "n/a") for c in columns) + " |")
     return 0
 
-  return cli.run_tool(parser.prog, body)
+  return exits.run_tool(parser.prog, body)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Imported first by every script, before jaxnorm and JAX (standard library only): until
+"""Imported first by every script, before the rest of jaxnorm and JAX (standard library
+only; `import jaxnorm` itself loads nothing else): until
 the command line takes over, a stop signal (SIGHUP, SIGINT, SIGTERM) ends the process
 quietly with 128 + the signal, and an exception (a package that fails to import) with one
 line and status 3, never a traceback and never 1, the status of a diverged model

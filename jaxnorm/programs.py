@@ -1,0 +1,264 @@
+"""The compiled programs of a run: initialize, train and analyze a model for a whole group
+of seeds, vmapped over a leading seed axis that is sharded over every device, and their
+ahead-of-time compilation (`compile_training`, `compile_analysis`).
+
+Seed s of a group is the same run as seed s alone: its keys are `keys.run_keys(s)` and the
+vmapped step is the same pure `train.train_step`. Within a group the seed axis is split
+over a one-axis `Mesh` of the devices with `NamedSharding`, so the same code uses one CPU,
+several GPUs, a TPU slice or, after `jax.distributed.initialize()` (`jaxnorm.distributed`),
+the devices of several processes and hosts: every process runs the same programs on its
+own shard of the seeds, and `to_host` gathers the shards. Groups are padded to a multiple
+of the device count with copies of their first seed, whose results are dropped (`padded`).
+
+The two jitted entries, and what they do with their arguments' buffers:
+  init_states(model, task, train_keys_S, learning_rates_S)       donates nothing
+  train_chunk(model, task, states_S, num_steps, fast)          donates states_S
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxnorm import analysis, data, keys, landscape, train, trajectory
+from jaxnorm import model as model_lib
+from jaxnorm.spec import ExperimentSpec
+
+PyTree = Any
+SEED_AXIS = "seeds"
+
+
+def seed_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A one-axis mesh named 'seeds' over `devices` (default: all devices)."""
+  return Mesh(np.asarray(devices if devices is not None else jax.devices()), (SEED_AXIS,))
+
+
+def seed_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (seed) axis split over the mesh, every other axis whole."""
+  return NamedSharding(mesh, PartitionSpec(SEED_AXIS))
+
+
+def shard_seeds(tree: PyTree, mesh: Mesh) -> PyTree:
+  """Places every leaf's leading (seed) axis across the mesh.
+
+  Leaves are arrays already on the mesh (a no-op, or a reshard), or host values (numpy),
+  which over several processes must be the same in every process.
+  """
+  return jax.device_put(tree, seed_sharding(mesh))
+
+
+def to_host(tree: PyTree) -> PyTree:
+  """Every leaf as a numpy array holding all seeds.
+
+  One process: `jax.device_get`. Several (`jax.distributed`): each process holds only its
+  devices' shards, and `multihost_utils.process_allgather` gathers the whole array in
+  every process; it is a collective, so every process must call it in the same order.
+  """
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def padded(seeds: np.ndarray, multiple: int) -> np.ndarray:
+  """`seeds` followed by copies of its first seed, up to a multiple of `multiple`."""
+  extra = -len(seeds) % multiple
+  return np.concatenate([seeds, seeds[:1].repeat(extra)]) if extra else seeds
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def init_states(
+  model: model_lib.Transformer,
+  task: data.Task,
+  train_keys_S: jax.Array,
+  learning_rates_S: jax.Array,
+) -> train.TrainState:
+  """Fresh training states for S seeds: leaves (S, ...). Donates nothing."""
+  return jax.vmap(lambda k, lr: train.init_state(model, task, k, lr))(
+    train_keys_S, learning_rates_S
+  )
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 3, 4), donate_argnums=(2,))
+def train_chunk(
+  model: model_lib.Transformer,
+  task: data.Task,
+  states_S: train.TrainState,
+  num_steps: int,
+  fast: bool = True,
+) -> tuple[train.TrainState, jax.Array]:
+  """`num_steps` training steps of every seed: (new states, losses (S, num_steps)).
+
+  Donates `states_S`: its buffers are reused for the new states, so the states passed in
+  must not be used afterwards (pass `jax.tree.map(jnp.copy, states_S)` to keep them).
+  """
+  return jax.vmap(lambda s: train.train_steps(model, task, s, num_steps, fast))(states_S)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 3, 4, 5), donate_argnums=(2,))
+def train_chunk_tracked(
+  model: model_lib.Transformer,
+  task: data.Task,
+  states_S: train.TrainState,
+  num_steps: int,
+  fast: bool,
+  curvature_iterations: int,
+  curvature_keys_S: jax.Array,
+) -> tuple[train.TrainState, jax.Array, jax.Array]:
+  """`train_chunk`, then at its end each seed's (lambda_max, preconditioned sharpness)
+  (`trajectory.sharpness`) in the same compiled program: (states, losses (S, num_steps),
+  curvature (S, 2)). Donates `states_S`."""
+
+  def one(state, key):
+    state, losses = train.train_steps(model, task, state, num_steps, fast)
+    return state, losses, trajectory.sharpness(model, task, state, key, curvature_iterations)
+
+  return jax.vmap(one)(states_S, curvature_keys_S)
+
+
+class Programs(NamedTuple):
+  """The compiled programs of one normalization for groups of S seeds (`compile_training`,
+  `compile_analysis`): called with their array arguments only (the static ones are
+  compiled in)."""
+
+  init: Callable  # (train_keys_S, learning_rates_S) -> states_S
+  # chunk length n -> (states_S, curvature keys_S) -> (states_S, losses_SxN, curvature_Sx2
+  # or None); donates the states
+  train: dict[int, Callable]
+  analyze: Callable | None  # (params_S, batch_stats_S, keys_S, offsets, alphas, grid) -> Analysis
+
+
+class Group(NamedTuple):
+  """The inputs of one group of seeds, padded to a multiple of the device count."""
+
+  mesh: Mesh  # the devices the seed axis is split over
+  size: int  # S, padded
+  keys: keys.RunKeys  # leaves (S, ...), sharded over the seed axis
+  learning_rates: jax.Array  # (S,) float32, sharded
+
+
+@functools.lru_cache
+def _derive_keys(mesh: Mesh) -> Callable:
+  """seeds (S,) -> `keys.RunKeys` (S, ...), each device deriving its own seeds' keys: over
+  several processes no process can place keys on another's devices. One program per mesh."""
+  return jax.jit(jax.vmap(keys.run_keys), out_shardings=seed_sharding(mesh))
+
+
+def group_inputs(
+  spec: ExperimentSpec,
+  norm: str,
+  group_seeds: np.ndarray,
+  mesh: Mesh,
+  group_rates: np.ndarray | None = None,
+) -> Group:
+  """The inputs of the runs `group_seeds` (at `group_rates`, default the config's rate for
+  `norm`), padded to a multiple of the device count."""
+  seeds_S = padded(group_seeds, mesh.size)
+  keys_S = _derive_keys(mesh)(shard_seeds(seeds_S.astype(np.int32), mesh))
+  if group_rates is None:
+    group_rates = np.full(len(group_seeds), spec.config.learning_rate_for(norm))
+  rates = padded(np.asarray(group_rates, np.float32), mesh.size)
+  lrs_S = shard_seeds(rates, mesh)
+  return Group(mesh, len(seeds_S), keys_S, lrs_S)
+
+
+def abstract_states(group: Group, init_program) -> Any:
+  """The abstract training states of `group`, every leaf split over the seed axis (what
+  `shard_seeds` makes of the init program's output)."""
+  sharding = NamedSharding(group.mesh, PartitionSpec(SEED_AXIS))
+  return jax.tree.map(
+    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), init_program.out_info
+  )
+
+
+def slice_axes(spec: ExperimentSpec) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+  """(offsets, alphas, surface grid or None) of the analysis."""
+  cfg = spec.config
+  alphas = landscape.alphas(cfg.landscape_points, cfg.landscape_range)
+  offsets = landscape.offsets(alphas, cfg.landscape_cumulative)
+  grid = landscape.alphas(spec.surface_points, cfg.landscape_range) if spec.surface_points else None
+  return offsets, alphas, grid
+
+
+def _chunk_lengths(spec: ExperimentSpec) -> set[int]:
+  steps, chunk = spec.config.steps, spec.chunk_size
+  return {min(chunk, steps)} | ({steps % chunk} if steps > chunk and steps % chunk else set())
+
+
+def compile_training(spec: ExperimentSpec, norm: str, group: Group) -> Programs:
+  """Compiles, ahead of time, the init program and a training program per chunk length
+  for `group`'s shapes and shardings (`analyze` left None: see `compile_analysis`)."""
+  cfg = spec.config
+  model = model_lib.build(cfg, norm)
+  with jax.default_matmul_precision(cfg.matmul_precision):
+    init = init_states.lower(model, cfg.task, group.keys.train, group.learning_rates)
+    init = init.compile()
+    states = abstract_states(group, init)
+    train_programs = {
+      n: _train_program(spec, model, states, group, n) for n in _chunk_lengths(spec)
+    }
+  return Programs(init, train_programs, None)
+
+
+def _train_program(spec: ExperimentSpec, model, states, group: Group, n: int) -> Callable:
+  """The compiled chunk of n steps, as (states, curvature keys) -> (states, losses,
+  curvature or None)."""
+  task = spec.config.task
+  if not spec.curvature_iterations:
+    chunk = train_chunk.lower(model, task, states, n).compile()
+    return lambda states_S, keys_S: (*chunk(states_S), None)
+  iters = spec.curvature_iterations
+  return train_chunk_tracked.lower(
+    model, task, states, n, True, iters, group.keys.curvature
+  ).compile()
+
+
+def compile_analysis(spec: ExperimentSpec, norm: str, group: Group, trained: Programs):
+  """Compiles, ahead of time, the analysis of `group`'s trained states: a function
+  (params_S, batch_stats_S, keys_S, offsets, alphas, grid) -> `analysis.Analysis`.
+
+  With `spec.analysis_dtype` "float64" the program is traced and run with x64 enabled
+  (a context local to the calling thread) on the float32 states cast to float64; the
+  slice axes stay float32 numbers, so both precisions evaluate the same points.
+  """
+  cfg = spec.config
+  model = model_lib.build(cfg, norm)
+  states = abstract_states(group, trained.init)
+  dtype = jnp.dtype(spec.analysis_dtype)
+  with jax.enable_x64(dtype == jnp.float64), jax.default_matmul_precision(cfg.matmul_precision):
+    program = analysis.analyze_seeds.lower(
+      model,
+      cfg.task,
+      spec.measures,
+      _cast(states.params, dtype),
+      _cast(states.batch_stats, dtype),
+      group.keys,
+      *slice_axes(spec),
+    ).compile()
+  if dtype == jnp.float32:
+    return program
+
+  def analyze(params_S, batch_stats_S, *rest) -> analysis.Analysis:
+    with jax.enable_x64(True):
+      return program(_cast(params_S, dtype), _cast(batch_stats_S, dtype), *rest)
+
+  return analyze
+
+
+def _cast(tree: PyTree, dtype) -> PyTree:
+  """Every floating leaf of `tree` (arrays or `jax.ShapeDtypeStruct`s) as `dtype`."""
+
+  def cast(x):
+    if not jnp.issubdtype(x.dtype, jnp.floating) or x.dtype == dtype:
+      return x
+    if isinstance(x, jax.ShapeDtypeStruct):
+      return jax.ShapeDtypeStruct(x.shape, dtype, sharding=x.sharding)
+    return x.astype(dtype)
+
+  return jax.tree.map(cast, tree)
