@@ -20,6 +20,7 @@ import numpy as np
 from jaxnorm import (
   distributed,
   exits,
+  manifests,
   options,
   pipeline,
   plotting,
@@ -185,9 +186,9 @@ def _restage(prog: str, out_dir: str, replaced: set[str], load, redraw) -> tuple
     raise results.ResultsError(f"{out_dir} holds no saved results (not a folder)")
 
   def has_manifest(target) -> None:
-    if runfolder.manifest(target) is None:
+    if manifests.manifest(target) is None:
       raise runfolder.RunFolderError(
-        f"{target} has no {runfolder.MANIFEST}, so nothing says which of its files are the "
+        f"{target} has no {manifests.MANIFEST}, so nothing says which of its files are the "
         "run's: --replot rewrites only folders with one; draw it from Python instead "
         "(jaxnorm.plotting.figure2(jaxnorm.results.load(DIR)))"
       )

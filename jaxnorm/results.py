@@ -47,7 +47,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from jaxnorm import measures, plotting, report, runfolder, summary
+from jaxnorm import manifests, measures, plotting, report, runfolder, summary
 from jaxnorm.config import Config
 from jaxnorm.result import ExperimentResult, Matched, NormResult, SweepResult, rate_folder
 from jaxnorm.spec import ExperimentSpec
@@ -134,6 +134,7 @@ def write_figures(staging: runfolder.Staging, result: ExperimentResult, folder: 
     plotting.save_figure(figure, stem / "curvature", formats=("png",))
   if result.spec.measures is not None:
     staging.write(str(Path(folder) / "measures.md"), report.markdown(result).encode())
+  if any(r.hessian_density is not None for r in result.norms.values()):
     figure = plotting.hessian_density(result)
     plotting.save_figure(figure, stem / "hessian_density", formats=("png",))
 
@@ -186,7 +187,7 @@ def load(out_dir: str | os.PathLike) -> ExperimentResult:
   if missing:
     raise ResultsError(f"{out} holds no saved results (missing {', '.join(missing)})")
   try:
-    runfolder.verify(out, (RESULTS, SUMMARY))
+    manifests.verify(out, (RESULTS, SUMMARY))
   except runfolder.RunFolderError as e:
     raise ResultsError(str(e)) from None
   try:
@@ -303,7 +304,7 @@ def load_variables(out_dir: str | os.PathLike, norm: str) -> dict:
     raise ResultsError(f"{norm!r} is not the name of a normalization (e.g. 'layernorm')")
   path = Path(out_dir) / variables_file(norm)
   try:
-    runfolder.verify(out_dir, (path.name,))
+    manifests.verify(out_dir, (path.name,))
     restored = flax.serialization.msgpack_restore(path.read_bytes())
     return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
   except runfolder.RunFolderError as e:
@@ -328,7 +329,7 @@ def load_sweep(sweep_folder: str | os.PathLike) -> SweepResult:
   one-line reason."""
   sweep_folder = Path(sweep_folder)
   try:
-    runfolder.verify(sweep_folder, ("sweep.json",))
+    manifests.verify(sweep_folder, ("sweep.json",))
   except runfolder.RunFolderError as e:
     raise ResultsError(str(e)) from None
   try:

@@ -38,7 +38,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from jaxnorm.manifest import (
+from jaxnorm.manifests import (
   MANIFEST,
   MANIFEST_FORMAT,
   RunFolderError,

@@ -16,6 +16,8 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+from jaxnorm.spec import ExperimentSpec
+
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 
@@ -33,5 +35,5 @@ def measured_result():
 
   cfg = config.TINY.replace(steps=12, landscape_points=5, norms=("batchnorm", "none"), seed=3)
   mcfg = measures.MeasureConfig(lanczos_iterations=6, trace_probes=4, sharpness_samples=4)
-  spec = pipeline.ExperimentSpec(cfg, num_seeds=2, measures=mcfg, surface_points=3, name="t")
+  spec = ExperimentSpec(cfg, num_seeds=2, measures=mcfg, surface_points=3, name="t")
   return pipeline.run(spec, progress=False)

@@ -10,7 +10,18 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnorm import cli, config, preflight, results, runfolder
+from jaxnorm import (
+  cli,
+  config,
+  exits,
+  manifests,
+  options,
+  predictions,
+  preflight,
+  results,
+  runfolder,
+)
+from jaxnorm.predictions import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP2 = ROOT / "experiments" / "exp2.py"
@@ -87,12 +98,12 @@ def test_a_folder_without_manifest_loads_with_a_warning_but_is_never_rewritten(
   tmp_path, folder, capsys
 ):
   shutil.copytree(DATA / folder, tmp_path / "old")
-  with pytest.warns(runfolder.UncheckedWarning, match="read unchecked"):
+  with pytest.warns(manifests.UncheckedWarning, match="read unchecked"):
     assert "none" in results.load(tmp_path / "old").norms
   before = {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()}
   with pytest.raises(SystemExit) as exit_:
     cli.main(["--replot", str(tmp_path / "old")], **TEST_SCRIPT)
-  assert exit_.value.code == cli.EXIT_USAGE
+  assert exit_.value.code == exits.EXIT_USAGE
   line = capsys.readouterr().err.strip()
   assert "\n" not in line and "has no run.json" in line
   assert {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()} == before
@@ -122,9 +133,12 @@ def test_bad_options_exit_2_with_one_line(args, words):
   assert "Traceback" not in proc.stderr
 
 
-TEST_SCRIPT = dict(
-  prog="t", description="", default=config.TINY, default_out="", name="t", title="t"
-)
+def _script(cfg=config.TINY, predictions=()) -> dict:
+  """`cli.main`'s keyword arguments for an experiment `t` of `cfg` with `predictions`."""
+  return dict(experiment=Experiment("t", "t", cfg, tuple(predictions)), prog="t", description="")
+
+
+TEST_SCRIPT = _script()
 IN_PROCESS = ["--no-progress", "--no-compilation-cache"]
 
 
@@ -132,9 +146,9 @@ def test_divergence_is_reported_and_the_run_goes_on(tmp_path, capsys):
   bad = config.TINY.replace(steps=10, learning_rate_overrides=(("none", 1e6),))
   status = cli.main(
     ["--out", str(tmp_path), *IN_PROCESS, "--no-measures", "--norms", "layernorm,none"],
-    **{**TEST_SCRIPT, "default": bad},
+    **_script(bad),
   )
-  assert status == cli.EXIT_DIVERGED
+  assert status == exits.EXIT_DIVERGED
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert summary["norms"]["none"]["diverged"]
   assert isinstance(summary["norms"]["none"]["first_nonfinite_step"][0], int)
@@ -150,8 +164,7 @@ def test_seeds_surface_and_measures_are_written(tmp_path, capsys):
   args += ["--matmul-precision", "high", "--compile-workers", "0", "--curvature-iterations", "4"]
   status = cli.main(
     [*args, "--norms", "none"],
-    **{**TEST_SCRIPT, "default": cfg},
-    predictions=[cli.report.flatter(("none",), "none", "a prediction")],
+    **_script(cfg, [predictions.flatter(("none",), "none", "a prediction")]),
   )
   assert status == 0
   loaded = results.load(tmp_path)
@@ -203,7 +216,7 @@ def _changed_byte(tmp_path):
 
 
 def _manifest_entry_a_number(tmp_path):
-  manifest = _run_folder(tmp_path) / runfolder.MANIFEST
+  manifest = _run_folder(tmp_path) / manifests.MANIFEST
   info = json.loads(manifest.read_text())
   info["files"]["results.npz"] = 5
   manifest.write_text(json.dumps(info))
@@ -272,7 +285,7 @@ def test_bad_input_is_refused_in_one_line_before_any_work(tmp_path, capsys, args
   before = sorted(tmp_path.rglob("*"))
   with pytest.raises(SystemExit) as exit_:
     cli.main(args, **TEST_SCRIPT)
-  assert exit_.value.code == cli.EXIT_USAGE
+  assert exit_.value.code == exits.EXIT_USAGE
   out, err = capsys.readouterr()
   lines = err.strip().splitlines()
   assert len(lines) == 1 and words in lines[0], err
@@ -285,7 +298,7 @@ def test_the_coordinator_defaults_to_jax_coordinator_address(tmp_path, capsys, m
   args = ["--num-processes", "2", "--process-id", "1", "--out", str(tmp_path / "run")]
   with pytest.raises(SystemExit) as exit_:
     cli.main([*args, *IN_PROCESS], **TEST_SCRIPT)
-  assert exit_.value.code == cli.EXIT_USAGE
+  assert exit_.value.code == exits.EXIT_USAGE
   assert "--coordinator 'no-port-here' is invalid" in capsys.readouterr().err
 
 
@@ -294,7 +307,7 @@ def test_a_compilation_cache_path_that_is_a_file_is_refused(tmp_path, capsys, mo
   monkeypatch.setenv("JAXNORM_CACHE_DIR", str(tmp_path / "cache"))
   with pytest.raises(SystemExit) as exit_:
     cli.main(["--out", str(tmp_path / "run"), "--no-progress"], **TEST_SCRIPT)
-  assert exit_.value.code == cli.EXIT_USAGE
+  assert exit_.value.code == exits.EXIT_USAGE
   line = capsys.readouterr().err.strip()
   assert "\n" not in line and "--no-compilation-cache" in line
   assert not (tmp_path / "run").exists()
@@ -322,8 +335,8 @@ def test_a_slice_too_wide_for_float32_is_reported(tmp_path, capsys):
   ],
 )
 def test_learning_rates_from_the_command_line(args, rates):
-  parsed = cli.build_parser("t", "", "").parse_args(args)
-  cfg = cli.config_from_args(parsed, config.PAPER)
+  parsed = options.build_parser("t", "", TEST_SCRIPT["experiment"]).parse_args(args)
+  cfg = options.config_from_args(parsed, config.PAPER)
   assert {norm: cfg.learning_rate_for(norm) for norm in cfg.norms} == rates
 
 
@@ -340,7 +353,7 @@ def test_learning_rates_from_the_command_line(args, rates):
 def test_bad_learning_rates_exit_2_with_one_line(tmp_path, capsys, args, words):
   with pytest.raises(SystemExit) as exit_:
     cli.main([*args, "--out", str(tmp_path / "run"), *IN_PROCESS], **TEST_SCRIPT)
-  assert exit_.value.code == cli.EXIT_USAGE
+  assert exit_.value.code == exits.EXIT_USAGE
   lines = capsys.readouterr().err.strip().splitlines()
   assert len(lines) == 1 and words in lines[0], lines
 
@@ -355,7 +368,7 @@ def test_the_working_directory_or_a_folder_above_it_is_never_replaced(
   monkeypatch.chdir(work)
   with pytest.raises(SystemExit) as exit_:
     cli.main(["--out", out, *IN_PROCESS], **TEST_SCRIPT)
-  assert exit_.value.code == cli.EXIT_USAGE
+  assert exit_.value.code == exits.EXIT_USAGE
   assert "working directory" in capsys.readouterr().err
   assert sorted(p.name for p in tmp_path.iterdir()) == ["work"] and not any(work.iterdir())
 
@@ -372,7 +385,7 @@ def test_a_compilation_cache_folder_that_cannot_be_written_is_refused(
   monkeypatch.setenv("JAXNORM_CACHE_DIR", str(cache))
   with pytest.raises(SystemExit) as exit_:
     cli.main(["--out", str(tmp_path / "run"), "--no-progress"], **TEST_SCRIPT)
-  assert exit_.value.code == cli.EXIT_USAGE
+  assert exit_.value.code == exits.EXIT_USAGE
   line = capsys.readouterr().err.strip()
   assert "\n" not in line and f"compilation cache folder {cache}" in line
   assert not (tmp_path / "run").exists()
@@ -386,7 +399,7 @@ def test_an_exception_before_the_run_exits_3_with_one_line(tmp_path, capsys, mon
 
   monkeypatch.setattr(preflight, "check", broken)
   status = cli.main(["--out", str(tmp_path / "run"), *IN_PROCESS], **TEST_SCRIPT)
-  assert status == cli.EXIT_FAILED
+  assert status == exits.EXIT_FAILED
   line = capsys.readouterr().err.strip()
   assert "\n" not in line and type(error).__name__ in line and "Traceback" not in line
   assert not (tmp_path / "run").exists()
@@ -406,4 +419,4 @@ def test_replot_reads_the_run_only_while_it_holds_the_folders_lock(tmp_path, cap
   monkeypatch.setattr(results, "load", load_under_lock)
   assert cli.main(["--replot", str(folder)], **TEST_SCRIPT) == 0
   assert "No Norm" in capsys.readouterr().out
-  runfolder.verify(folder, tuple(runfolder.manifest(folder)["files"]))
+  manifests.verify(folder, tuple(manifests.manifest(folder)["files"]))

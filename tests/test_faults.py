@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnorm import cli, config, plotting, results, runfolder
+from jaxnorm import cli, config, exits, manifests, plotting, predictions, results, runfolder
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP2 = ROOT / "experiments" / "exp2.py"
@@ -62,10 +62,10 @@ def previous_run(tmp_path_factory, env) -> Path:
 
 def holds_run_of_seed(out: Path) -> int:
   """The seed of the one whole run in `out`; fails on a mixed or partial folder."""
-  manifest = runfolder.manifest(out)
+  manifest = manifests.manifest(out)
   assert manifest is not None
-  assert sorted(p.name for p in out.iterdir()) == sorted([*manifest["files"], runfolder.MANIFEST])
-  runfolder.verify(out, tuple(manifest["files"]))
+  assert sorted(p.name for p in out.iterdir()) == sorted([*manifest["files"], manifests.MANIFEST])
+  manifests.verify(out, tuple(manifest["files"]))
   summary = json.loads((out / "summary.json").read_text())
   saved = results.load(out).norms["none"].seeds.tolist()
   assert saved == [summary["config"]["seed"]]
@@ -87,16 +87,16 @@ def one_line(stderr: str) -> str:
 @pytest.mark.parametrize(
   "fault, status, seed, words",
   [
-    ("train:none:SIGINT", cli.EXIT_INTERRUPTED, 0, "interrupted at step 4 of 4 of No Norm"),
-    ("train:none:SIGTERM", cli.EXIT_TERMINATED, 0, "still holds the previous run"),
-    ("analyze:none:SIGINT", cli.EXIT_INTERRUPTED, 0, "while analyzing No Norm"),
-    ("write:results.npz:SIGTERM", cli.EXIT_TERMINATED, 0, "while writing the run folder"),
-    ("write:figure2.pdf:SIGINT", cli.EXIT_INTERRUPTED, 0, "still holds the previous run"),
-    ("commit:SIGINT", cli.EXIT_INTERRUPTED, 1, "holds the new run"),
+    ("train:none:SIGINT", exits.EXIT_INTERRUPTED, 0, "interrupted at step 4 of 4 of No Norm"),
+    ("train:none:SIGTERM", exits.EXIT_TERMINATED, 0, "still holds the previous run"),
+    ("analyze:none:SIGINT", exits.EXIT_INTERRUPTED, 0, "while analyzing No Norm"),
+    ("write:results.npz:SIGTERM", exits.EXIT_TERMINATED, 0, "while writing the run folder"),
+    ("write:figure2.pdf:SIGINT", exits.EXIT_INTERRUPTED, 0, "still holds the previous run"),
+    ("commit:SIGINT", exits.EXIT_INTERRUPTED, 1, "holds the new run"),
     ("write:summary.json:SIGKILL", -signal.SIGKILL, 0, None),
     ("committed:SIGKILL", -signal.SIGKILL, 1, None),
     pytest.param(
-      "analyze:none:SIGHUP", cli.EXIT_HUNG_UP, 0, "while analyzing", marks=pytest.mark.hostile
+      "analyze:none:SIGHUP", exits.EXIT_HUNG_UP, 0, "while analyzing", marks=pytest.mark.hostile
     ),
   ],
 )
@@ -127,7 +127,7 @@ def test_ctrl_c_from_outside_while_training(tmp_path, env, previous_run):
   time.sleep(3)
   proc.send_signal(signal.SIGINT)
   _, stderr = proc.communicate(timeout=120)
-  assert proc.returncode == cli.EXIT_INTERRUPTED
+  assert proc.returncode == exits.EXIT_INTERRUPTED
   assert "interrupted" in one_line(stderr)
   assert holds_run_of_seed(out) == 0 and strays(out) == []
 
@@ -152,14 +152,10 @@ def test_a_failure_after_training_exits_3_and_keeps_what_was_written(tmp_path, m
   out = tmp_path / "run"
   status = cli.main(
     ["--out", str(out), *TINY_RUN[:-2], "--no-measures", "--no-progress", "--no-compilation-cache"],
+    predictions.Experiment("exp2", "t", config.TINY),
     prog="exp2.py",
-    description="",
-    default=config.TINY,
-    default_out="",
-    name="exp2",
-    title="t",
   )
-  assert status == cli.EXIT_FAILED
+  assert status == exits.EXIT_FAILED
   line = one_line(capsys.readouterr().err)
   assert "RuntimeError: no figure today" in line and "writing the run folder" in line
   failed = tmp_path / "run.failed"
@@ -202,7 +198,7 @@ def test_a_full_disk_keeps_the_previous_run_and_says_so_in_one_line(tmp_path, en
   shutil.copytree(previous_run, out)
   fault = "write:results.npz:ENOSPC,write:traceback.txt:ENOSPC"
   proc = run_script(out, "--seed", "1", env=env, fault=fault)
-  assert proc.returncode == cli.EXIT_FAILED
+  assert proc.returncode == exits.EXIT_FAILED
   line = one_line(proc.stderr)
   assert "No space left on device" in line and "traceback could not be kept" in line
   assert "still holds the previous run" in line
@@ -218,7 +214,7 @@ def test_a_replot_never_blesses_a_changed_file(tmp_path, env, previous_run):
   data = bytearray(variables.read_bytes())
   data[len(data) // 2] ^= 1
   variables.write_bytes(bytes(data))
-  manifest = (out / runfolder.MANIFEST).read_bytes()
+  manifest = (out / manifests.MANIFEST).read_bytes()
   proc = subprocess.run(
     [sys.executable, str(EXP2), "--replot", str(out)],
     capture_output=True,
@@ -227,9 +223,9 @@ def test_a_replot_never_blesses_a_changed_file(tmp_path, env, previous_run):
     timeout=300,
     cwd=ROOT,
   )
-  assert proc.returncode == cli.EXIT_USAGE
+  assert proc.returncode == exits.EXIT_USAGE
   assert "variables_none.msgpack (changed or truncated" in one_line(proc.stderr)
-  assert (out / runfolder.MANIFEST).read_bytes() == manifest
+  assert (out / manifests.MANIFEST).read_bytes() == manifest
   with pytest.raises(results.ResultsError, match="changed or truncated"):
     results.load_variables(out, "none")
 
@@ -239,7 +235,7 @@ def test_a_package_that_fails_to_import_exits_3_with_one_line(tmp_path, env):
   (tmp_path / "optax.py").write_text("raise RuntimeError('a broken install')\n")
   path = os.pathsep.join(p for p in (str(tmp_path), env.get("PYTHONPATH")) if p)
   proc = run_script(tmp_path / "run", env=env, PYTHONPATH=path)
-  assert proc.returncode == cli.EXIT_FAILED
+  assert proc.returncode == exits.EXIT_FAILED
   assert "RuntimeError: a broken install" in one_line(proc.stderr)
 
 
@@ -249,7 +245,7 @@ def test_a_backend_that_cannot_start_is_refused_in_one_line(tmp_path, env, platf
   if platform == "cuda" and "cuda" in str(jax.devices()):
     pytest.skip("this machine has the CUDA backend")
   proc = run_script(tmp_path / "run", env=env, JAX_PLATFORMS=platform)
-  assert proc.returncode == cli.EXIT_USAGE, proc.stderr
+  assert proc.returncode == exits.EXIT_USAGE, proc.stderr
   line = one_line(proc.stderr)
   assert f"JAX_PLATFORMS='{platform}'" in line and "cpu" in line
   assert not (tmp_path / "run").exists()
@@ -292,7 +288,7 @@ def test_bad_input_from_the_command_line_exits_2_in_one_line(
     timeout=300,
     cwd=tmp_path,
   )
-  assert proc.returncode == cli.EXIT_USAGE and words in one_line(proc.stderr), proc.stderr
+  assert proc.returncode == exits.EXIT_USAGE and words in one_line(proc.stderr), proc.stderr
   assert list(tmp_path.iterdir()) == []
 
 
@@ -308,7 +304,7 @@ def test_closed_standard_streams_change_no_exit_status(tmp_path, env):
       *script(tmp_path / "run", "--seed", "-1"),
     ]
     proc = subprocess.run(command, env=env, timeout=300, cwd=ROOT, capture_output=True)
-    assert proc.returncode == cli.EXIT_USAGE, (closed, proc.stderr)
+    assert proc.returncode == exits.EXIT_USAGE, (closed, proc.stderr)
   assert not (tmp_path / "run").exists()
 
 
@@ -316,7 +312,7 @@ def test_closed_standard_streams_change_no_exit_status(tmp_path, env):
 def test_reading_a_folder_without_manifest_warns_in_one_line(env):
   old = Path(__file__).parent / "data" / "format1_one_seed"
   proc = subprocess.run(
-    [sys.executable, str(ROOT / "experiments" / "compare_runs.py"), str(old), str(old)],
+    [sys.executable, str(ROOT / "tools" / "compare_runs.py"), str(old), str(old)],
     capture_output=True,
     text=True,
     env=env,

@@ -1,6 +1,6 @@
 """Hostile input: settings of the wrong type or of a value float32 cannot hold, and run
 folders that are missing, malformed, share nothing or share a name, given to the library
-and to experiments/compare_runs.py and experiments/findings_tables.py.
+and to tools/compare_runs.py and tools/findings_tables.py.
 
 The scripts are called in-process (`main(argv)` returns or exits with the status) on small
 run folders written from hand-made results; only the checks of the command line itself run
@@ -18,14 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxnorm import config, directions, measures, pipeline, report, results, sweep
+from jaxnorm import config, directions, measures, predictions, report, results, sweep
+from jaxnorm.result import ExperimentResult, NormResult
+from jaxnorm.spec import SPEC_FIELD_TYPES, ExperimentSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script(name: str):
-  """experiments/<name>.py as a module (its `main` is not run)."""
-  spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+  """tools/<name>.py as a module (its `main` is not run)."""
+  spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -39,12 +41,12 @@ def _result(norms=("layernorm", "none"), seeds=(0, 1), shift: float = 0.0):
   """A hand-made run of `norms` over `seeds`: 12 steps, a 3-point slice, and two measures,
   the adaptive sharpness (No Norm's the largest) and the effective rank."""
   cfg = config.TINY.replace(norms=tuple(norms), seed=seeds[0], steps=12, landscape_points=3)
-  spec = pipeline.ExperimentSpec(cfg, num_seeds=len(seeds), name="t")
+  spec = ExperimentSpec(cfg, num_seeds=len(seeds), name="t")
   out = {}
   for i, norm in enumerate(norms):
     s = len(seeds)
     rise = np.array([0.1, 0.12, 0.3, 0.31][:s]) * (3.0 if norm == "none" else 1.0) + shift
-    out[norm] = pipeline.NormResult(
+    out[norm] = NormResult(
       norm=norm,
       learning_rate=cfg.learning_rate_for(norm),
       seeds=np.asarray(seeds),
@@ -61,11 +63,11 @@ def _result(norms=("layernorm", "none"), seeds=(0, 1), shift: float = 0.0):
       first_nonfinite_step=-np.ones(s, dtype=np.int64),
       seconds={"train": 1.0, "analysis": 1.0},
     )
-  return pipeline.ExperimentResult(spec, out, 2.0, {})
+  return ExperimentResult(spec, out, 2.0, {})
 
 
 def _saved(folder: Path, **kwargs) -> str:
-  results.save(folder, _result(**kwargs))
+  results.save(_result(**kwargs), folder)
   return str(folder)
 
 
@@ -233,7 +235,7 @@ SPEC_WRONG_TYPES = {
   "num_seeds": [True, 2.0, "2", None],
   "name": [None, 3, b"exp2"],
   "title": [None, ("a",)],
-  "predictions": [report.flatter(("layernorm",), "none", "x"), ["x"], ("x",)],
+  "predictions": [predictions.flatter(("layernorm",), "none", "x"), ["x"], ("x",)],
   "measures": ["default", True],
   "surface_points": [True, 3.0],
   "seeds_per_call": [False, 2.5],
@@ -245,8 +247,8 @@ SPEC_WRONG_TYPES = {
 
 
 def test_every_spec_field_has_wrong_types_to_try():
-  fields = {f.name for f in dataclasses.fields(pipeline.ExperimentSpec)}
-  assert set(SPEC_WRONG_TYPES) == fields == set(pipeline.SPEC_FIELD_TYPES)
+  fields = {f.name for f in dataclasses.fields(ExperimentSpec)}
+  assert set(SPEC_WRONG_TYPES) == fields == set(SPEC_FIELD_TYPES)
 
 
 @pytest.mark.hostile
@@ -256,15 +258,15 @@ def test_every_spec_field_has_wrong_types_to_try():
 def test_spec_fields_of_the_wrong_type_are_refused_by_name(field, value):
   changes = {"config": config.TINY, field: value}
   with pytest.raises(TypeError, match=rf"ExperimentSpec\.{field}(\[\d+\])?=") as e:
-    pipeline.ExperimentSpec(**changes)
+    ExperimentSpec(**changes)
   assert isinstance(e.value, ValueError)  # as every other invalid setting
 
 
 def test_spec_takes_numpy_scalars_as_python_numbers():
-  spec = pipeline.ExperimentSpec(
+  spec = ExperimentSpec(
     config.TINY, num_seeds=np.int64(3), chunk_size=np.int32(10), matched_losses=(1, np.float32(0.5))
   )
-  assert spec == pipeline.ExperimentSpec(config.TINY, 3, chunk_size=10, matched_losses=(1.0, 0.5))
+  assert spec == ExperimentSpec(config.TINY, 3, chunk_size=10, matched_losses=(1.0, 0.5))
   assert type(spec.num_seeds) is int and [type(x) for x in spec.matched_losses] == [float] * 2
 
 

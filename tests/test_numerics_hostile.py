@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnorm import analysis, config, keys, landscape, norms, seeds, train
+from jaxnorm import analysis, config, keys, landscape, norms, programs, train
 from jaxnorm import model as model_lib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,13 +42,13 @@ def test_training_state_stays_float32_under_global_x64(norm):
   model = model_lib.build(CFG, norm)
   train_keys = jax.vmap(lambda s: keys.run_keys(s).train)(jnp.arange(1))
   with jax.enable_x64(True):
-    states = seeds.init_states(model, CFG.task, train_keys, jnp.full((1,), 1e-3, jnp.float32))
+    states = programs.init_states(model, CFG.task, train_keys, jnp.full((1,), 1e-3, jnp.float32))
     assert _not_float32(states) == {}
     assert states.step.dtype == jnp.int32
     # A batch is ids, drawn the same way with or without x64.
     tokens, labels = train.training_batch(train_keys[0], 0, CFG.task)
     assert tokens.dtype == labels.dtype == jnp.int32
-    trained, losses = seeds.train_chunk(model, CFG.task, states, 1)
+    trained, losses = programs.train_chunk(model, CFG.task, states, 1)
     assert _not_float32((trained, losses)) == {}
     assert _floating_dtypes(trained) == _floating_dtypes(states)
   assert norms.get(norm).needs_batch == bool(trained.batch_stats)
@@ -61,7 +61,7 @@ def test_analysis_of_float32_weights_stays_float32_under_global_x64():
   model = model_lib.build(CFG, "batchnorm")
   keys_S = jax.vmap(keys.run_keys)(jnp.arange(1))
   alphas = landscape.alphas(3, 1.0)
-  states = seeds.init_states(model, CFG.task, keys_S.train, jnp.full((1,), 1e-3, jnp.float32))
+  states = programs.init_states(model, CFG.task, keys_S.train, jnp.full((1,), 1e-3, jnp.float32))
   with jax.enable_x64(True):
     result = analysis.analyze_seeds(
       model, CFG.task, None, states.params, states.batch_stats, keys_S, alphas, alphas, alphas

@@ -35,7 +35,7 @@ torch = pytest.importorskip(
   "torch", reason="the parity tests need PyTorch: pip install -e '.[parity]'"
 )
 
-import torch_reference as ref  # noqa: E402  (after the skip: it imports torch)
+from jaxnorm import torch_reference as ref  # noqa: E402  (after the skip: it imports torch)
 
 # One intra-op thread: reproducible reductions, and no spinning thread pool competing with
 # XLA for the (few) cores; it does not change any tolerance.

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from jaxnorm import (
+  analysis,
   config,
   curvature,
   data,
@@ -24,10 +25,13 @@ from jaxnorm import (
   pipeline,
   report,
   results,
+  stats,
   summary,
   torch_compat,
   train,
 )
+from jaxnorm.result import ExperimentResult
+from jaxnorm.spec import ExperimentSpec
 
 CFG = config.TINY.replace(steps=12, landscape_points=5)
 MCFG = measures.MeasureConfig(lanczos_iterations=6, trace_probes=4, sharpness_samples=4)
@@ -153,7 +157,7 @@ def test_every_number_equals_the_building_blocks_on_the_same_keys(measured):
   for layer, kernel in (("norm1", block["attention"]["out_proj"]), ("norm2", block["ffn"]["down"])):
     w = np.linalg.norm(np.asarray(kernel["kernel"]))
     np.testing.assert_allclose(r.measures[f"weight_norm_{layer}_input"][0], w, rtol=1e-5)
-    effective = summary.per_seed(r)[f"effective_lr_{layer}"][0]
+    effective = analysis.per_seed(r)[f"effective_lr_{layer}"][0]
     np.testing.assert_allclose(effective, r.learning_rate / w**2, rtol=1e-5)
 
   d1 = directions.filter_normalized_direction(k.surface1, params)
@@ -173,7 +177,7 @@ def test_without_batch_statistics_both_modes_are_one_function(measured):
 
 def test_summary_and_report_read_the_same_numbers(measured):
   r = measured.norms["batchnorm"]
-  per_seed = summary.per_seed(r)
+  per_seed = analysis.per_seed(r)
   assert list(per_seed) == [m.name for m in measures.MEASURES]  # every measure, table order
   np.testing.assert_allclose(per_seed["final_loss"], r.losses[:, -100:].mean(axis=1))
   np.testing.assert_allclose(per_seed["landscape_max_rise"], r.landscape.max(1) - r.base_loss)
@@ -198,9 +202,7 @@ def test_a_new_normalization_needs_only_a_registry_entry(monkeypatch, tmp_path):
   reloaded by the existing code."""
   spec_entry = norms.NormSpec(ScaleNorm, "Scale Norm", "teal", "--", torch_params=(("g", "g"),))
   monkeypatch.setitem(norms.REGISTRY, "scalenorm", spec_entry)
-  spec = pipeline.ExperimentSpec(
-    CFG.replace(norms=("scalenorm",)), num_seeds=2, measures=MCFG, name="t"
-  )
+  spec = ExperimentSpec(CFG.replace(norms=("scalenorm",)), num_seeds=2, measures=MCFG, name="t")
   result = pipeline.run(spec, progress=False)
   r = result.norms["scalenorm"]
   assert np.isfinite(r.losses).all() and r.losses[:, -3:].mean() < r.losses[:, :3].mean()
@@ -211,7 +213,7 @@ def test_a_new_normalization_needs_only_a_registry_entry(monkeypatch, tmp_path):
   state_dict = torch_compat.to_torch(one, "scalenorm")
   assert "transformer_block.norm2.g" in state_dict
   chex.assert_trees_all_equal(torch_compat.from_torch(state_dict, "scalenorm"), one)
-  results.save(tmp_path, result)
+  results.save(result, tmp_path)
   again = results.load(tmp_path).norms["scalenorm"]
   np.testing.assert_array_equal(again.landscape, r.landscape)
   assert "Scale Norm" in report.terminal_table(result)
@@ -219,13 +221,13 @@ def test_a_new_normalization_needs_only_a_registry_entry(monkeypatch, tmp_path):
 
 def test_a_diverged_seed_has_no_measures():
   cfg = CFG.replace(norms=("none",), learning_rate_overrides=(("none", 1e6),), steps=8)
-  result = pipeline.run(pipeline.ExperimentSpec(cfg, measures=MCFG), progress=False)
+  result = pipeline.run(ExperimentSpec(cfg, measures=MCFG), progress=False)
   r = result.norms["none"]
   assert r.diverged.tolist() == [True]
   chex.assert_shape((r.losses, r.base_loss), ((1, 8), (1,)))  # one seed keeps its axis too
   assert all(v.shape == (1,) and np.isnan(v).all() for v in r.measures.values())
-  stats = summary.stats(r)
-  assert stats["effective_rank"]["n"] == 0 and stats["effective_rank"]["mean"] is None
+  by_name = stats.stats(r)
+  assert by_name["effective_rank"]["n"] == 0 and by_name["effective_rank"]["mean"] is None
 
 
 @pytest.mark.parametrize(
@@ -240,14 +242,14 @@ def test_a_diverged_seed_has_no_measures():
 )
 def test_bad_spec_is_refused_with_the_field_named(change, field):
   with pytest.raises(ValueError, match=field):
-    dataclasses.replace(pipeline.ExperimentSpec(CFG), **change)
+    dataclasses.replace(ExperimentSpec(CFG), **change)
 
 
 def test_float64_analysis_is_the_float32_one_without_its_rounding(measured, tmp_path):
   """With analysis_dtype float64 training is unchanged, the analysis evaluates the same
   points along the same random directions, and every loss is what a float64 evaluation
   of the trained weights gives (to 1e-12), which the float32 analysis is not."""
-  spec = pipeline.ExperimentSpec(
+  spec = ExperimentSpec(
     CFG.replace(norms=("batchnorm",), seed=3),
     num_seeds=2,
     measures=MCFG,
@@ -281,7 +283,7 @@ def test_float64_analysis_is_the_float32_one_without_its_rounding(measured, tmp_
   for name in ("hessian_trace", "adaptive_sharpness", "landscape_rise_directions"):
     np.testing.assert_allclose(r64.measures[name], r32.measures[name], rtol=1e-3, atol=1e-6)
 
-  results.save(tmp_path, result)
+  results.save(result, tmp_path)
   assert results.load(tmp_path).spec.analysis_dtype == "float64"
 
 
@@ -291,7 +293,7 @@ def test_matched_loss_checkpoints_are_the_runs_trained_that_long(tmp_path):
   from jaxnorm import report, results
 
   cfg = config.TINY.replace(steps=40, norms=("none",), seed=5)
-  base = pipeline.ExperimentSpec(cfg, num_seeds=2, measures=None, chunk_size=10)
+  base = ExperimentSpec(cfg, num_seeds=2, measures=None, chunk_size=10)
   means = pipeline.run(base, progress=False).norms["none"].losses.reshape(2, 4, 10).mean(-1)
   level = float(means[:, 1].max())  # both seeds are at or below it after 20 steps
   spec = dataclasses.replace(base, matched_losses=(level, 1e-9))
@@ -308,11 +310,11 @@ def test_matched_loss_checkpoints_are_the_runs_trained_that_long(tmp_path):
     np.testing.assert_allclose(reached.landscape[s], alone.landscape[0], rtol=1e-6)
     np.testing.assert_allclose(reached.spectrum[s], alone.spectrum[0], rtol=1e-5)
   assert never.step.tolist() == [-1, -1] and np.isnan(never.base_loss).all()
-  info = summary.summary_dict(pipeline.ExperimentResult(spec, {"none": r}, 0.0, {}))
+  info = summary.summary_dict(ExperimentResult(spec, {"none": r}, 0.0, {}))
   assert info["matched"][1]["norms"]["none"]["step"] == [None, None]
   assert info["matched"][1]["norms"]["none"]["loss_at_alpha0"]["n"] == 0
-  result = pipeline.ExperimentResult(spec, {"none": r}, 0.0, {})
-  results.save(tmp_path, result)
+  result = ExperimentResult(spec, {"none": r}, 0.0, {})
+  results.save(result, tmp_path)
   again = results.load(tmp_path)
   assert again.spec.matched_losses == (level, 1e-9)
   np.testing.assert_array_equal(again.norms["none"].matched[0].landscape, reached.landscape)
@@ -325,9 +327,7 @@ def test_curvature_tracked_in_training_equals_lanczos_at_the_same_step(tmp_path)
   from jaxnorm import plotting, results, trajectory
 
   cfg = config.TINY.replace(steps=30, norms=("layernorm",), seed=2)
-  spec = pipeline.ExperimentSpec(
-    cfg, num_seeds=1, measures=None, chunk_size=10, curvature_iterations=8
-  )
+  spec = ExperimentSpec(cfg, num_seeds=1, measures=None, chunk_size=10, curvature_iterations=8)
   result = pipeline.run(spec, progress=False)
   r = result.norms["layernorm"]
   assert r.trajectory_steps.tolist() == [10, 20, 30] and r.trajectory.shape == (1, 3, 2)
@@ -338,7 +338,7 @@ def test_curvature_tracked_in_training_equals_lanczos_at_the_same_step(tmp_path)
   alone = jax.jit(lambda s: trajectory.sharpness(m, cfg.task, s, k.curvature, 8))(state)
   np.testing.assert_allclose(r.trajectory[0, 1], alone, rtol=1e-3)
   assert r.trajectory[0, 1, 1] > r.trajectory[0, 1, 0]  # Adam's 1/sqrt(v) scales H up here
-  results.save(tmp_path, result)
+  results.save(result, tmp_path)
   again = results.load(tmp_path).norms["layernorm"]
   np.testing.assert_array_equal(again.trajectory, r.trajectory)
   info = summary.summary_dict(result)["norms"]["layernorm"]["curvature_over_training"]

@@ -1,14 +1,16 @@
 import numpy as np
 import pytest
 
-from jaxnorm import config, pipeline, plotting
+from jaxnorm import config, plotting
+from jaxnorm.result import ExperimentResult, NormResult
+from jaxnorm.spec import ExperimentSpec
 
 NORMS = ("layernorm", "batchnorm", "none")
 
 
 def _norm_result(norm, rng, seeds, surface_grid=None, surface=None):
   """A hand-built NormResult with S = `seeds` seeds: 30 steps, a 7-point slice, K = 16."""
-  return pipeline.NormResult(
+  return NormResult(
     norm=norm,
     learning_rate=1e-3,
     seeds=np.arange(seeds),
@@ -33,8 +35,8 @@ def _result(seeds=1, norm_results=None):
   if norm_results is None:
     norm_results = {norm: _norm_result(norm, rng, seeds) for norm in NORMS}
   cfg = config.TINY.replace(norms=tuple(norm_results))
-  spec = pipeline.ExperimentSpec(cfg, num_seeds=seeds, measures=None)
-  return pipeline.ExperimentResult(spec, norm_results, 0.0, {})
+  spec = ExperimentSpec(cfg, num_seeds=seeds, measures=None)
+  return ExperimentResult(spec, norm_results, 0.0, {})
 
 
 @pytest.mark.parametrize("seeds", [1, 3])

@@ -11,14 +11,15 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnorm import config, keys, model, pipeline, seeds, train
+from jaxnorm import config, keys, model, pipeline, programs, train
+from jaxnorm.spec import ExperimentSpec
 
 CFG = config.TINY.replace(steps=12, landscape_points=5)
 
 
 def _run(norm, first_seed, num_seeds, **spec):
   cfg = CFG.replace(norms=(norm,), seed=first_seed)
-  spec = pipeline.ExperimentSpec(cfg, num_seeds=num_seeds, measures=None, **spec)
+  spec = ExperimentSpec(cfg, num_seeds=num_seeds, measures=None, **spec)
   return pipeline.run_norm(spec, norm, progress=False)
 
 
@@ -93,8 +94,8 @@ def test_each_seed_trains_at_its_own_learning_rate():
   """The learning rate is per-seed state: one program trains a group at several rates."""
   m = model.build(CFG, "none")
   train_keys = jax.vmap(keys.run_keys)(np.array([0, 0]))
-  states = seeds.init_states(m, CFG.task, train_keys.train, np.array([1e-3, 1e-2], np.float32))
-  _, losses = seeds.train_chunk(m, CFG.task, states, 5)
+  states = programs.init_states(m, CFG.task, train_keys.train, np.array([1e-3, 1e-2], np.float32))
+  _, losses = programs.train_chunk(m, CFG.task, states, 5)
   for i, lr in enumerate((1e-3, 1e-2)):
     alone = train.init_state(m, CFG.task, keys.run_keys(0).train, lr)
     _, expected = jax.jit(train.train_steps, static_argnums=(0, 1, 3))(m, CFG.task, alone, 5)
@@ -103,22 +104,23 @@ def test_each_seed_trains_at_its_own_learning_rate():
 
 
 def test_padding_repeats_the_first_seed():
-  np.testing.assert_array_equal(seeds.padded(np.array([7, 8, 9]), 4), [7, 8, 9, 7])
-  np.testing.assert_array_equal(seeds.padded(np.array([7, 8]), 2), [7, 8])
+  np.testing.assert_array_equal(programs.padded(np.array([7, 8, 9]), 4), [7, 8, 9, 7])
+  np.testing.assert_array_equal(programs.padded(np.array([7, 8]), 2), [7, 8])
 
 
 SHARDED = textwrap.dedent("""
   import json, sys
   import jax, numpy as np
-  from jaxnorm import config, pipeline, seeds
+  from jaxnorm import config, pipeline, programs
+  from jaxnorm.spec import ExperimentSpec
   cfg = config.TINY.replace(steps=8, landscape_points=3, norms=("layernorm",))
-  mesh = seeds.seed_mesh()
-  x = seeds.shard_seeds(np.arange(8.0), mesh)
+  mesh = programs.seed_mesh()
+  x = programs.shard_seeds(np.arange(8.0), mesh)
   shares = sorted(s.data.shape[0] for s in x.addressable_shards)
-  spec = pipeline.ExperimentSpec(cfg, num_seeds=3, measures=None, chunk_size=4)
+  spec = ExperimentSpec(cfg, num_seeds=3, measures=None, chunk_size=4)
   r = pipeline.run(spec, progress=False).norms["layernorm"]  # compiled ahead, in threads
   one = pipeline.run_norm(spec, "layernorm", progress=False,
-                          mesh=seeds.seed_mesh(jax.devices()[:1]))
+                          mesh=programs.seed_mesh(jax.devices()[:1]))
   json.dump({"devices": jax.device_count(), "shares": shares,
              "loss_diff": float(np.abs(r.losses - one.losses).max()),
              "landscape_diff": float(np.abs(r.landscape - one.landscape).max())}, sys.stdout)

@@ -4,16 +4,18 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from jaxnorm import config, pipeline, report, summary, sweep, verdicts
+from jaxnorm import config, predictions, report, stats
+from jaxnorm.result import ExperimentResult, NormResult, SweepResult
+from jaxnorm.spec import ExperimentSpec
 
 
 def _stats(values):
-  return summary.across_seeds(values)
+  return stats.across_seeds(values)
 
 
 def _verdict(subject, baseline, relation, name="final_loss"):
   norms = {"a": {name: _stats(subject)}, "b": {name: _stats(baseline)}}
-  rows = report.judge(report.Prediction("", ("a",), "b", relation, (name,)), norms)
+  rows = stats.judge(predictions.Prediction("", ("a",), "b", relation, (name,)), norms)
   return rows[0]["comparison"], rows[0]["verdict"]
 
 
@@ -49,7 +51,7 @@ def test_similar_respects_sign_and_scale():
 
 def test_holm_correction_known_answer():
   # p = (0.01, 0.04, 0.03) -> sorted 0.01*3, 0.03*2, 0.04*1 -> 0.03, 0.06, 0.06
-  assert verdicts.holm([0.01, 0.04, None, 0.03]) == pytest.approx([0.03, 0.06, None, 0.06])
+  assert stats.holm([0.01, 0.04, None, 0.03]) == pytest.approx([0.03, 0.06, None, 0.06])
 
 
 def test_holm_turns_a_borderline_family_member_undecided():
@@ -61,9 +63,9 @@ def test_holm_turns_a_borderline_family_member_undecided():
   for i in range(3):
     norms["a"][f"m{i}"] = _stats(lower[i])
     norms["b"][f"m{i}"] = _stats(base[i])
-  raw = [verdicts.directional(lower[i], base[i], "lower").p for i in range(3)]
+  raw = [stats.directional(lower[i], base[i], "lower").p for i in range(3)]
   assert all(p < 0.05 < 3 * p for p in raw)
-  rows = report.judge(report.Prediction("", ("a",), "b", "lower", ("m0", "m1", "m2")), norms)
+  rows = stats.judge(predictions.Prediction("", ("a",), "b", "lower", ("m0", "m1", "m2")), norms)
   assert [r["comparison"].verdict for r in rows] == ["undecided"] * 3
 
 
@@ -72,21 +74,23 @@ def test_non_comparable_measures_and_missing_data_are_not_judged():
     "a": {"hessian_trace": _stats([1.0, 2.0]), "y": _stats([None, None])},
     "b": {"hessian_trace": _stats([3.0, 4.0]), "y": _stats([1.0, 2.0])},
   }
-  rows = report.judge(report.Prediction("", ("a",), "b", "lower", ("hessian_trace", "y")), norms)
+  rows = stats.judge(
+    predictions.Prediction("", ("a",), "b", "lower", ("hessian_trace", "y")), norms
+  )
   assert rows[0]["verdict"].startswith("not judged") and rows[0]["comparison"] is None
   assert rows[1]["verdict"] == "no data (0 seeds)"
-  assert report.judge(report.Prediction("", ("zzz",), "b", "lower", ("y",)), norms) == []
+  assert stats.judge(predictions.Prediction("", ("zzz",), "b", "lower", ("y",)), norms) == []
 
 
 def test_markdown_lists_verdicts_by_kind_with_seed_counts_and_no_tally(measured_result):
   result = measured_result._replace(
-    spec=pipeline.ExperimentSpec(
+    spec=ExperimentSpec(
       measured_result.spec.config,
       num_seeds=2,
       measures=measured_result.spec.measures,
       predictions=(
-        report.flatter(("batchnorm",), "none", "BN flatter"),
-        report.more_isotropic(("batchnorm",), "none", "BN more isotropic"),
+        predictions.flatter(("batchnorm",), "none", "BN flatter"),
+        predictions.more_isotropic(("batchnorm",), "none", "BN more isotropic"),
       ),
     )
   )
@@ -108,7 +112,7 @@ def test_terminal_table_has_a_row_per_norm(measured_result):
 
 def _norm_result(norm, final_loss, landscape_max_rise, measured):
   """One seed whose final loss, slice rise and measures are the given values."""
-  return pipeline.NormResult(
+  return NormResult(
     norm=norm,
     learning_rate=1e-3,
     seeds=np.array([0]),
@@ -142,13 +146,13 @@ def test_markdown_has_the_table_and_the_one_seed_verdicts():
       {"hessian_trace": 9.0, "effective_rank": 50.0, "landscape_rise_directions": 0.4},
     ),
   }
-  spec = pipeline.ExperimentSpec(
+  spec = ExperimentSpec(
     config.TINY.replace(norms=("layernorm", "none")),
     name="t",
-    predictions=(report.flatter(("layernorm",), "none", "LN is flatter"),),
+    predictions=(predictions.flatter(("layernorm",), "none", "LN is flatter"),),
     measures=None,
   )
-  text = report.markdown(pipeline.ExperimentResult(spec, norms, 0.0, {}))
+  text = report.markdown(ExperimentResult(spec, norms, 0.0, {}))
   assert "| measure | LayerNorm | No Norm |" in text
   assert "| learning rate | 0.001 | 0.001 |" in text
   assert "| Hessian trace | 5 | 9 |" in text
@@ -180,9 +184,9 @@ def test_comparison_shows_the_largest_relative_difference_over_seeds(measured_re
   assert rows["adaptive_sharpness"].endswith("| 0 |")
   assert "| float32 | float64 |" in text and "## BatchNorm (2 seeds)" in text
 
-  results.save(tmp_path / "a", measured_result)
-  results.save(tmp_path / "b", other)
-  script = ["experiments/compare_runs.py", str(tmp_path / "a"), str(tmp_path / "b")]
+  results.save(measured_result, tmp_path / "a")
+  results.save(other, tmp_path / "b")
+  script = ["tools/compare_runs.py", str(tmp_path / "a"), str(tmp_path / "b")]
   out = subprocess.run(
     [sys.executable, *script, "--labels", "float32,float64"],
     text=True,
@@ -249,25 +253,25 @@ def test_comparison_of_a_diverged_seed_names_it(measured_result):
 
 
 def test_findings_tables_print_every_judged_comparison(measured_result, tmp_path):
-  """experiments/findings_tables.py: the verdicts of `report.judge` for each state of a saved
+  """tools/findings_tables.py: the verdicts of `stats.judge` for each state of a saved
   run, and BatchNorm with batch statistics against No Norm as a family of its own."""
   import subprocess
   import sys
 
   from jaxnorm import results
 
-  results.save(tmp_path / "a", measured_result)
+  results.save(measured_result, tmp_path / "a")
   out = subprocess.run(
-    [sys.executable, "experiments/findings_tables.py", str(tmp_path / "a")],
+    [sys.executable, "tools/findings_tables.py", str(tmp_path / "a")],
     text=True,
     capture_output=True,
     check=True,
   ).stdout
   lines = out.splitlines()
   assert lines[0] == "| comparison | end, a |"
-  stats = {n: summary.stats(r) for n, r in measured_result.norms.items()}
-  flatter = report.flatter(("batchnorm",), "none", "")
-  row = next(r for r in report.judge(flatter, stats) if r["measure"] == "adaptive_sharpness")
+  by_norm = {n: stats.stats(r) for n, r in measured_result.norms.items()}
+  flatter = predictions.flatter(("batchnorm",), "none", "")
+  row = next(r for r in stats.judge(flatter, by_norm) if r["measure"] == "adaptive_sharpness")
   c = row["comparison"]
   expected = f"| {c.verdict} (estimate {c.estimate:.3g}, p = {c.p:.2g}) |"
   assert f"| BatchNorm lower No Norm: adaptive_sharpness {expected}" in out
@@ -312,10 +316,10 @@ def test_a_lambda_max_that_did_not_converge_is_marked_where_shown(seeds):
     "batchnorm": _seeds_result("batchnorm", _lambda_max(values, flags, residuals)),
     "none": _seeds_result("none", _lambda_max([3.0, 4.0][:seeds], [1.0] * seeds, [1e-4] * seeds)),
   }
-  spec = pipeline.ExperimentSpec(
+  spec = ExperimentSpec(
     config.TINY.replace(norms=("batchnorm", "none")), num_seeds=seeds, name="t", measures=None
   )
-  result = pipeline.ExperimentResult(spec, norms, 0.0, {})
+  result = ExperimentResult(spec, norms, 0.0, {})
   note = "(relative residual 0.019)" if seeds == 1 else "(1 of 2 seeds, relative residual 0.019)"
   mark = f"**not converged** {note}"
   rows = {line.split(" | ")[0]: line for line in report.markdown(result).splitlines()}
@@ -326,7 +330,7 @@ def test_a_lambda_max_that_did_not_converge_is_marked_where_shown(seeds):
   table = report.terminal_table(result)
   marked = [line.strip() for line in table.splitlines() if "not converged" in line]
   assert marked == [f"BatchNorm, Hessian λ_max: not converged {note}"]
-  converged = pipeline.ExperimentResult(spec, {"none": norms["none"]}, 0.0, {})
+  converged = ExperimentResult(spec, {"none": norms["none"]}, 0.0, {})
   assert "converged" not in report.terminal_table(converged)
 
 
@@ -337,16 +341,16 @@ def test_a_seed_whose_estimate_did_not_converge_gives_no_value_to_a_verdict(monk
   monkeypatch.setitem(report.measures.CONVERGENCE, "m", ("m_converged", "m_residual"))
   subject = {"m": _stats([1.0, 2.0, 3.0, 10.0]), "m_converged": _stats([1.0, 1.0, 1.0, 0.0])}
   baseline = {"m": _stats([2.0, 3.0, 4.0, 0.0]), "m_converged": _stats([1.0] * 4)}
-  prediction = report.Prediction("", ("a",), "b", "lower", ("m",))
-  (row,) = report.judge(prediction, {"a": subject, "b": baseline})
+  prediction = predictions.Prediction("", ("a",), "b", "lower", ("m",))
+  (row,) = stats.judge(prediction, {"a": subject, "b": baseline})
   assert row["comparison"].n == 3 and row["comparison"].verdict == "supported"
   assert row["verdict"].endswith("; 1 seed left out: the estimate did not converge")
-  assert report.converged_values(subject, "m") == [1.0, 2.0, 3.0, None]
+  assert stats.converged_values(subject, "m") == [1.0, 2.0, 3.0, None]
   none = {**subject, "m_converged": _stats([0.0] * 4)}
-  (row,) = report.judge(prediction, {"a": none, "b": baseline})
+  (row,) = stats.judge(prediction, {"a": none, "b": baseline})
   assert row["comparison"] is None
   assert row["verdict"] == "not judged: the estimate did not converge"
-  (row,) = report.judge(prediction, {"a": {"m": subject["m"]}, "b": baseline})  # no flag
+  (row,) = stats.judge(prediction, {"a": {"m": subject["m"]}, "b": baseline})  # no flag
   assert row["comparison"].n == 4
 
 
@@ -354,11 +358,9 @@ def test_a_seed_whose_estimate_did_not_converge_gives_no_value_to_a_verdict(monk
 def test_a_lambda_max_that_did_not_converge_is_marked_in_the_sweep_tables():
   unconverged = _seeds_result("none", _lambda_max([1.486], [0.0], [0.019]))
   converged = _seeds_result("none", _lambda_max([2.0], [1.0], [1e-4]))
-  spec = pipeline.ExperimentSpec(config.TINY.replace(norms=("none",)), name="t", measures=None)
-  runs = tuple(
-    pipeline.ExperimentResult(spec, {"none": r}, 0.0, {}) for r in (unconverged, converged)
-  )
-  text = sweep.markdown(sweep.SweepResult((1e-3, 1e-2), runs), names=("hessian_top_eigenvalue",))
+  spec = ExperimentSpec(config.TINY.replace(norms=("none",)), name="t", measures=None)
+  runs = tuple(ExperimentResult(spec, {"none": r}, 0.0, {}) for r in (unconverged, converged))
+  text = report.sweep_markdown(SweepResult((1e-3, 1e-2), runs), names=("hessian_top_eigenvalue",))
   row = next(line for line in text.splitlines() if line.startswith("| No Norm | 1.486"))
   at_low_rate, at_high_rate = row.split(" | ")[1:3]
   assert "**not converged** (relative residual 0.019)" in at_low_rate
@@ -367,9 +369,9 @@ def test_a_lambda_max_that_did_not_converge_is_marked_in_the_sweep_tables():
 
 @pytest.mark.hostile
 def test_a_lambda_max_that_did_not_converge_is_marked_in_a_comparison():
-  spec = pipeline.ExperimentSpec(config.TINY.replace(norms=("none",)), name="t", measures=None)
+  spec = ExperimentSpec(config.TINY.replace(norms=("none",)), name="t", measures=None)
   runs = [
-    pipeline.ExperimentResult(spec, {"none": _seeds_result("none", _lambda_max(*v))}, 0.0, {})
+    ExperimentResult(spec, {"none": _seeds_result("none", _lambda_max(*v))}, 0.0, {})
     for v in (([1.486], [0.0], [0.019]), ([1.601], [1.0], [1e-4]))
   ]
   row = next(

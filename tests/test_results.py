@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnorm import model, results, runfolder
+from jaxnorm import manifests, model, results, runfolder
 
 DATA = Path(__file__).parent / "data"
 
@@ -18,7 +18,7 @@ def result(measured_result):
 
 
 def test_save_and_load_round_trip(tmp_path, result):
-  results.save(tmp_path, result)
+  results.save(result, tmp_path)
   loaded = results.load(tmp_path)
   assert loaded.spec.config == result.spec.config and loaded.spec.num_seeds == 2
   assert list(loaded.norms) == list(result.norms)
@@ -38,7 +38,7 @@ def test_save_and_load_round_trip(tmp_path, result):
 
 
 def test_variables_reload_and_give_the_same_model(tmp_path, result):
-  results.save(tmp_path, result)
+  results.save(result, tmp_path)
   cfg = result.spec.config
   for norm, r in result.norms.items():
     loaded = results.load_variables(tmp_path, norm)
@@ -54,7 +54,7 @@ def test_variables_reload_and_give_the_same_model(tmp_path, result):
 @pytest.mark.parametrize("folder, seeds", [("format1_one_seed", 1), ("format1_two_seeds", 2)])
 def test_folders_of_format_1_still_load(folder, seeds):
   old = DATA / folder
-  with pytest.warns(runfolder.UncheckedWarning):  # no run.json: read unchecked
+  with pytest.warns(manifests.UncheckedWarning):  # no run.json: read unchecked
     loaded = results.load(old)
   info = json.loads((old / "summary.json").read_text())
   with np.load(old / "results.npz") as npz:
@@ -78,14 +78,14 @@ def test_load_of_foreign_files_is_a_results_error(tmp_path):
   shutil.copy(DATA / "format1_one_seed" / "summary.json", tmp_path)
   (tmp_path / "results.npz").write_bytes(b"not an npz file")
   with pytest.raises(results.ResultsError, match="cannot read"):
-    with pytest.warns(runfolder.UncheckedWarning):
+    with pytest.warns(manifests.UncheckedWarning):
       results.load(tmp_path)
 
 
 def test_a_diverged_seed_is_saved_as_null_and_loads_as_nan(tmp_path, result):
   r = result.norms["none"]
   bad = r._replace(measures={**r.measures, "effective_rank": np.array([np.nan, 3.0])})
-  results.save(tmp_path, result._replace(norms={"none": bad}))
+  results.save(result._replace(norms={"none": bad}), tmp_path)
   info = json.loads((tmp_path / "summary.json").read_text())
   assert info["norms"]["none"]["effective_rank"]["values"] == [None, 3.0]
   assert info["norms"]["none"]["effective_rank"]["n"] == 1
@@ -100,7 +100,7 @@ def test_a_manifest_of_the_wrong_shape_is_a_results_error(tmp_path, files):
   for path in (DATA / "format1_one_seed").iterdir():
     staging.write(path.name, path.read_bytes())
   staging.commit({})
-  (tmp_path / "run" / runfolder.MANIFEST).write_text(json.dumps({"format": 1, "files": files}))
+  (tmp_path / "run" / manifests.MANIFEST).write_text(json.dumps({"format": 1, "files": files}))
   for read in (results.load, lambda folder: results.load_variables(folder, "none")):
     with pytest.raises(results.ResultsError, match="not a run manifest") as raised:
       read(tmp_path / "run")
@@ -113,7 +113,7 @@ def test_save_never_takes_the_working_directory(tmp_path, monkeypatch, result):
   (tmp_path / "mine.txt").write_text("mine")
   for out in ("", "."):
     with pytest.raises(runfolder.RunFolderError):
-      results.save(out, result)
+      results.save(result, out)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxnorm import runfolder
+from jaxnorm import manifests, runfolder
 
 RUNFOLDER = Path(runfolder.__file__)
 FILES = ("variables_none.msgpack", "results.npz", "summary.json", "figure2.png", "measures.md")
@@ -51,9 +51,9 @@ def write_run(target: Path, tag: str, fault: str = "", fallback: bool = False):
 
 def run_tag(target: Path) -> str:
   """The tag of the one whole run `target` holds; fails the test on anything else."""
-  manifest = json.loads((target / runfolder.MANIFEST).read_text())
-  assert sorted(p.name for p in target.iterdir()) == sorted([*FILES, runfolder.MANIFEST])
-  runfolder.verify(target, FILES)
+  manifest = json.loads((target / manifests.MANIFEST).read_text())
+  assert sorted(p.name for p in target.iterdir()) == sorted([*FILES, manifests.MANIFEST])
+  manifests.verify(target, FILES)
   tags = {(target / name).read_text().split(":")[0] for name in FILES}
   assert tags == {manifest["tag"]}, f"files of different runs: {tags}"
   return manifest["tag"]
@@ -64,7 +64,7 @@ def strays(target: Path) -> list[str]:
   return sorted(p.name for p in target.parent.iterdir() if p.name not in (target.name, lock))
 
 
-POINTS = [f"write:{name}" for name in (*FILES, runfolder.MANIFEST)] + ["commit", "committed"]
+POINTS = [f"write:{name}" for name in (*FILES, manifests.MANIFEST)] + ["commit", "committed"]
 
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["exchange", "two-renames"])
@@ -169,27 +169,27 @@ def test_verify_finds_a_changed_a_truncated_and_a_missing_file(tmp_path):
   staging.write("results.npz", b"0123456789")
   staging.write("summary.json", b"{}")
   staging.commit({})
-  runfolder.verify(tmp_path, ("results.npz", "summary.json"))
+  manifests.verify(tmp_path, ("results.npz", "summary.json"))
   (tmp_path / "results.npz").write_bytes(b"01234")
   with pytest.raises(runfolder.RunFolderError, match="truncated"):
-    runfolder.verify(tmp_path, ("results.npz",))
+    manifests.verify(tmp_path, ("results.npz",))
   (tmp_path / "summary.json").write_bytes(b"[]")  # same size, other bytes
   with pytest.raises(runfolder.RunFolderError, match="changed"):
-    runfolder.verify(tmp_path, ("summary.json",))
+    manifests.verify(tmp_path, ("summary.json",))
   with pytest.raises(runfolder.RunFolderError, match="not part of the run"):
-    runfolder.verify(tmp_path, ("variables_none.msgpack",))
+    manifests.verify(tmp_path, ("variables_none.msgpack",))
   (tmp_path / "summary.json").unlink()
   with pytest.raises(runfolder.RunFolderError, match="missing"):
-    runfolder.verify(tmp_path, ("summary.json",))
+    manifests.verify(tmp_path, ("summary.json",))
 
 
 def test_a_folder_without_manifest_is_read_unchecked_with_a_warning(tmp_path):
   (tmp_path / "results.npz").write_bytes(b"anything")
-  with pytest.warns(runfolder.UncheckedWarning, match="read unchecked"):
-    runfolder.verify(tmp_path, ("results.npz",))
-  (tmp_path / runfolder.MANIFEST).write_text("not json")
+  with pytest.warns(manifests.UncheckedWarning, match="read unchecked"):
+    manifests.verify(tmp_path, ("results.npz",))
+  (tmp_path / manifests.MANIFEST).write_text("not json")
   with pytest.raises(runfolder.RunFolderError, match="not a run manifest"):
-    runfolder.verify(tmp_path, ("results.npz",))
+    manifests.verify(tmp_path, ("results.npz",))
 
 
 def legacy_run(target: Path, norms=("none",)) -> None:
@@ -302,7 +302,7 @@ def test_a_sweep_run_whose_manifest_is_gone_is_checked_against_the_sweeps(tmp_pa
   staging.write("lr_0.1/measures.md", b"m")
   staging.write_manifest({}, "lr_0.1")
   staging.commit({})
-  (target / "lr_0.1" / runfolder.MANIFEST).unlink()
+  (target / "lr_0.1" / manifests.MANIFEST).unlink()
   runfolder.begin(target).discard()  # the sweep's run.json still vouches for every file
   (target / "lr_0.1" / "measures.md").write_text("my notes")
   with pytest.raises(runfolder.RunFolderError, match="lr_0.1/measures.md .changed"):
@@ -362,8 +362,8 @@ def test_an_earlier_runs_summary_cannot_vouch_for_a_users_variables(tmp_path):
 def test_a_manifest_of_the_wrong_shape_is_refused_in_one_line(tmp_path, files):
   target = tmp_path / "run"
   commit_run(target, {"results.npz": b"r"})
-  (target / runfolder.MANIFEST).write_text(json.dumps({"format": 1, "files": files}))
-  for call in (lambda: runfolder.begin(target), lambda: runfolder.verify(target, ("results.npz",))):
+  (target / manifests.MANIFEST).write_text(json.dumps({"format": 1, "files": files}))
+  for call in (lambda: runfolder.begin(target), lambda: manifests.verify(target, ("results.npz",))):
     with pytest.raises(runfolder.RunFolderError, match="not a run manifest") as raised:
       call()
     assert "\n" not in str(raised.value)
@@ -425,7 +425,7 @@ def test_a_folder_named_like_a_failed_run_that_no_run_made_is_kept(tmp_path):
 def test_a_manifest_nested_too_deep_to_parse_is_refused_in_one_line(tmp_path):
   target = tmp_path / "run"
   commit_run(target, {"results.npz": b"r"})
-  (target / runfolder.MANIFEST).write_text("[" * 100_000 + "]" * 100_000)
+  (target / manifests.MANIFEST).write_text("[" * 100_000 + "]" * 100_000)
   with pytest.raises(runfolder.RunFolderError, match="not a run manifest"):
     runfolder.begin(target)
 
@@ -446,4 +446,4 @@ def test_a_listed_file_removed_since_is_left_out_of_the_carried_run(tmp_path):
   staging.carry_over({"figure2.png"})
   staging.write("figure2.png", b"redrawn")
   staging.commit({})
-  assert sorted(runfolder.manifest(target)["files"]) == ["figure2.png", "results.npz"]
+  assert sorted(manifests.manifest(target)["files"]) == ["figure2.png", "results.npz"]

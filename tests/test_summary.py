@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from jaxnorm import measures, summary
+from jaxnorm import analysis, measures, stats, summary
 
 
 def test_confidence_interval_known_answer():
-  s = summary.across_seeds([1.0, 2.0, 3.0, None, float("nan")])
+  s = stats.across_seeds([1.0, 2.0, 3.0, None, float("nan")])
   assert s["n"] == 3 and s["mean"] == 2.0 and s["std"] == 1.0
   half = scipy.stats.t.ppf(0.975, 2) / np.sqrt(3)
   np.testing.assert_allclose(s["ci95"], [2 - half, 2 + half])
   assert s["values"] == [1.0, 2.0, 3.0, None, None]
-  assert summary.across_seeds([None])["mean"] is None
-  one = summary.across_seeds([5.0])
+  assert stats.across_seeds([None])["mean"] is None
+  one = stats.across_seeds([5.0])
   assert one["mean"] == 5.0 and one["ci95"] == [None, None] and one["n"] == 1
 
 
@@ -63,5 +63,5 @@ def test_the_spectrum_ratio_follows_the_nan_convention_of_the_isotropy_measures(
   spectra = np.array([[4.0, 2.0, 1.0], [0.0, 0.0, 0.0], [1.0, np.nan, 1.0], [3.0, 1.0, 0.0]])
   with warnings.catch_warnings():
     warnings.simplefilter("error")  # no 0 / 0 warning either
-    ratio = summary._top_bottom_ratio(spectra)
+    ratio = analysis._top_bottom_ratio(spectra)
   np.testing.assert_array_equal(ratio, [4.0, np.nan, np.nan, np.inf])

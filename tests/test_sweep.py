@@ -7,15 +7,27 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnorm import cli, config, pipeline, results, runfolder, sweep
+from jaxnorm import (
+  cli,
+  config,
+  exits,
+  manifests,
+  pipeline,
+  report,
+  results,
+  stats,
+  sweep,
+)
+from jaxnorm.predictions import Experiment
+from jaxnorm.spec import ExperimentSpec
 
 CFG = config.TINY.replace(steps=6, landscape_points=3, norms=("layernorm", "none"))
-SPEC = pipeline.ExperimentSpec(CFG, num_seeds=2, measures=None, name="t")
+SPEC = ExperimentSpec(CFG, num_seeds=2, measures=None, name="t")
 RATES = (1e-3, 1e-2)
 
 
 def test_spec_at_puts_every_model_at_the_rate():
-  spec = sweep.spec_at(pipeline.ExperimentSpec(config.PAPER), 3e-4)
+  spec = sweep.spec_at(ExperimentSpec(config.PAPER), 3e-4)
   assert {spec.config.learning_rate_for(n) for n in config.PAPER.norms} == {3e-4}
 
 
@@ -34,9 +46,7 @@ def swept():
 def test_each_rate_is_the_ordinary_run_at_that_rate(swept):
   assert swept.rates == RATES and len(swept.runs) == 2
   alone = pipeline.run(
-    pipeline.ExperimentSpec(
-      CFG.replace(learning_rate=1e-2, learning_rate_overrides=()), 2, measures=None
-    ),
+    ExperimentSpec(CFG.replace(learning_rate=1e-2, learning_rate_overrides=()), 2, measures=None),
     progress=False,
   )
   # The grid computes 4 runs per call where `alone` computes 2: the same up to rounding.
@@ -53,56 +63,55 @@ def test_each_rate_is_the_ordinary_run_at_that_rate(swept):
 
 
 def test_stats_hold_one_entry_per_rate(swept):
-  stats = swept.stats()
-  final = stats["none"]["final_loss"]
+  final = stats.by_rate(swept)["none"]["final_loss"]
   assert len(final) == 2 and all(s["n"] == 2 for s in final)
   expected = swept.runs[0].norms["none"].losses[:, -100:].mean(axis=1).mean()
   assert final[0]["mean"] == pytest.approx(expected)
-  assert swept.diverged() == {"layernorm": [0, 0], "none": [0, 0]}
-  text = sweep.markdown(swept)
+  assert stats.diverged_by_rate(swept) == {"layernorm": [0, 0], "none": [0, 0]}
+  text = report.sweep_markdown(swept)
   assert "| lr 0.001 | lr 0.01 |" in text and "| No Norm | 0/2 | 0/2 |" in text
 
 
 def test_the_command_line_writes_one_run_folder_per_rate_and_replots(tmp_path, capsys):
   args = ["--out", str(tmp_path), "--no-progress", "--no-compilation-cache", "--no-measures"]
   args += ["--seeds", "2", "--norms", "none", "--rates", "1e-3,1e-2"]
-  kwargs = dict(prog="t", description="", default=CFG, default_out="", name="t", rates=(1e-3,))
-  assert cli.sweep_main(args, **kwargs) == 0
+  kwargs = dict(experiment=Experiment("t", "", CFG, rates=(1e-3,)), prog="t")
+  assert cli.main(args, **kwargs) == 0
   assert "2 rates x 1 models" in capsys.readouterr().out
   info = json.loads((tmp_path / "sweep.json").read_text())
   assert info["rates"] == [1e-3, 1e-2] and info["folders"] == ["lr_0.001", "lr_0.01"]
   for rate, folder in zip(info["rates"], info["folders"], strict=True):
     loaded = results.load(tmp_path / folder)  # an ordinary run folder, checked against its run.json
     assert loaded.norms["none"].learning_rate == rate
-  manifest = runfolder.manifest(tmp_path)
+  manifest = manifests.manifest(tmp_path)
   assert "lr_0.01/results.npz" in manifest["files"] and "sweep.png" in manifest["files"]
-  runfolder.verify(tmp_path, tuple(manifest["files"]))
-  again = sweep.load(tmp_path)
-  assert again.stats()["none"]["final_loss"] == info["norms"]["none"]["final_loss"]
+  manifests.verify(tmp_path, tuple(manifest["files"]))
+  again = results.load_sweep(tmp_path)
+  assert stats.by_rate(again)["none"]["final_loss"] == info["norms"]["none"]["final_loss"]
   (tmp_path / "sweep.png").unlink()
-  assert cli.sweep_main(["--replot", str(tmp_path)], **kwargs) == 0
+  assert cli.main(["--replot", str(tmp_path)], **kwargs) == 0
   assert (tmp_path / "sweep.png").is_file()
-  runfolder.verify(tmp_path, tuple(runfolder.manifest(tmp_path)["files"]))
+  manifests.verify(tmp_path, tuple(manifests.manifest(tmp_path)["files"]))
   # One rate's run redrawn alone: the sweep's folder stays a sweep jaxnorm may rewrite.
-  one = dict(prog="t", description="", default=CFG, default_out="", name="t", title="t")
+  one = dict(experiment=Experiment("t", "t", CFG), prog="t")
   assert cli.main(["--replot", str(tmp_path / "lr_0.01")], **one) == 0
-  assert cli.sweep_main(["--replot", str(tmp_path)], **kwargs) == 0
+  assert cli.main(["--replot", str(tmp_path)], **kwargs) == 0
   sweep_json = tmp_path / "sweep.json"
   sweep_json.write_text(sweep_json.read_text().replace("0.01", "0.02"))
   with pytest.raises(results.ResultsError, match="changed or truncated"):
-    sweep.load(tmp_path)
+    results.load_sweep(tmp_path)
 
 
 @pytest.mark.hostile
 def test_a_grid_refuses_a_rate_that_is_0_in_float32_before_any_work(monkeypatch):
-  monkeypatch.setattr(pipeline, "_run", lambda *args: pytest.fail("work started"))
+  monkeypatch.setattr(pipeline, "run_runs", lambda *args, **kw: pytest.fail("work started"))
   with pytest.raises(ValueError, match="1e-50"):
-    pipeline.run_rates(SPEC, (1e-3, 1e-50), progress=False)
+    sweep.run(SPEC, (1e-3, 1e-50), progress=False)
 
 
 def test_a_single_rate_option_is_refused_in_a_sweep(tmp_path, capsys):
-  kwargs = dict(prog="t", description="", default=CFG, default_out="", name="t", rates=(1e-3,))
+  kwargs = dict(experiment=Experiment("t", "", CFG, rates=(1e-3,)), prog="t")
   with pytest.raises(SystemExit) as exit_:
-    cli.sweep_main(["--out", str(tmp_path / "s"), "--learning-rate", "1e-3"], **kwargs)
-  assert exit_.value.code == cli.EXIT_USAGE
+    cli.main(["--out", str(tmp_path / "s"), "--learning-rate", "1e-3"], **kwargs)
+  assert exit_.value.code == exits.EXIT_USAGE
   assert "--rates" in capsys.readouterr().err
