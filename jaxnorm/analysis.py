@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnorm import curvature, data, directions, isotropy, landscape, loss, norms, spectrum
+from jaxnorm import curvature, data, density, directions, isotropy, landscape, loss, norms, spectrum
 from jaxnorm import keys as keys_lib
 from jaxnorm import measures as measures_lib
 from jaxnorm import model as model_lib
@@ -55,7 +55,7 @@ class Analysis(NamedTuple):
 def analyze(
   model: model_lib.Transformer,
   task: data.TaskShape,
-  mcfg: MeasureConfig | None,
+  measure_config: MeasureConfig | None,
   params: PyTree,
   batch_stats: PyTree,
   keys: RunKeys,
@@ -71,18 +71,22 @@ def analyze(
   tokens_BxL, labels_B = data.batch(keys.landscape_batch, task)
   loss_fn = loss.eval_loss_fn(model, batch_stats, tokens_BxL, labels_B)
   base = loss_fn(params)
-  perturbed = _perturbed_losses(mcfg, loss_fn, params, keys, offsets_P, alphas_P, surface_grid_A)
+  perturbed = _perturbed_losses(
+    measure_config, loss_fn, params, keys, offsets_P, alphas_P, surface_grid_A
+  )
   spectrum_tokens_BxL, _ = data.batch(keys.spectrum_batch, task)
   acts_NxD = spectrum.block_activations(model, params, batch_stats, spectrum_tokens_BxL)
   s_K = spectrum.singular_values(acts_NxD)
   measured = {}
-  if mcfg is not None:
-    measured, density = _flatness(mcfg, loss_fn, params, base, keys, perturbed)
+  if measure_config is not None:
+    measured, hessian_density = _flatness(measure_config, loss_fn, params, base, keys, perturbed)
     if norms.get(model.norm).needs_batch:  # the same measures with batch statistics
       train_fn = loss.train_mode_loss_fn(model, batch_stats, tokens_BxL, labels_B)
       base_t = train_fn(params)
-      perturbed_t = _perturbed_losses(mcfg, train_fn, params, keys, alphas_P, alphas_P, None)
-      flat_t, _ = _flatness(mcfg, train_fn, params, base_t, keys, perturbed_t)
+      perturbed_t = _perturbed_losses(
+        measure_config, train_fn, params, keys, alphas_P, alphas_P, None
+      )
+      flat_t, _ = _flatness(measure_config, train_fn, params, base_t, keys, perturbed_t)
     else:  # training and evaluation mode are the same function
       base_t, flat_t = base, measured
     measured = {
@@ -99,12 +103,17 @@ def analyze(
   if surface_grid_A is not None:
     surface = perturbed["surface"].reshape(surface_grid_A.shape[0], surface_grid_A.shape[0])
   return Analysis(
-    perturbed["landscape"], base, s_K, measured, surface, density if mcfg is not None else None
+    perturbed["landscape"],
+    base,
+    s_K,
+    measured,
+    surface,
+    hessian_density if measure_config is not None else None,
   )
 
 
 def _perturbed_losses(
-  mcfg: MeasureConfig | None,
+  measure_config: MeasureConfig | None,
   loss_fn: loss.LossFn,
   params: PyTree,
   keys: RunKeys,
@@ -117,19 +126,23 @@ def _perturbed_losses(
   measures, the filter-normalized slice ("filter") and the adaptive-sharpness samples
   ("sharpness"); with a grid, the 2D slice ("surface", flattened row-major)."""
   fixed = {"global": landscape.random_direction(keys.direction, params)}
-  if mcfg is not None:
+  if measure_config is not None:
     filter_direction = functools.partial(
-      directions.filter_normalized_direction, params=params, policy_1d=mcfg.filter_policy_1d
+      directions.filter_normalized_direction,
+      params=params,
+      policy_1d=measure_config.filter_policy_1d,
     )
     fixed["filter"] = filter_direction(keys.filter_direction)
     # The slices averaged over directions: D more of each kind, drawn in one vmapped call.
-    global_keys, filter_keys = keys_lib.slice_direction_keys(keys.direction, mcfg.slice_directions)
+    global_keys, filter_keys = keys_lib.slice_direction_keys(
+      keys.direction, measure_config.slice_directions
+    )
     many = {
       "global": jax.vmap(lambda k: landscape.random_direction(k, params))(global_keys),
       "filter": jax.vmap(lambda k: filter_direction(k))(filter_keys),
     }
     for kind, stacked in many.items():
-      for i in range(mcfg.slice_directions):
+      for i in range(measure_config.slice_directions):
         fixed[f"{kind}{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
   if surface_grid_A is not None:
     fixed["surface1"] = directions.filter_normalized_direction(keys.surface1, params)
@@ -143,19 +156,21 @@ def _perturbed_losses(
     return out_NxM
 
   blocks = {"landscape": block(offsets_P[:, None], ["global"])}
-  if mcfg is not None:
+  if measure_config is not None:
     blocks["filter"] = block(alphas_P[:, None], ["filter"])
     for kind in ("global", "filter"):  # direction i's slice: alphas along column kind<i>
       blocks[f"{kind}_directions"] = jnp.concatenate(
-        [block(alphas_P[:, None], [f"{kind}{i}"]) for i in range(mcfg.slice_directions)]
+        [block(alphas_P[:, None], [f"{kind}{i}"]) for i in range(measure_config.slice_directions)]
       )
   if surface_grid_A is not None:
     grid_Gx2 = directions.surface_coefficients(surface_grid_A, surface_grid_A)
     blocks["surface"] = block(grid_Gx2, ["surface1", "surface2"])
   coefficients = jnp.concatenate(list(blocks.values()))
   points, scale = landscape.Points(coefficients), None
-  if mcfg is not None:
-    sharp = directions.sharpness_points(keys.sharpness, mcfg.sharpness_samples, len(names))
+  if measure_config is not None:
+    sharp = directions.sharpness_points(
+      keys.sharpness, measure_config.sharpness_samples, len(names)
+    )
     blocks["sharpness"] = sharp.coefficients
     n_fixed = coefficients.shape[0]
     points = landscape.Points(
@@ -163,7 +178,7 @@ def _perturbed_losses(
       jnp.concatenate([jnp.zeros((n_fixed,)), sharp.noise]),  # no noise on the slices
       jnp.concatenate([jax.random.split(keys.sharpness, n_fixed), sharp.keys]),
     )
-    scale = directions.sharpness_scale(params, mcfg.sharpness_rho)
+    scale = directions.sharpness_scale(params, measure_config.sharpness_rho)
   # The points in the parameters' dtype: a default-dtype array (float64 under a global
   # JAX_ENABLE_X64) would otherwise promote float32 weights and evaluate mixed precision.
   dtype = jnp.result_type(*jax.tree.leaves(params))
@@ -182,7 +197,7 @@ def _split(x_N: jax.Array, ends: np.ndarray) -> list[jax.Array]:
 
 
 def _flatness(
-  mcfg: MeasureConfig,
+  measure_config: MeasureConfig,
   loss_fn: loss.LossFn,
   params: PyTree,
   base_loss: jax.Array,
@@ -197,13 +212,13 @@ def _flatness(
     params,
     keys.lanczos,
     k=1,
-    num_iterations=mcfg.lanczos_iterations,
-    tol=mcfg.lanczos_tol,
-    max_restarts=mcfg.lanczos_restarts,
+    num_iterations=measure_config.lanczos_iterations,
+    tol=measure_config.lanczos_tol,
+    max_restarts=measure_config.lanczos_restarts,
     hvp_flat=hvp_flat,
   )
   trace = curvature.hutchinson_trace(
-    loss_fn, params, keys.trace, num_probes=mcfg.trace_probes, hvp_flat=hvp_flat
+    loss_fn, params, keys.trace, num_probes=measure_config.trace_probes, hvp_flat=hvp_flat
   )
   sharp = directions.sharpness_result(perturbed["sharpness"], base_loss)
   out = {
@@ -217,11 +232,14 @@ def _flatness(
     "filter_landscape_max_rise": jnp.max(perturbed["filter"]) - base_loss,
   }
   for kind, name in (("global", "landscape_rise_directions"), ("filter", "filter_rise_directions")):
-    rises_D = perturbed[f"{kind}_directions"].reshape(mcfg.slice_directions, -1).max(1) - base_loss
+    rises_D = (
+      perturbed[f"{kind}_directions"].reshape(measure_config.slice_directions, -1).max(1)
+      - base_loss
+    )
     out[name] = jnp.mean(rises_D)
     out[f"{name}_std"] = jnp.std(rises_D, ddof=1)
   nodes_M, weights_M = curvature.quadrature(top.alpha, top.beta)
-  out["hessian_negative_mass"] = curvature.negative_mass(nodes_M[None], weights_M[None])
+  out["hessian_negative_mass"] = density.negative_mass(nodes_M[None], weights_M[None])
   return out, (nodes_M, weights_M)
 
 
@@ -261,7 +279,7 @@ def _weight_norms(params: PyTree) -> dict[str, jax.Array]:
 def analyze_seeds(
   model: model_lib.Transformer,
   task: data.Task,
-  mcfg: MeasureConfig | None,
+  measure_config: MeasureConfig | None,
   params_S: PyTree,
   batch_stats_S: PyTree,
   keys_S: RunKeys,
@@ -271,7 +289,9 @@ def analyze_seeds(
 ) -> Analysis:
   """`analyze` for S seeds at once (leading axis S on the variables and keys): one
   compiled program per (model, task, measure settings, sizes). Donates nothing."""
-  one = lambda p, b, k: analyze(model, task, mcfg, p, b, k, offsets_P, alphas_P, surface_grid_A)  # noqa: E731
+  one = lambda p, b, k: analyze(
+    model, task, measure_config, p, b, k, offsets_P, alphas_P, surface_grid_A
+  )  # noqa: E731
   return jax.vmap(one)(params_S, batch_stats_S, keys_S)
 
 

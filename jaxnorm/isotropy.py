@@ -89,8 +89,7 @@ def effective_rank(s_K: jax.Array) -> jax.Array:
   NaN for a spectrum with nothing to measure (all zero, non-finite or negative entries)."""
   u_K, ok = _relative(s_K)
   p_K = u_K / jnp.sum(u_K)
-  plogp_K = jnp.where(p_K > 0, p_K * jnp.log(jnp.where(p_K > 0, p_K, 1.0)), 0.0)
-  return _or_nan(ok, jnp.exp(-jnp.sum(plogp_K)))
+  return _or_nan(ok, jnp.exp(jnp.sum(jax.scipy.special.entr(p_K))))
 
 
 def stable_rank(s_K: jax.Array) -> jax.Array:

@@ -16,7 +16,7 @@ import matplotlib.style
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxnorm import curvature, measures, norms, stats, trajectory
+from jaxnorm import density, measures, norms, stats, trajectory
 from jaxnorm.norms import label
 from jaxnorm.result import ExperimentResult, SweepResult
 from jaxnorm.runfolder import write_bytes
@@ -167,7 +167,7 @@ def sweep(result: SweepResult) -> Figure:
 
 def hessian_density(result: ExperimentResult) -> Figure:
   """The Hessian's eigenvalue density of every normalization (stochastic Lanczos
-  quadrature, `curvature.density_on`), the mean over seeds, on a log scale: the bulk near 0,
+  quadrature, `density.density_on`), the mean over seeds, on a log scale: the bulk near 0,
   the outliers, and the mass below 0 (in the legend)."""
   drawn = {n: r for n, r in result.norms.items() if r.hessian_density is not None}
   if not drawn:
@@ -185,10 +185,10 @@ def hessian_density(result: ExperimentResult) -> Figure:
     pad = 0.05 * max(high - low, 1e-12)
     grid = np.linspace(low - pad, high + pad, 2000)
     sigma = (high - low + 2 * pad) / 60
-    density = np.asarray(curvature.density_on(grid, nodes, weights, sigma))
-    negative = float(curvature.negative_mass(nodes, weights))
+    smoothed = np.asarray(density.density_on(grid, nodes, weights, sigma))
+    negative = float(density.negative_mass(nodes, weights))
     spec = norms.REGISTRY.get(norm)
-    ax.plot(grid, np.maximum(density, 1e-8), color=spec.color if spec else None)
+    ax.plot(grid, np.maximum(smoothed, 1e-8), color=spec.color if spec else None)
     ax.set(
       title=f"{label(norm)}: Hessian eigenvalue density",
       xlabel="eigenvalue",

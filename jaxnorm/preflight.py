@@ -33,13 +33,16 @@ BatchNorm 1.98 GB (2.02; the 48 D per position is fitted to this number).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from jaxnorm import landscape, norms
+from jaxnorm import model as model_lib
 from jaxnorm.spec import ExperimentSpec
 
 FLOAT32 = 4  # bytes
@@ -63,10 +66,17 @@ class MemoryEstimate(NamedTuple):
 
 
 def num_parameters(spec: ExperimentSpec) -> int:
-  """About how many parameters the model has (exact up to the normalizations' 4 D)."""
+  """The number of parameters of the largest model of `spec`, from the shapes of their
+  initializations (`jax.eval_shape`: nothing is computed or allocated)."""
   cfg = spec.config
-  v, d = cfg.vocab_size, cfg.embed_dim
-  return 2 * v * d + 12 * d * d + 13 * d + v
+  tokens = jax.ShapeDtypeStruct((1, cfg.seq_len), jnp.int32)
+
+  def count(norm: str) -> int:
+    init = functools.partial(model_lib.build(cfg, norm).init, train=False)
+    shapes = jax.eval_shape(init, jax.random.key(0), tokens)
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(shapes["params"]))
+
+  return max(count(norm) for norm in cfg.norms)
 
 
 def memory_estimate(

@@ -112,12 +112,12 @@ def train_chunk_tracked(
   curvature_keys_S: jax.Array,
 ) -> tuple[train.TrainState, jax.Array, jax.Array]:
   """`train_chunk`, then at its end each seed's (lambda_max, preconditioned sharpness)
-  (`trajectory.sharpness`) in the same compiled program: (states, losses (S, num_steps),
+  (`trajectory.top_eigenvalues`) in the same compiled program: (states, losses (S, num_steps),
   curvature (S, 2)). Donates `states_S`."""
 
   def one(state, key):
     state, losses = train.train_steps(model, task, state, num_steps, fast)
-    return state, losses, trajectory.sharpness(model, task, state, key, curvature_iterations)
+    return state, losses, trajectory.top_eigenvalues(model, task, state, key, curvature_iterations)
 
   return jax.vmap(one)(states_S, curvature_keys_S)
 

@@ -35,7 +35,7 @@ def preconditioner(state: train.TrainState):
   return jax.tree.map(lambda v: jnp.sqrt(v / correction) + train.ADAM_EPS, nu)
 
 
-def sharpness(
+def top_eigenvalues(
   model: model_lib.Transformer,
   task: data.TaskShape,
   state: train.TrainState,

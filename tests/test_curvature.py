@@ -276,7 +276,7 @@ def test_slq_recovers_a_known_spectrum():
   loss_fn = lambda p: 0.5 * jnp.sum(lam * p["w"] ** 2)  # noqa: E731
   params = {"w": jnp.zeros_like(lam)}
   density = jax.jit(
-    lambda k: curvature.spectral_density(loss_fn, params, k, num_probes=64, num_iterations=25)
+    lambda k: density.spectral_density(loss_fn, params, k, num_probes=64, num_iterations=25)
   )(jax.random.key(0))
   assert density.nodes.shape == (64, 25)
   np.testing.assert_allclose(density.weights.sum(axis=1), 1.0, rtol=1e-5)
@@ -287,12 +287,12 @@ def test_slq_recovers_a_known_spectrum():
   assert float(density.nodes.max()) == pytest.approx(10.0, rel=1e-4)
   assert float(density.nodes.min()) == pytest.approx(-0.5, rel=1e-4)
   np.testing.assert_allclose(
-    curvature.negative_mass(density.nodes, density.weights), 0.075, atol=0.02
+    density.negative_mass(density.nodes, density.weights), 0.075, atol=0.02
   )
   outliers = float(jnp.sum(jnp.where(density.nodes > 5, density.weights, 0.0)) / 64)
   np.testing.assert_allclose(outliers, 0.025, atol=0.01)
   grid = jnp.linspace(-3.0, 13.0, 4001)
-  smoothed = curvature.density_on(grid, density.nodes, density.weights, 0.1)
+  smoothed = density.density_on(grid, density.nodes, density.weights, 0.1)
   np.testing.assert_allclose(float(jnp.sum(smoothed) * (grid[1] - grid[0])), 1.0, rtol=1e-3)
 
 

@@ -14,6 +14,7 @@ from jaxnorm import (
   config,
   curvature,
   data,
+  density,
   directions,
   isotropy,
   keys,
@@ -115,7 +116,7 @@ def test_every_number_equals_the_building_blocks_on_the_same_keys(measured):
   np.testing.assert_allclose(r.hessian_density[1][0].sum(), 1.0, rtol=1e-5)
   np.testing.assert_allclose(
     r.measures["hessian_negative_mass"][0],
-    curvature.negative_mass(nodes[None], weights[None]),
+    density.negative_mass(nodes[None], weights[None]),
     atol=1e-3,
   )
   trace = jax.jit(
@@ -323,7 +324,7 @@ def test_matched_loss_checkpoints_are_the_runs_trained_that_long(tmp_path):
 
 def test_curvature_tracked_in_training_equals_lanczos_at_the_same_step(tmp_path):
   """The curvature the training program measures at a chunk end is what Lanczos gives on
-  the state trained that many steps, outside the program (`trajectory.sharpness`)."""
+  the state trained that many steps, outside the program (`trajectory.top_eigenvalues`)."""
   from jaxnorm import plotting, results, trajectory
 
   cfg = config.TINY.replace(steps=30, norms=("layernorm",), seed=2)
@@ -335,7 +336,7 @@ def test_curvature_tracked_in_training_equals_lanczos_at_the_same_step(tmp_path)
   m = model.build(cfg, "layernorm")
   state = train.init_state(m, cfg.task, k.train, cfg.learning_rate)
   state, _ = jax.jit(lambda s: train.train_steps(m, cfg.task, s, 20))(state)
-  alone = jax.jit(lambda s: trajectory.sharpness(m, cfg.task, s, k.curvature, 8))(state)
+  alone = jax.jit(lambda s: trajectory.top_eigenvalues(m, cfg.task, s, k.curvature, 8))(state)
   np.testing.assert_allclose(r.trajectory[0, 1], alone, rtol=1e-3)
   assert r.trajectory[0, 1, 1] > r.trajectory[0, 1, 0]  # Adam's 1/sqrt(v) scales H up here
   results.save(result, tmp_path)
