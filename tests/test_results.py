@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -6,7 +7,20 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnorm import manifests, model, results, runfolder
+from jaxnorm import (
+  cli,
+  config,
+  manifests,
+  measures,
+  model,
+  options,
+  pipeline,
+  predictions,
+  results,
+  runfolder,
+)
+
+CHEAP_MEASURES = dict(lanczos_iterations=6, trace_probes=4, sharpness_samples=4)
 
 DATA = Path(__file__).parent / "data"
 
@@ -122,3 +136,58 @@ def test_save_never_takes_the_working_directory(tmp_path, monkeypatch, result):
 def test_load_variables_takes_a_normalization_name_not_a_path(tmp_path, norm):
   with pytest.raises(results.ResultsError, match="not the name of a normalization"):
     results.load_variables(tmp_path, norm)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+  return {
+    p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+  }
+
+
+def _same_run(a: dict[str, bytes], b: dict[str, bytes]) -> None:
+  """The same files, and the same bytes but for what records when they were written
+  (run.json, the PDF's creation date, summary.json's wall times)."""
+  assert sorted(a) == sorted(b)
+  for name in a:
+    if name.endswith(".pdf") or name.endswith(manifests.MANIFEST):
+      continue
+    if name.endswith("summary.json"):
+      x, y = (json.loads(f[name]) for f in (a, b))
+      for d in (x, y):
+        d.pop("seconds")
+        for entry in d["norms"].values():
+          entry.pop("seconds")
+      assert x == y
+    else:
+      assert a[name] == b[name], name
+
+
+def test_save_writes_the_files_the_command_line_writes_and_replots_alike(tmp_path, monkeypatch):
+  ran = []
+
+  def run_and_keep(*args, **kwargs):
+    ran.append(real_run(*args, **kwargs))
+    return ran[-1]
+
+  def cheaper(args, experiment):  # the measures of conftest's `measured_result`
+    spec = real_spec(args, experiment)
+    return dataclasses.replace(spec, measures=measures.MeasureConfig(**CHEAP_MEASURES))
+
+  real_run, real_spec = pipeline.run, options.spec_from_args
+  monkeypatch.setattr(pipeline, "run", run_and_keep)
+  monkeypatch.setattr(options, "spec_from_args", cheaper)
+  cfg = config.TINY.replace(steps=6, landscape_points=3, norms=("batchnorm",))
+  experiment = predictions.Experiment("t", "t", cfg, predictions.EXP2.predictions)
+  argv = ["--seeds", "2", "--surface", "3", "--curvature-iterations", "2", "--no-progress"]
+  argv += ["--matched-loss", "9", "--no-compilation-cache", "--out", str(tmp_path / "cli")]
+  assert cli.main(argv, experiment, prog="t") == 0
+  results.save(ran[0], tmp_path / "python")
+  written = {name: _files(tmp_path / name) for name in ("cli", "python")}
+  assert {"measures.md", "hessian_density.png", "surfaces.png", "curvature.png"} <= set(
+    written["cli"]
+  )
+  _same_run(written["cli"], written["python"])
+  for name in ("cli", "python"):
+    assert cli.main(["--replot", str(tmp_path / name)], experiment, prog="t") == 0
+    manifests.verify(tmp_path / name, tuple(n for n in written[name] if n != manifests.MANIFEST))
+  _same_run(*(_files(tmp_path / name) for name in ("cli", "python")))
