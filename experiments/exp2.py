@@ -13,7 +13,7 @@ rank and kin).
     python experiments/exp2.py --replot runs/exp2
 
 Writes runs/exp2/{figure2.png, figure2.pdf, results.npz, summary.json, measures.md,
-variables_*.msgpack, run.json}, as one whole run (README: "Run folders and exit statuses").
+variables_*.msgpack, run.json}, as one whole run (docs/cli.md: "Run folders and exit statuses").
 Runtime and the measured figure: README.md.
 """
 

@@ -10,7 +10,7 @@ flatness comparison changes with that choice; here every model trains at every r
 
 Writes runs/lr_sweep/{sweep.md, sweep.json, sweep.png, run.json} and one ordinary run
 folder per rate, lr_<rate>/ (figure2, results.npz, summary.json, measures.md, ...), as one
-whole run (README: "Run folders and exit statuses"). A model that diverges at a rate is
+whole run (docs/cli.md: "Run folders and exit statuses"). A model that diverges at a rate is
 counted in sweep.md, and the exit status stays 0.
 """
 

@@ -56,7 +56,7 @@ class Config:
   landscape_points: int = 40
   landscape_range: float = 0.5
   # The reference forgets to restore the weights between landscape points, so its
-  # slice is really taken at cumsum(alphas). True reproduces that (see README).
+  # slice is really taken at cumsum(alphas). True reproduces that (docs/faithfulness.md).
   landscape_cumulative: bool = False
   norms: tuple[str, ...] = PAPER_NORMS
   seed: int = 0

@@ -182,11 +182,11 @@ def build_parser(prog: str, description: str, experiment: Experiment) -> Parser:
     default="float32",
     help="precision of the analysis (slices, spectrum, measures; training stays float32): "
     "float64 where float32 rounding is a visible part of a measure, e.g. slice rises of "
-    "a few 1e-7 (README, 'Precision of the analysis'); several times the analysis time on a CPU",
+    "a few 1e-7 (docs/precision.md); several times the analysis time on a CPU",
   )
   several = p.add_argument_group(
     "several processes",
-    "run over several processes or hosts with jax.distributed (README: 'Several processes "
+    "run over several processes or hosts with jax.distributed (docs/scaling.md: 'Several processes "
     "and hosts'): every process runs the same command plus these; process 0 writes --out",
   )
   several.add_argument(

@@ -3,7 +3,7 @@ only; `import jaxnorm` itself loads nothing else): until
 the command line takes over, a stop signal (SIGHUP, SIGINT, SIGTERM) ends the process
 quietly with 128 + the signal, and an exception (a package that fails to import) with one
 line and status 3, never a traceback and never 1, the status of a diverged model
-(README, "Run folders and exit statuses"); a Python warning is one line too."""
+(docs/cli.md, "Run folders and exit statuses"); a Python warning is one line too."""
 
 import os
 import signal
