@@ -75,8 +75,8 @@ def main(
     writes = _join(parser, processes, repr((spec, rates)) if is_sweep else repr(spec))
     staging = _begin(parser, args, spec, writes, runs_per_seed=len(rates) or 1)
     cfg = spec.config
-    where = Position()
-    where.steps = cfg.steps
+    position = Position()
+    position.steps = cfg.steps
     outcome: list[int] = []
 
     def work():
@@ -85,30 +85,30 @@ def main(
       run_options = dict(
         progress=writes and not args.no_progress,
         compile_workers=args.compile_workers,
-        on_progress=where.update,
+        on_progress=position.update,
       )
       if is_sweep:
         result = sweep.run(spec, rates, **run_options)
       else:
         result = pipeline.run(spec, **run_options)
       if not writes:
-        where.phase = "wait"
+        position.phase = "wait"
         distributed.barrier("run folder written")
         outcome.append(0 if is_sweep else _status(result))
         return
-      where.phase = "write"
+      position.phase = "write"
       if is_sweep:
         results.write_sweep(staging, result)
       else:
         results.write_run(staging, result)
       staging.commit(results.manifest_info(result))
-      where.phase = "done"
+      position.phase = "done"
       outcome.append(
         _report_sweep(result, staging.target) if is_sweep else _report(result, staging.target)
       )
       distributed.barrier("run folder written")
 
-    status = exits.guarded(prog, staging, where, work)
+    status = exits.guarded(prog, staging, position, work)
     return outcome[0] if status is None else status
 
   return exits.interruptible(prog, body)
@@ -202,15 +202,15 @@ def _restage(prog: str, out_dir: str, replaced: set[str], load, redraw) -> tuple
   except BaseException:
     staging.discard()
     raise
-  where = Position()
-  where.phase = "write"
+  position = Position()
+  position.phase = "write"
 
   def work():
     staging.carry_over(replaced)
     staging.commit(redraw(staging, loaded))
-    where.phase = "done"
+    position.phase = "done"
 
-  status = exits.guarded(prog, staging, where, work)
+  status = exits.guarded(prog, staging, position, work)
   return (0 if status is None else status), loaded
 
 

@@ -80,7 +80,7 @@ def _folder_state(staging: runfolder.Staging) -> str:
   return f"{staging.target} holds no run"
 
 
-def guarded(prog: str, staging: runfolder.Staging | None, where: Position, work) -> int | None:
+def guarded(prog: str, staging: runfolder.Staging | None, position: Position, work) -> int | None:
   """Runs `work()` (`main` has SIGINT/SIGTERM raise `Interrupted`). Interrupted: removes the
   staging folder, prints one line, returns 130/143. Any other exception: keeps what was
   written and the traceback in `<out>.failed`, prints one line, returns 3. Otherwise
@@ -95,7 +95,7 @@ def guarded(prog: str, staging: runfolder.Staging | None, where: Position, work)
     if staging is not None:
       staging.discard()
     state = "" if staging is None else f"; {_folder_state(staging)}"
-    print(f"{who}interrupted {where}{state}", file=sys.stderr)
+    print(f"{who}interrupted {position}{state}", file=sys.stderr)
     return e.status if isinstance(e, Interrupted) else EXIT_INTERRUPTED
   except Exception as e:  # one line for the user, the traceback in a file
     _cleaning_up()
@@ -113,7 +113,7 @@ def guarded(prog: str, staging: runfolder.Staging | None, where: Position, work)
     else:
       cause = f"{type(e).__name__}: {first}"
     state = "" if staging is None else f"; {_folder_state(staging)}"
-    print(f"{who}error {where}: {cause}{place}{state}", file=sys.stderr)
+    print(f"{who}error {position}: {cause}{place}{state}", file=sys.stderr)
     return EXIT_FAILED
   finally:
     if staging is not None:
