@@ -47,7 +47,7 @@ def ignore_progress(norm: str, phase: str, step: int) -> None:
 
 class Runs(NamedTuple):
   """Every run of one normalization: the seed of each, and its learning rate (None: the
-  config's). `run` has one run per seed; `run_rates` one per (rate, seed), rate-major."""
+  config's). `run` has one run per seed; `sweep.run` one per (rate, seed), rate-major."""
 
   seeds: np.ndarray  # (N,) int64
   rates: np.ndarray | None  # (N,) float64

@@ -114,7 +114,9 @@ def _table_and_verdicts(
         for n in by_norm
       )
       lines.append(f"| {m.label} | " + " | ".join(cells) + " |")
-  lines += ["", "### The paper's predictions", ""]
+  lines.append("")
+  if predictions:
+    lines += ["### The paper's predictions", ""]
   for p in predictions:
     rows = [r for r in stats.judge(p, by_norm) if r["measure"] in present]
     if not rows:

@@ -27,7 +27,7 @@ A sweep's folder holds one such run folder per rate (`result.rate_folder`), and 
 sweep.json and sweep.png.
 
 This module is the one writer and reader of run folders: the command line, the sweep and
-a notebook all write through `write_run` (`save`, `save_sweep`). `save` writes a whole run
+a notebook all write through `write_run` (`save`, `write_sweep`). `save` writes a whole run
 folder through `runfolder` (staged beside the target, swapped in at once), so an
 interrupted save leaves the previous run untouched. `load` and `load_variables` check the
 files against run.json before reading them. `load` also reads folders written before

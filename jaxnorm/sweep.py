@@ -3,8 +3,8 @@
 The reference trains No Norm at 5x the others' rate, and its flatness verdicts move with
 that choice; a sweep shows each measure as a function of the rate, for every model at
 every rate. Each rate gives one ordinary experiment (`spec_at`: every model at that rate),
-saved as an ordinary run folder `lr_<rate>/` inside the sweep's folder
-(`results.save_sweep`). The learning rate is optimizer state (`train.optimizer`), so the
+saved as an ordinary run folder `lr_<rate>/` inside the sweep's folder (`results.save`,
+`results.write_sweep`). The learning rate is optimizer state (`train.optimizer`), so the
 runs of every (rate, seed) pair of a model train and are analyzed together,
 `seeds_per_call` at a time, split over every device and process like the seeds of one
 experiment (`pipeline.run_runs`).

@@ -1,4 +1,4 @@
-"""Numerical parity with the reference PyTorch model (tests/torch_reference.py).
+"""Numerical parity with the reference PyTorch model (jaxnorm/torch_reference.py).
 
 Both frameworks get the same float32 weights (converted by `jaxnorm.torch_compat`) and the
 same batches (from `jaxnorm.data.batch`). Tolerances, and what was measured on CPU:
