@@ -247,7 +247,6 @@ def exit_process(status: int) -> NoReturn:
   once instead, its output flushed. The status is known: stop signals that arrive from
   here on are ignored (a Ctrl-C as a finished run exits changes nothing)."""
   signals.ignore_stop_signals()
-  runfolder.fault_point("exit")
   for stream in (sys.stdout, sys.stderr):
     try:
       if stream is not None:  # None: closed when the process started

@@ -34,7 +34,6 @@ from tqdm.auto import tqdm
 from jaxnorm import analysis, programs, runtime, train
 from jaxnorm.programs import Group, Programs
 from jaxnorm.result import ExperimentResult, Matched, NormResult
-from jaxnorm.runfolder import fault_point
 from jaxnorm.spec import ExperimentSpec
 
 # Told where a run is: (normalization, "train" or "analyze", training steps done).
@@ -237,7 +236,6 @@ def _run_norm(
             bar.set_postfix(loss=f"{np.nanmean(host_SxN[:, -1]):.4f}")
           checkpoints.update(host_SxN, finished, snapshot)
         on_progress(norm, "train", finished)
-        fault_point(f"train:{norm}")
 
       previous = None
       while done < cfg.steps:
@@ -256,7 +254,6 @@ def _run_norm(
       trajectory = None if tracked[0] is None else programs.to_host(jnp.stack(tracked, axis=1))
       seconds["train"] += time.perf_counter() - start
       on_progress(norm, "analyze", done)
-      fault_point(f"analyze:{norm}")
       start = time.perf_counter()
       analyze = program.analyze()
       seconds["compile_wait"] += time.perf_counter() - start

@@ -16,10 +16,9 @@ import matplotlib.style
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxnorm import density, measures, norms, stats, trajectory
+from jaxnorm import density, measures, norms, runfolder, stats, trajectory
 from jaxnorm.norms import label
 from jaxnorm.result import ExperimentResult, SweepResult
-from jaxnorm.runfolder import write_bytes
 
 
 def _draw(ax, x, y_SxN, norm: str, **kwargs) -> None:
@@ -91,7 +90,7 @@ def save_figure(fig: Figure, path_stem: str | Path, formats=("png", "pdf")) -> l
   paths = []
   for fmt in formats:
     path = Path(f"{path_stem}.{fmt}")
-    write_bytes(path, render(fig, fmt))
+    runfolder.write_bytes(path, render(fig, fmt))
     paths.append(path)
   return paths
 

@@ -34,7 +34,6 @@ import json
 import os
 import re
 import shutil
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,6 @@ from jaxnorm.manifests import (
 )
 from jaxnorm.signals import signals_deferred
 
-FAULT_ENV = "JAXNORM_FAULT"
 # The mark of a `<target>.failed` folder that a failed run left (an empty file): only such
 # a folder is replaced by the next failure's or removed by the next success.
 FAILED_MARK = ".failed-run"
@@ -58,42 +56,10 @@ FAILED_MARK = ".failed-run"
 LONGEST_RELATIVE_PATH = 128
 
 
-def fault_point(name: str) -> None:
-  """A named point where a test can interrupt the process or fail a write: with the
-  environment variable JAXNORM_FAULT="<name>:<ACTION>[,<name>:<ACTION> ...]" the process
-  sends itself the signal ACTION (e.g. SIGKILL, SIGINT, SIGTERM, SIGHUP) on reaching
-  `name`, or, for an errno name (e.g. ENOSPC), raises that OSError there. Does nothing
-  when it is unset.
-
-  Points: "write:<file>" halfway through writing each file of a run (and the traceback a
-  failed run keeps), "commit" just before the swap, "swapped" between the two renames of
-  the fallback swap, "committed" after the swap, before the previous run is deleted,
-  "exit" as a script exits with its status (`exits.exit_process`);
-  `pipeline` adds "train:<norm>" after every training chunk and "analyze:<norm>" before
-  each analysis.
-  """
-  wanted = os.environ.get(FAULT_ENV)
-  if not wanted:
-    return
-  for item in wanted.split(","):
-    point, _, action = item.strip().rpartition(":")
-    if point != name:
-      continue
-    if action.startswith("SIG"):
-      os.kill(os.getpid(), getattr(signal, action))
-    else:
-      code = getattr(errno, action)
-      raise OSError(code, os.strerror(code), name)
-
-
 def write_bytes(path: Path, data: bytes) -> None:
   """Writes `data` to `path` (a file of a staging folder) and fsyncs it."""
   with open(path, "wb") as f:
-    half = len(data) // 2
-    f.write(data[:half])
-    f.flush()
-    fault_point(f"write:{path.name}")
-    f.write(data[half:])
+    f.write(data)
     f.flush()
     os.fsync(f.fileno())
 
@@ -307,7 +273,6 @@ class Staging:
     self.write_manifest(info)
     _fsync_dir(self.path)
     with signals_deferred():
-      fault_point("commit")
       if not self.target.exists():
         os.rename(self.path, self.target)
         old = None
@@ -316,11 +281,9 @@ class Staging:
       else:
         old = _sibling(self.target, "previous", os.getpid())
         os.rename(self.target, old)
-        fault_point("swapped")
         os.rename(self.path, self.target)
       self.committed = True
       _fsync_dir(self.target.parent)
-      fault_point("committed")
       if old is not None:
         shutil.rmtree(old, ignore_errors=True)
       _remove_failed(self.target)

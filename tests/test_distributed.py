@@ -16,13 +16,14 @@ import pytest
 from jaxnorm import distributed
 
 SCRIPT = str(Path(__file__).parents[1] / "experiments" / "exp2.py")
+FAULTS = str(Path(__file__).parent / "faults.py")
 # One model, 4 seeds, one 20-step chunk: 2 seeds per process. (Not BatchNorm: the biases
 # before it have zero gradients, and Adam turns their rounding noise, which depends on how
 # many seeds a device computes, into steps of the learning rate; see test_seeds.)
 ARGS = ["--preset", "tiny", "--norms", "layernorm", "--seeds", "4", "--steps", "20"]
 ARGS += ["--no-measures", "--no-progress", "--no-compilation-cache"]
 # One CPU device per process, also on a machine with an accelerator.
-ENV = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAXNORM_FAULT")}
+ENV = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
 ENV["JAX_PLATFORMS"] = "cpu"
 
 
@@ -32,15 +33,19 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start(out: Path, process: int | None = None, port: int = 0, **env) -> subprocess.Popen:
+def _start(
+  out: Path, process: int | None = None, port: int = 0, fault: str = ""
+) -> subprocess.Popen:
+  """Experiment 2 into `out` (as `process` of two); with `fault` (faults.py) injected."""
   several = [] if process is None else ["--coordinator", f"localhost:{port}"]
   several += [] if process is None else ["--num-processes", "2", "--process-id", str(process)]
+  start = [sys.executable, FAULTS, fault] if fault else [sys.executable]
   return subprocess.Popen(
-    [sys.executable, SCRIPT, *ARGS, "--out", str(out), *several],
+    [*start, SCRIPT, *ARGS, "--out", str(out), *several],
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
     text=True,
-    env={**ENV, **env},
+    env=ENV,
   )
 
 
@@ -109,7 +114,7 @@ def test_two_processes_write_the_one_process_run(tmp_path):
 def test_a_process_that_stops_stops_the_other_with_one_line(tmp_path):
   port = _free_port()
   first = _start(tmp_path / "run", 0, port)
-  second = _start(tmp_path / "run", 1, port, JAXNORM_FAULT="train:layernorm:SIGTERM")
+  second = _start(tmp_path / "run", 1, port, fault="train:layernorm:SIGTERM")
   (rc0, _, err0), (rc1, _, err1) = map(_finish, (first, second))
   assert rc1 == 143 and "exp2.py: process 1 of 2: interrupted at step 20" in err1
   assert rc0 == 3, err0

@@ -2,10 +2,11 @@
 so in one line (README "Run folders and exit statuses").
 
 Each test runs experiments/exp2.py on the tiny preset as a user would and interrupts it
-at a named point (`runfolder.fault_point`: the process signals itself there) or from
-outside, then checks the exit status, the one line on stderr, and that the output folder
-holds exactly the previous run (seed 0) or exactly the new one (seed 1), nothing else.
-Every point of a file write is covered, cheaply, in test_runfolder.py.
+at a named point (started through faults.py, which has the process signal itself there)
+or from outside, then checks the exit status, the one line on stderr, and that the output
+folder holds exactly the previous run (seed 0) or exactly the new one (seed 1), nothing
+else. Every point of a file write is covered, cheaply, in test_runfolder.py. Runs without
+a fault, and those interrupted before jaxnorm is imported, start the script itself.
 """
 
 import json
@@ -22,10 +23,11 @@ import jax
 import numpy as np
 import pytest
 
-from jaxnorm import cli, config, exits, manifests, plotting, predictions, results, runfolder
+from jaxnorm import cli, config, exits, manifests, plotting, predictions, results
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP2 = ROOT / "experiments" / "exp2.py"
+FAULTS = ROOT / "tests" / "faults.py"
 TINY_RUN = ["--preset", "tiny", "--norms", "none", "--steps", "4", "--landscape-points", "3"]
 TINY_RUN += ["--no-measures", "--no-progress"]
 
@@ -33,21 +35,27 @@ TINY_RUN += ["--no-measures", "--no-progress"]
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
   """The environment of every script run: a compilation cache shared by this module's
-  runs (in a temporary folder), no fault unless a test sets one."""
-  env = {k: v for k, v in os.environ.items() if k != runfolder.FAULT_ENV}
+  runs (in a temporary folder)."""
+  env = dict(os.environ)
   env["JAXNORM_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
   return env
 
 
-def script(out: Path, *args: str) -> list[str]:
-  return [sys.executable, str(EXP2), *TINY_RUN, "--out", str(out), *args]
+def script(out: Path, *args: str, fault: str = "") -> list[str]:
+  """The tiny run's command line; with `fault`, started through faults.py to inject it."""
+  start = [sys.executable, str(FAULTS), fault] if fault else [sys.executable]
+  return [*start, str(EXP2), *TINY_RUN, "--out", str(out), *args]
 
 
 def run_script(out: Path, *args: str, env: dict, fault: str = "", **variables: str):
   """The tiny run into `out` with `args`, `fault` injected and environment `variables`."""
-  env = {**env, **variables, **({runfolder.FAULT_ENV: fault} if fault else {})}
   return subprocess.run(
-    script(out, *args), capture_output=True, text=True, env=env, timeout=300, cwd=ROOT
+    script(out, *args, fault=fault),
+    capture_output=True,
+    text=True,
+    env={**env, **variables},
+    timeout=300,
+    cwd=ROOT,
   )
 
 
@@ -175,10 +183,9 @@ def test_unwritable_output_and_a_late_ctrl_c_change_neither_the_run_nor_its_stat
   printed, and no traceback."""
   out = tmp_path / "run"
   shutil.copytree(previous_run, out)
-  env = {**env, runfolder.FAULT_ENV: "exit:SIGINT"}
   with open("/dev/full", "w") as full:
     proc = subprocess.run(
-      script(out, "--seed", "1"),
+      script(out, "--seed", "1", fault="exit:SIGINT"),
       stdout=full,
       stderr=subprocess.PIPE,
       text=True,

@@ -3,9 +3,10 @@
 The fault-injection tests write runs from bare subprocesses (the standard library and
 runfolder.py only, no JAX: milliseconds each), kill them with SIGKILL, SIGINT or SIGTERM at
 every point of a write (halfway through each file, before the swap, between the fallback's
-two renames, after the swap) and check after each kill that the folder holds exactly the
-previous complete run or exactly the new one, and that the next run leaves no stray
-staging folder. End-to-end interruptions of the experiment script: test_faults.py.
+two renames, after the swap: the points of faults.py, injected from outside the module) and
+check after each kill that the folder holds exactly the previous complete run or exactly
+the new one, and that the next run leaves no stray staging folder. End-to-end
+interruptions of the experiment script: test_faults.py.
 """
 
 import json
@@ -21,31 +22,35 @@ import pytest
 from jaxnorm import manifests, runfolder
 
 RUNFOLDER = Path(runfolder.__file__)
+TESTS = Path(__file__).parent
 FILES = ("variables_none.msgpack", "results.npz", "summary.json", "figure2.png", "measures.md")
 
-# Writes one run tagged `tag` into `target`; with fallback=1, without the atomic exchange.
+# Writes one run tagged `tag` into `target`, with the faults of `fault` (faults.py); with
+# fallback=1, without the atomic exchange.
 WRITER = """
 import importlib.util, sys
-spec = importlib.util.spec_from_file_location("runfolder", sys.argv[1])
+tests, path, fault, target, tag, fallback, *names = sys.argv[1:]
+sys.path.insert(0, tests)
+import faults
+spec = importlib.util.spec_from_file_location("runfolder", path)
 runfolder = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(runfolder)
-target, tag, fallback = sys.argv[2], sys.argv[3], sys.argv[4] == "1"
-if fallback:
+if fallback == "1":
   runfolder.exchange = None
-staging = runfolder.begin(target)
-for name in sys.argv[5:]:
-  staging.write(name, (f"{tag}:{name}:" + "x" * 5000).encode())
-staging.commit({"tag": tag})
+injected = faults.Faults(fault)
+faults.patch_runfolder(injected, runfolder)
+with faults.checked(injected):
+  staging = runfolder.begin(target)
+  for name in names:
+    staging.write(name, (f"{tag}:{name}:" + "x" * 5000).encode())
+  staging.commit({"tag": tag})
 """
 
 
 def write_run(target: Path, tag: str, fault: str = "", fallback: bool = False):
-  env = {k: v for k, v in os.environ.items() if k != runfolder.FAULT_ENV}
-  if fault:
-    env[runfolder.FAULT_ENV] = fault
-  args = [str(RUNFOLDER), str(target), tag, "1" if fallback else "0", *FILES]
+  args = [str(TESTS), str(RUNFOLDER), fault, str(target), tag, "1" if fallback else "0", *FILES]
   return subprocess.run(
-    [sys.executable, "-c", WRITER, *args], env=env, capture_output=True, text=True, timeout=60
+    [sys.executable, "-c", WRITER, *args], capture_output=True, text=True, timeout=60
   )
 
 
