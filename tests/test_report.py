@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import scipy.stats
+from helpers import norm_result
 
 from jaxnorm import config, pipeline, report, summary, sweep, verdicts
 
@@ -106,40 +107,19 @@ def test_terminal_table_has_a_row_per_norm(measured_result):
   assert math.isfinite(float(table.splitlines()[2].split()[1]))
 
 
-def _norm_result(norm, final_loss, landscape_max_rise, measured):
-  """One seed whose final loss, slice rise and measures are the given values."""
-  return pipeline.NormResult(
-    norm=norm,
-    learning_rate=1e-3,
-    seeds=np.array([0]),
-    losses=np.full((1, 5), final_loss),
-    alphas=np.array([-0.5, 0.0, 0.5]),
-    offsets=np.array([-0.5, 0.0, 0.5]),
-    landscape=np.array([[1.0 + landscape_max_rise, 1.0, 1.0]]),
-    base_loss=np.array([1.0]),
-    spectrum=np.array([[4.0, 2.0, 1.0]]),
-    measures={name: np.array([value]) for name, value in measured.items()},
-    surface_grid=None,
-    surface=None,
-    variables=None,
-    first_nonfinite_step=np.array([-1]),
-    seconds={"train": 0.0, "analysis": 0.0},
-  )
-
-
 def test_markdown_has_the_table_and_the_one_seed_verdicts():
   norms = {
-    "layernorm": _norm_result(
+    "layernorm": norm_result(
       "layernorm",
-      0.1,
-      0.2,
-      {"hessian_trace": 5.0, "effective_rank": 100.0, "landscape_rise_directions": 0.2},
+      final_loss=0.1,
+      rise=0.2,
+      measures={"hessian_trace": 5.0, "effective_rank": 100.0, "landscape_rise_directions": 0.2},
     ),
-    "none": _norm_result(
+    "none": norm_result(
       "none",
-      0.3,
-      0.4,
-      {"hessian_trace": 9.0, "effective_rank": 50.0, "landscape_rise_directions": 0.4},
+      final_loss=0.3,
+      rise=0.4,
+      measures={"hessian_trace": 9.0, "effective_rank": 50.0, "landscape_rise_directions": 0.4},
     ),
   }
   spec = pipeline.ExperimentSpec(
@@ -279,15 +259,7 @@ def test_findings_tables_print_every_judged_comparison(measured_result, tmp_path
 def _seeds_result(norm, measured):
   """Seeds 0 .. S - 1 with the given per-seed measures (name -> (S,) values)."""
   s = len(next(iter(measured.values())))
-  return _norm_result(norm, 0.1, 0.2, {})._replace(
-    seeds=np.arange(s),
-    losses=np.full((s, 5), 0.1),
-    landscape=np.tile([1.2, 1.0, 1.0], (s, 1)),
-    base_loss=np.ones(s),
-    spectrum=np.tile([4.0, 2.0, 1.0], (s, 1)),
-    measures={name: np.asarray(v, np.float64) for name, v in measured.items()},
-    first_nonfinite_step=np.full(s, -1),
-  )
+  return norm_result(norm, s, final_loss=0.1, rise=0.2, measures=measured)
 
 
 def _lambda_max(values, converged, residuals):
