@@ -1,8 +1,22 @@
-"""Hand-built results for the tests of what reads them: reports, tables and figures."""
+"""Hand-built results for the tests of what reads them (reports, tables and figures), and
+the experiment scripts as modules, whose `main(argv)` the tests call in-process."""
+
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 
 from jaxnorm import pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def script(name: str):
+  """experiments/<name>.py as a module (its `if __name__ == "__main__"` part is not run)."""
+  spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def norm_result(norm, seeds=1, *, final_loss=1.0, rise=0.5, measures=None, rng=None, **fields):

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 import scipy.stats
-from helpers import norm_result
+from helpers import norm_result, script
 
 from jaxnorm import config, pipeline, report, summary, sweep, verdicts
 
@@ -140,12 +140,11 @@ def test_markdown_has_the_table_and_the_one_seed_verdicts():
   assert "| Hessian λ_max |" not in text  # a measure no model has is left out
 
 
-def test_comparison_shows_the_largest_relative_difference_over_seeds(measured_result, tmp_path):
+def test_comparison_shows_the_largest_relative_difference_over_seeds(
+  measured_result, tmp_path, capsys
+):
   """A copy of a run with one measure of one seed changed by 1%: that row, and only the
   rows computed from it, show 0.01; the script prints the same table from saved runs."""
-  import subprocess
-  import sys
-
   from jaxnorm import results
 
   r = measured_result.norms["none"]
@@ -162,18 +161,10 @@ def test_comparison_shows_the_largest_relative_difference_over_seeds(measured_re
 
   results.save(tmp_path / "a", measured_result)
   results.save(tmp_path / "b", other)
-  script = ["experiments/compare_runs.py", str(tmp_path / "a"), str(tmp_path / "b")]
-  out = subprocess.run(
-    [sys.executable, *script, "--labels", "float32,float64"],
-    text=True,
-    capture_output=True,
-    check=True,
-  )
-  assert out.stdout.strip() == text.strip()
-  missing = subprocess.run(
-    [sys.executable, *script[:2], str(tmp_path / "nowhere")], text=True, capture_output=True
-  )
-  assert missing.returncode == 2 and "holds no saved results" in missing.stderr
+  capsys.readouterr()
+  argv = [str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "float32,float64"]
+  assert script("compare_runs").main(argv) == 0  # a missing folder: test_inputs_hostile
+  assert capsys.readouterr().out.strip() == text.strip()
 
   shifted = r._replace(seeds=r.seeds + 1)
   with pytest.raises(ValueError, match="seeds"):
@@ -228,21 +219,15 @@ def test_comparison_of_a_diverged_seed_names_it(measured_result):
   assert row.endswith("| n/a | n/a (seeds [3, 4]: finite in one run only) |")
 
 
-def test_findings_tables_print_every_judged_comparison(measured_result, tmp_path):
+def test_findings_tables_print_every_judged_comparison(measured_result, tmp_path, capsys):
   """experiments/findings_tables.py: the verdicts of `report.judge` for each state of a saved
   run, and BatchNorm with batch statistics against No Norm as a family of its own."""
-  import subprocess
-  import sys
-
   from jaxnorm import results
 
   results.save(tmp_path / "a", measured_result)
-  out = subprocess.run(
-    [sys.executable, "experiments/findings_tables.py", str(tmp_path / "a")],
-    text=True,
-    capture_output=True,
-    check=True,
-  ).stdout
+  capsys.readouterr()
+  assert script("findings_tables").main([str(tmp_path / "a")]) == 0
+  out = capsys.readouterr().out
   lines = out.splitlines()
   assert lines[0] == "| comparison | end, a |"
   stats = {n: summary.stats(r) for n, r in measured_result.norms.items()}
