@@ -118,28 +118,71 @@ def test_an_interrupted_run_leaves_one_whole_run(
     assert holds_run_of_seed(out) == 2 and strays(out) == []
 
 
+def wait_until_stopped(proc: subprocess.Popen) -> None:
+  """Returns once `proc` has stopped itself (SIGSTOP); fails if it ends first. The bound
+  only ends a hang: the process stops after seconds (a tiny run's first chunk) on any
+  machine, and the tests wait for that state, not for a time."""
+  deadline = time.monotonic() + 600
+  while time.monotonic() < deadline:
+    if proc.poll() is not None:
+      pytest.fail(f"ended with {proc.returncode} before stopping: {proc.communicate()[1]}")
+    if Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()[0] in "Tt":
+      return
+    time.sleep(0.05)
+  pytest.fail("the process did not stop within 600 s")
+
+
 def test_ctrl_c_from_outside_while_training(tmp_path, env, previous_run):
+  """The run stops itself after the first of 1000 training chunks (the next one already
+  queued); SIGINT comes from outside as it goes on."""
   out = tmp_path / "run"
   shutil.copytree(previous_run, out)
   cmd = script(out, "--seed", "1", "--steps", "100000")
+  env = {**env, runfolder.FAULT_ENV: "train:none:SIGSTOP"}
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-  assert "results ->" in proc.stdout.readline()  # checks done, compiling and training
-  time.sleep(3)
+  wait_until_stopped(proc)
+  proc.send_signal(signal.SIGCONT)
   proc.send_signal(signal.SIGINT)
-  _, stderr = proc.communicate(timeout=120)
+  proc.send_signal(signal.SIGCONT)  # had it stopped again at the next chunk's end
+  stdout, stderr = proc.communicate(timeout=300)
   assert proc.returncode == cli.EXIT_INTERRUPTED
-  assert "interrupted" in one_line(stderr)
+  assert "results ->" in stdout and "interrupted at step" in one_line(stderr)
   assert holds_run_of_seed(out) == 0 and strays(out) == []
+
+
+# Put first on a script's PYTHONPATH as sitecustomize.py: the process stops itself (SIGSTOP)
+# as it begins to import JAX, after the script's first import set its stop handlers.
+STOP_AT_JAX = """
+import os, signal, sys
+
+class StopAtJax:
+  def find_spec(self, name, path=None, target=None):
+    if name == "jax":
+      sys.meta_path.remove(self)
+      os.kill(os.getpid(), signal.SIGSTOP)
+    return None
+
+sys.meta_path.insert(0, StopAtJax())
+"""
 
 
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT, signal.SIGTERM])
 def test_interrupted_while_starting_up_ends_quietly(tmp_path, env, signum):
+  """The signal arrives while the script imports JAX."""
+  (tmp_path / "site").mkdir()
+  (tmp_path / "site" / "sitecustomize.py").write_text(STOP_AT_JAX)
+  path = os.pathsep.join(p for p in (str(tmp_path / "site"), env.get("PYTHONPATH")) if p)
   proc = subprocess.Popen(
-    script(tmp_path / "run"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    script(tmp_path / "run"),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    env={**env, "PYTHONPATH": path},
   )
-  time.sleep(0.5)  # importing JAX
+  wait_until_stopped(proc)
   proc.send_signal(signum)
-  _, stderr = proc.communicate(timeout=60)
+  proc.send_signal(signal.SIGCONT)
+  _, stderr = proc.communicate(timeout=300)
   assert proc.returncode == 128 + signum and "Traceback" not in stderr, stderr
   assert not (tmp_path / "run").exists()
 
