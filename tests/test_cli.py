@@ -76,8 +76,7 @@ def test_quick_run_end_to_end_then_replot(tmp_path):
   }
   assert "LayerNorm" in proc.stdout and "final loss" in proc.stdout
   (out / "figure2.png").unlink()
-  proc = _run("--replot", str(out), env=env)
-  assert proc.returncode == 0, proc.stderr
+  assert cli.main(["--replot", str(out)], **TEST_SCRIPT) == 0  # in-process
   assert (out / "figure2.png").is_file()
 
 

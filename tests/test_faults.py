@@ -240,14 +240,18 @@ def test_unwritable_output_and_a_late_ctrl_c_change_neither_the_run_nor_its_stat
 
 
 @pytest.mark.hostile
-def test_a_full_disk_keeps_the_previous_run_and_says_so_in_one_line(tmp_path, env, previous_run):
-  """The disk fills while the run is written, and again while the traceback is."""
+def test_a_full_disk_keeps_the_previous_run_and_says_so_in_one_line(
+  tmp_path, monkeypatch, capsys, previous_run
+):
+  """The disk fills while the run is written, and again while the traceback is. In-process,
+  as the script calls `cli.main` (a process's exit status 3 after a failure:
+  test_distributed.py::test_a_process_that_stops_stops_the_other_with_one_line)."""
   out = tmp_path / "run"
   shutil.copytree(previous_run, out)
-  fault = "write:results.npz:ENOSPC,write:traceback.txt:ENOSPC"
-  proc = run_script(out, "--seed", "1", env=env, fault=fault)
-  assert proc.returncode == cli.EXIT_FAILED
-  line = one_line(proc.stderr)
+  monkeypatch.setenv(runfolder.FAULT_ENV, "write:results.npz:ENOSPC,write:traceback.txt:ENOSPC")
+  args = [*TINY_RUN, "--out", str(out), "--seed", "1", "--no-compilation-cache"]
+  assert cli.main(args, **SCRIPT) == cli.EXIT_FAILED
+  line = one_line(capsys.readouterr().err)
   assert "No space left on device" in line and "traceback could not be kept" in line
   assert "still holds the previous run" in line
   assert holds_run_of_seed(out) == 0
@@ -255,7 +259,8 @@ def test_a_full_disk_keeps_the_previous_run_and_says_so_in_one_line(tmp_path, en
 
 
 @pytest.mark.hostile
-def test_a_replot_never_blesses_a_changed_file(tmp_path, env, previous_run):
+def test_a_replot_never_blesses_a_changed_file(tmp_path, capsys, previous_run):
+  """In-process, as the script calls `cli.main`."""
   out = tmp_path / "run"
   shutil.copytree(previous_run, out)
   variables = out / "variables_none.msgpack"
@@ -263,16 +268,10 @@ def test_a_replot_never_blesses_a_changed_file(tmp_path, env, previous_run):
   data[len(data) // 2] ^= 1
   variables.write_bytes(bytes(data))
   manifest = (out / runfolder.MANIFEST).read_bytes()
-  proc = subprocess.run(
-    [sys.executable, str(EXP2), "--replot", str(out)],
-    capture_output=True,
-    text=True,
-    env=env,
-    timeout=300,
-    cwd=ROOT,
-  )
-  assert proc.returncode == cli.EXIT_USAGE
-  assert "variables_none.msgpack (changed or truncated" in one_line(proc.stderr)
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(["--replot", str(out)], **SCRIPT)
+  assert exit_.value.code == cli.EXIT_USAGE
+  assert "variables_none.msgpack (changed or truncated" in one_line(capsys.readouterr().err)
   assert (out / runfolder.MANIFEST).read_bytes() == manifest
   with pytest.raises(results.ResultsError, match="changed or truncated"):
     results.load_variables(out, "none")
