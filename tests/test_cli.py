@@ -149,10 +149,16 @@ def test_divergence_is_reported_and_the_run_goes_on(tmp_path, capsys):
   assert np.isfinite(results.load(tmp_path).norms["layernorm"].losses).all()
 
 
-def test_seeds_surface_and_measures_are_written(tmp_path, capsys):
+def test_seeds_surface_and_measures_are_written(tmp_path, capsys, monkeypatch):
+  """The sizes and estimator settings of conftest's `measured_result`: the analysis program
+  is the same, and comes from the compilation cache when that was built first."""
   cfg = config.TINY.replace(steps=12, landscape_points=5)
-  args = ["--out", str(tmp_path), *IN_PROCESS, "--surface", "3", "--seeds", "3"]
-  args += ["--matmul-precision", "high", "--compile-workers", "0", "--curvature-iterations", "4"]
+  default = cli.spec_from_args(cli.build_parser("t", "", "").parse_args([]), cfg, "t", "t", ())
+  assert default.measures == cli.MeasureConfig()  # what the script measures with
+  mcfg = cli.MeasureConfig(lanczos_iterations=6, trace_probes=4, sharpness_samples=4)
+  monkeypatch.setattr(cli, "MeasureConfig", lambda: mcfg)
+  args = ["--out", str(tmp_path), *IN_PROCESS, "--surface", "3", "--seeds", "2"]
+  args += ["--compile-workers", "0", "--curvature-iterations", "4"]
   status = cli.main(
     [*args, "--norms", "none"],
     **{**TEST_SCRIPT, "default": cfg},
@@ -160,13 +166,12 @@ def test_seeds_surface_and_measures_are_written(tmp_path, capsys):
   )
   assert status == 0
   loaded = results.load(tmp_path)
-  assert loaded.norms["none"].losses.shape == (3, cfg.steps)
-  assert loaded.norms["none"].surface.shape == (3, 3, 3)
+  assert loaded.norms["none"].losses.shape == (2, cfg.steps)
+  assert loaded.norms["none"].surface.shape == (2, 3, 3)
   summary = json.loads((tmp_path / "summary.json").read_text())
   final = summary["norms"]["none"]["final_loss"]
-  assert final["n"] == 3 and final["ci95"][0] < final["mean"] < final["ci95"][1]
-  assert summary["norms"]["none"]["seeds"] == [0, 1, 2]
-  assert summary["config"]["matmul_precision"] == "high"
+  assert final["n"] == 2 and final["ci95"][0] < final["mean"] < final["ci95"][1]
+  assert summary["norms"]["none"]["seeds"] == [0, 1]
   assert "±" in capsys.readouterr().out
   assert (tmp_path / "surfaces.png").is_file() and (tmp_path / "curvature.png").is_file()
   assert (tmp_path / "hessian_density.png").is_file()
@@ -174,7 +179,7 @@ def test_seeds_surface_and_measures_are_written(tmp_path, capsys):
   assert "| Hessian trace |" in text and "**a prediction**" in text
   assert f"| learning rate | {cfg.learning_rate_for('none'):g} |" in text
   loaded_variables = results.load_variables(tmp_path, "none")
-  assert jax.tree.leaves(loaded_variables)[0].shape[0] == 3
+  assert jax.tree.leaves(loaded_variables)[0].shape[0] == 2
 
 
 def _foreign(tmp_path):
@@ -307,10 +312,13 @@ def test_a_compilation_cache_path_that_is_a_file_is_refused(tmp_path, capsys, mo
 
 def test_a_slice_too_wide_for_float32_is_reported(tmp_path, capsys):
   args = ["--out", str(tmp_path), *IN_PROCESS, "--no-measures", "--norms", "none"]
+  args += ["--matmul-precision", "high"]  # and the precision is the run's
   status = cli.main([*args, "--landscape-range", "1e30", "--steps", "3"], **TEST_SCRIPT)
   assert status == 0
   assert "No Norm: the landscape slice is NaN or infinite at" in capsys.readouterr().err
   assert not np.isfinite(results.load(tmp_path).norms["none"].landscape).all()
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["config"]["matmul_precision"] == "high"
 
 
 @pytest.mark.parametrize(
