@@ -1,5 +1,6 @@
 """The device check runs end to end in its tiny form (what CI can run without a GPU)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,9 @@ def test_device_check_runs_every_step_and_prints_one_table(tmp_path):
     capture_output=True,
     text=True,
     timeout=5400,
+    # Its tests step runs a few tests: in its own process, not in workers of their own
+    # (the -n auto of pyproject.toml), while this suite's workers hold the cores.
+    env={**os.environ, "PYTEST_ADDOPTS": "-n 0"},
   )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   table = (tmp_path / "summary.md").read_text()
