@@ -149,9 +149,9 @@ def test_divergence_is_reported_and_the_run_goes_on(tmp_path, capsys):
   assert np.isfinite(results.load(tmp_path).norms["layernorm"].losses).all()
 
 
-def test_seeds_surface_and_measures_are_written(tmp_path, capsys, monkeypatch):
-  """The sizes and estimator settings of conftest's `measured_result`: the analysis program
-  is the same, and comes from the compilation cache when that was built first."""
+def test_seeds_surface_and_measures_are_written(tmp_path, capsys, monkeypatch, measured_result):
+  """The sizes and estimator settings of conftest's `measured_result`, built first: the
+  analysis program is the same, and comes from the compilation cache."""
   cfg = config.TINY.replace(steps=12, landscape_points=5)
   default = cli.spec_from_args(cli.build_parser("t", "", "").parse_args([]), cfg, "t", "t", ())
   assert default.measures == cli.MeasureConfig()  # what the script measures with

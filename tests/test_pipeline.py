@@ -222,9 +222,9 @@ def test_a_new_normalization_needs_only_a_registry_entry(monkeypatch, tmp_path):
   assert "Scale Norm" in report.terminal_table(result)
 
 
-def test_a_diverged_seed_has_no_measures():
-  """The analysis has the shapes of `measured_result`'s (2 seeds, a 3 x 3 surface): its
-  program comes from the compilation cache when that was built first."""
+def test_a_diverged_seed_has_no_measures(measured):
+  """The analysis has the shapes of `measured`'s (2 seeds, a 3 x 3 surface), built first:
+  its program comes from the compilation cache."""
   cfg = CFG.replace(norms=("none",), learning_rate_overrides=(("none", 1e6),), steps=8)
   spec = pipeline.ExperimentSpec(cfg, num_seeds=2, measures=MCFG, surface_points=3)
   r = pipeline.run(spec, progress=False).norms["none"]
