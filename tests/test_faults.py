@@ -5,7 +5,8 @@ Each test runs experiments/exp2.py on the tiny preset as a user would and interr
 at a named point (`runfolder.fault_point`: the process signals itself there) or from
 outside, then checks the exit status, the one line on stderr, and that the output folder
 holds exactly the previous run (seed 0) or exactly the new one (seed 1), nothing else.
-Every point of a file write is covered, cheaply, in test_runfolder.py.
+Failures that need no signal and no process of their own run `cli.main` in-process, as the
+script calls it. Every point of a file write is covered, cheaply, in test_runfolder.py.
 """
 
 import json
