@@ -1,9 +1,12 @@
 """Strict numerics for every test (implicit rank promotion raises), XLA's optimizations off
-(compile time), and a test suite that writes only into temporary folders: matplotlib's
-cache goes to one made for this session, and no test turns on the persistent compilation
-cache outside its own `tmp_path`."""
+(compile time), one persistent compilation cache for the session, and a test suite that
+writes only into temporary folders: matplotlib's cache and the compilation cache go to
+folders made for this session, and no test turns on a compilation cache of its own
+outside its own `tmp_path`."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 # Before anything imports matplotlib (the test modules do, through jaxnorm).
@@ -19,6 +22,21 @@ import pytest  # noqa: E402
 from jaxnorm.spec import ExperimentSpec
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# One persistent compilation cache for the session, in a temporary folder of its own that
+# the workers share (made by the first process, the controller under pytest-xdist, and
+# handed down through the environment): a program compiled once, by any test in any
+# worker, is loaded by the others. JAX's in-memory caches serve only the process, and only
+# the same traced function: a test's `jax.jit(lambda ...)` of a program another test
+# compiled is compiled again. Only programs that take 0.5 s or more to compile are kept,
+# as by `runtime.enable_compilation_cache`. Set before anything compiles: JAX decides once
+# per process whether to use it.
+_CACHE = "JAXNORM_TESTS_COMPILATION_CACHE"
+if _CACHE not in os.environ:
+  os.environ[_CACHE] = tempfile.mkdtemp(prefix="jaxnorm-tests-xla-")
+  atexit.register(shutil.rmtree, os.environ[_CACHE], ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 @pytest.fixture

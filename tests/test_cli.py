@@ -87,8 +87,7 @@ def test_quick_run_end_to_end_then_replot(tmp_path):
   }
   assert "LayerNorm" in proc.stdout and "final loss" in proc.stdout
   (out / "figure2.png").unlink()
-  proc = _run("--replot", str(out), env=env)
-  assert proc.returncode == 0, proc.stderr
+  assert cli.main(["--replot", str(out)], **TEST_SCRIPT) == 0  # in-process
   assert (out / "figure2.png").is_file()
 
 
@@ -125,12 +124,18 @@ def test_a_folder_without_manifest_loads_with_a_warning_but_is_never_rewritten(
     (["--bogus"], "--bogus"),
   ],
 )
-def test_bad_options_exit_2_with_one_line(args, words):
-  proc = _run(*args)
-  assert proc.returncode == 2
-  lines = proc.stderr.strip().splitlines()
-  assert len(lines) == 1 and words in lines[0], proc.stderr
-  assert "Traceback" not in proc.stderr
+def test_bad_options_exit_2_with_one_line(tmp_path, capsys, args, words):
+  """In-process: the script's own exit status 2 and one line are shown by
+  test_inputs_hostile.py::test_exp2_refuses_a_learning_rate_that_is_0_in_float32."""
+  if "--replot" not in args:  # which takes no run options
+    args = [*args, "--out", str(tmp_path / "run"), *IN_PROCESS]
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(args, **TEST_SCRIPT)
+  assert exit_.value.code == exits.EXIT_USAGE
+  err = capsys.readouterr().err
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and words in lines[0], err
+  assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 
 def _script(cfg=config.TINY, predictions=()) -> dict:
@@ -158,23 +163,30 @@ def test_divergence_is_reported_and_the_run_goes_on(tmp_path, capsys):
   assert np.isfinite(results.load(tmp_path).norms["layernorm"].losses).all()
 
 
-def test_seeds_surface_and_measures_are_written(tmp_path, capsys):
+def test_seeds_surface_and_measures_are_written(tmp_path, capsys, monkeypatch, measured_result):
+  """The sizes and estimator settings of conftest's `measured_result`, built first: the
+  analysis program is the same, and comes from the compilation cache."""
   cfg = config.TINY.replace(steps=12, landscape_points=5)
-  args = ["--out", str(tmp_path), *IN_PROCESS, "--surface", "3", "--seeds", "3"]
-  args += ["--matmul-precision", "high", "--compile-workers", "0", "--curvature-iterations", "4"]
+  experiment = Experiment("t", "t", cfg)
+  parsed = options.build_parser("t", "", experiment).parse_args([])
+  default = options.spec_from_args(parsed, experiment)
+  assert default.measures == options.MeasureConfig()  # what the script measures with
+  cheap = options.MeasureConfig(lanczos_iterations=6, trace_probes=4, sharpness_samples=4)
+  monkeypatch.setattr(options, "MeasureConfig", lambda: cheap)
+  args = ["--out", str(tmp_path), *IN_PROCESS, "--surface", "3", "--seeds", "2"]
+  args += ["--compile-workers", "0", "--curvature-iterations", "4"]
   status = cli.main(
     [*args, "--norms", "none"],
     **_script(cfg, [predictions.flatter(("none",), "none", "a prediction")]),
   )
   assert status == 0
   loaded = results.load(tmp_path)
-  assert loaded.norms["none"].losses.shape == (3, cfg.steps)
-  assert loaded.norms["none"].surface.shape == (3, 3, 3)
+  assert loaded.norms["none"].losses.shape == (2, cfg.steps)
+  assert loaded.norms["none"].surface.shape == (2, 3, 3)
   summary = json.loads((tmp_path / "summary.json").read_text())
   final = summary["norms"]["none"]["final_loss"]
-  assert final["n"] == 3 and final["ci95"][0] < final["mean"] < final["ci95"][1]
-  assert summary["norms"]["none"]["seeds"] == [0, 1, 2]
-  assert summary["config"]["matmul_precision"] == "high"
+  assert final["n"] == 2 and final["ci95"][0] < final["mean"] < final["ci95"][1]
+  assert summary["norms"]["none"]["seeds"] == [0, 1]
   assert "±" in capsys.readouterr().out
   assert (tmp_path / "surfaces.png").is_file() and (tmp_path / "curvature.png").is_file()
   assert (tmp_path / "hessian_density.png").is_file()
@@ -182,7 +194,7 @@ def test_seeds_surface_and_measures_are_written(tmp_path, capsys):
   assert "| Hessian trace |" in text and "**a prediction**" in text
   assert f"| learning rate | {cfg.learning_rate_for('none'):g} |" in text
   loaded_variables = results.load_variables(tmp_path, "none")
-  assert jax.tree.leaves(loaded_variables)[0].shape[0] == 3
+  assert jax.tree.leaves(loaded_variables)[0].shape[0] == 2
 
 
 def _foreign(tmp_path):
@@ -315,10 +327,13 @@ def test_a_compilation_cache_path_that_is_a_file_is_refused(tmp_path, capsys, mo
 
 def test_a_slice_too_wide_for_float32_is_reported(tmp_path, capsys):
   args = ["--out", str(tmp_path), *IN_PROCESS, "--no-measures", "--norms", "none"]
+  args += ["--matmul-precision", "high"]  # and the precision is the run's
   status = cli.main([*args, "--landscape-range", "1e30", "--steps", "3"], **TEST_SCRIPT)
   assert status == 0
   assert "No Norm: the landscape slice is NaN or infinite at" in capsys.readouterr().err
   assert not np.isfinite(results.load(tmp_path).norms["none"].landscape).all()
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["config"]["matmul_precision"] == "high"
 
 
 @pytest.mark.parametrize(

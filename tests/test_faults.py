@@ -126,28 +126,70 @@ def test_an_interrupted_run_leaves_one_whole_run(
     assert holds_run_of_seed(out) == 2 and strays(out) == []
 
 
+def wait_until_stopped(proc: subprocess.Popen) -> None:
+  """Returns once `proc` has stopped itself (SIGSTOP); fails if it ends first. The bound
+  only ends a hang: the process stops after seconds (a tiny run's first chunk) on any
+  machine, and the tests wait for that state, not for a time."""
+  deadline = time.monotonic() + 600
+  while time.monotonic() < deadline:
+    if proc.poll() is not None:
+      pytest.fail(f"ended with {proc.returncode} before stopping: {proc.communicate()[1]}")
+    if Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()[0] in "Tt":
+      return
+    time.sleep(0.05)
+  pytest.fail("the process did not stop within 600 s")
+
+
 def test_ctrl_c_from_outside_while_training(tmp_path, env, previous_run):
+  """The run stops itself after the first of 1000 training chunks (the next one already
+  queued); SIGINT comes from outside as it goes on."""
   out = tmp_path / "run"
   shutil.copytree(previous_run, out)
-  cmd = script(out, "--seed", "1", "--steps", "100000")
+  cmd = script(out, "--seed", "1", "--steps", "100000", fault="train:none:SIGSTOP")
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-  assert "results ->" in proc.stdout.readline()  # checks done, compiling and training
-  time.sleep(3)
+  wait_until_stopped(proc)
+  proc.send_signal(signal.SIGCONT)
   proc.send_signal(signal.SIGINT)
-  _, stderr = proc.communicate(timeout=120)
+  proc.send_signal(signal.SIGCONT)  # had it stopped again at the next chunk's end
+  stdout, stderr = proc.communicate(timeout=300)
   assert proc.returncode == exits.EXIT_INTERRUPTED
-  assert "interrupted" in one_line(stderr)
+  assert "results ->" in stdout and "interrupted at step" in one_line(stderr)
   assert holds_run_of_seed(out) == 0 and strays(out) == []
+
+
+# Put first on a script's PYTHONPATH as sitecustomize.py: the process stops itself (SIGSTOP)
+# as it begins to import JAX, after the script's first import set its stop handlers.
+STOP_AT_JAX = """
+import os, signal, sys
+
+class StopAtJax:
+  def find_spec(self, name, path=None, target=None):
+    if name == "jax":
+      sys.meta_path.remove(self)
+      os.kill(os.getpid(), signal.SIGSTOP)
+    return None
+
+sys.meta_path.insert(0, StopAtJax())
+"""
 
 
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT, signal.SIGTERM])
 def test_interrupted_while_starting_up_ends_quietly(tmp_path, env, signum):
+  """The signal arrives while the script imports JAX."""
+  (tmp_path / "site").mkdir()
+  (tmp_path / "site" / "sitecustomize.py").write_text(STOP_AT_JAX)
+  path = os.pathsep.join(p for p in (str(tmp_path / "site"), env.get("PYTHONPATH")) if p)
   proc = subprocess.Popen(
-    script(tmp_path / "run"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    script(tmp_path / "run"),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    env={**env, "PYTHONPATH": path},
   )
-  time.sleep(0.5)  # importing JAX
+  wait_until_stopped(proc)
   proc.send_signal(signum)
-  _, stderr = proc.communicate(timeout=60)
+  proc.send_signal(signal.SIGCONT)
+  _, stderr = proc.communicate(timeout=300)
   assert proc.returncode == 128 + signum and "Traceback" not in stderr, stderr
   assert not (tmp_path / "run").exists()
 
@@ -214,7 +256,9 @@ def test_a_full_disk_keeps_the_previous_run_and_says_so_in_one_line(tmp_path, en
 
 
 @pytest.mark.hostile
-def test_a_replot_never_blesses_a_changed_file(tmp_path, env, previous_run):
+def test_a_replot_never_blesses_a_changed_file(tmp_path, capsys, previous_run):
+  """In-process, as the script calls `cli.main` (its exit status 2 in a real process:
+  test_inputs_hostile.py::test_exp2_refuses_a_learning_rate_that_is_0_in_float32)."""
   out = tmp_path / "run"
   shutil.copytree(previous_run, out)
   variables = out / "variables_none.msgpack"
@@ -222,16 +266,10 @@ def test_a_replot_never_blesses_a_changed_file(tmp_path, env, previous_run):
   data[len(data) // 2] ^= 1
   variables.write_bytes(bytes(data))
   manifest = (out / manifests.MANIFEST).read_bytes()
-  proc = subprocess.run(
-    [sys.executable, str(EXP2), "--replot", str(out)],
-    capture_output=True,
-    text=True,
-    env=env,
-    timeout=300,
-    cwd=ROOT,
-  )
-  assert proc.returncode == exits.EXIT_USAGE
-  assert "variables_none.msgpack (changed or truncated" in one_line(proc.stderr)
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(["--replot", str(out)], predictions.EXP2, prog="exp2.py")
+  assert exit_.value.code == exits.EXIT_USAGE
+  assert "variables_none.msgpack (changed or truncated" in one_line(capsys.readouterr().err)
   assert (out / manifests.MANIFEST).read_bytes() == manifest
   with pytest.raises(results.ResultsError, match="changed or truncated"):
     results.load_variables(out, "none")
@@ -268,34 +306,25 @@ def listening_port():
 
 
 @pytest.mark.hostile
-@pytest.mark.parametrize(
-  "args, words",
-  [
-    (["--out", ""], "empty string"),
-    (["--out", "/proc"], "mount point"),
-    (["--out", "{tmp}/" + "x" * 256], "too long"),
-    (["--out", "{tmp}/run", "--learning-rate", "1e-50"], "learning_rate"),
-    (["--replot", "{tmp}", "--norms", "bogus"], "takes no run options"),
-    (["--num-processes", "2", "--process-id", "0", "--coordinator", "localhost:{port}"], "in use"),
-  ],
-  ids=["empty-out", "mount-point", "long-name", "tiny-rate", "replot-options", "port-in-use"],
-)
-def test_bad_input_from_the_command_line_exits_2_in_one_line(
-  tmp_path, env, listening_port, args, words
+def test_a_coordinator_port_in_use_is_refused_in_one_line(
+  tmp_path, monkeypatch, capsys, listening_port
 ):
-  args = [a.format(tmp=tmp_path, port=listening_port) for a in args]
-  base = [] if "--replot" in args else [a for a in TINY_RUN if a != "--no-progress"]
-  if "--out" not in args and "--replot" not in args:
-    args += ["--out", str(tmp_path / "run")]
-  proc = subprocess.run(
-    [sys.executable, str(EXP2), *base, *args],
-    capture_output=True,
-    text=True,
-    env=env,
-    timeout=300,
-    cwd=tmp_path,
-  )
-  assert proc.returncode == exits.EXIT_USAGE and words in one_line(proc.stderr), proc.stderr
+  """In-process, as the script calls `cli.main`: the port check comes before JAX's own
+  start-up (which would wait for its join timeout). The script's exit status 2 and its one
+  line for input refused before the run: test_inputs_hostile.py::
+  test_exp2_refuses_a_learning_rate_that_is_0_in_float32; the other refusals of the command
+  line, in-process: test_cli.py::test_bad_input_is_refused_in_one_line_before_any_work."""
+
+  def never(*args, **kwargs):
+    pytest.fail("jax.distributed.initialize was called on a port in use")
+
+  monkeypatch.setattr(jax.distributed, "initialize", never)
+  monkeypatch.chdir(tmp_path)
+  args = ["--num-processes", "2", "--process-id", "0", "--coordinator"]
+  args += [f"localhost:{listening_port}", "--out", str(tmp_path / "run")]
+  with pytest.raises(SystemExit) as exit_:
+    cli.main([*TINY_RUN, *args, "--no-compilation-cache"], predictions.EXP2, prog="exp2.py")
+  assert exit_.value.code == exits.EXIT_USAGE and "in use" in one_line(capsys.readouterr().err)
   assert list(tmp_path.iterdir()) == []
 
 

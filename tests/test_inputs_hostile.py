@@ -3,11 +3,10 @@ folders that are missing, malformed, share nothing or share a name, given to the
 and to tools/compare_runs.py and tools/findings_tables.py.
 
 The scripts are called in-process (`main(argv)` returns or exits with the status) on small
-run folders written from hand-made results; only the checks of the command line itself run
-a script in a subprocess, each refused before anything compiles."""
+run folders written from hand-made results; one refusal of the command line per script runs
+it in a subprocess, refused before anything compiles, for the script's own exit status."""
 
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -17,24 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import script
 
-from jaxnorm import config, directions, measures, predictions, report, results, sweep
+from jaxnorm import cli, config, directions, measures, predictions, report, results, sweep
 from jaxnorm.result import ExperimentResult, NormResult
 from jaxnorm.spec import SPEC_FIELD_TYPES, ExperimentSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _script(name: str):
-  """tools/<name>.py as a module (its `main` is not run)."""
-  spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-compare_runs = _script("compare_runs")
-findings_tables = _script("findings_tables")
+compare_runs = script("compare_runs")
+findings_tables = script("findings_tables")
 
 
 def _result(norms=("layernorm", "none"), seeds=(0, 1), shift: float = 0.0):
@@ -361,9 +353,17 @@ def test_exp2_refuses_a_learning_rate_that_is_0_in_float32(tmp_path):
 
 
 @pytest.mark.hostile
-def test_exp2_refuses_a_normalization_overridden_twice(tmp_path):
-  err = _refused_before_running(tmp_path, "exp2.py", "--lr-override", "none=1e-4,none=5e-4")
+def test_exp2_refuses_a_normalization_overridden_twice(tmp_path, capsys):
+  """In-process, as the script calls `cli.main` (its exit status in a process: above)."""
+  args = ["--preset", "tiny", "--no-measures", "--no-compilation-cache", "--no-progress"]
+  args += ["--lr-override", "none=1e-4,none=5e-4", "--out", str(tmp_path / "out")]
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(args, predictions.EXP2, prog="exp2.py")
+  assert exit_.value.code == 2
+  out, err = capsys.readouterr()
+  assert err.count("\n") == 1 and err.startswith("exp2.py: error: ") and out == ""
   assert "Config.learning_rate_overrides=" in err and "names 'none' more than once" in err
+  assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.hostile

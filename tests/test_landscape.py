@@ -24,16 +24,26 @@ def _model_slice(
   return landscape.loss_slice(loss_fn, params, d, offsets, chunk_size)
 
 
+class _Trained(dict):
+  """norm -> (model, state after `cfg.steps` steps), each trained when first asked for: a
+  worker trains only the models of the tests it runs."""
+
+  def __init__(self, cfg):
+    super().__init__()
+    self.cfg = cfg
+
+  def __missing__(self, norm):
+    m = model.build(self.cfg, norm)
+    state = _init_state(m, self.cfg.task, jax.random.key(0), self.cfg.learning_rate_for(norm))
+    state, _ = _train_steps(m, self.cfg.task, state, self.cfg.steps, True)
+    self[norm] = (m, state)
+    return self[norm]
+
+
 @pytest.fixture(scope="module")
 def trained():
   cfg = config.TINY.replace(steps=20)
-  out = {}
-  for norm in NORMS:
-    m = model.build(cfg, norm)
-    state = _init_state(m, cfg.task, jax.random.key(0), cfg.learning_rate_for(norm))
-    state, _ = _train_steps(m, cfg.task, state, cfg.steps, True)
-    out[norm] = (m, state)
-  return cfg, out
+  return cfg, _Trained(cfg)
 
 
 def test_direction_has_unit_global_norm_and_param_structure(key):

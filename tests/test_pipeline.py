@@ -64,7 +64,8 @@ def test_every_number_equals_the_building_blocks_on_the_same_keys(measured):
   r = measured.norms["batchnorm"]
   k = keys.run_keys(3)
   m = model.build(CFG, "batchnorm")
-  state = train.init_state(m, CFG.task, k.train, CFG.learning_rate_for("batchnorm"))
+  init = jax.jit(train.init_state, static_argnums=(0, 1))
+  state = init(m, CFG.task, k.train, CFG.learning_rate_for("batchnorm"))
   step = jax.jit(lambda s, t, y: train.train_step(m, s, t, y))
   losses = []
   for t in range(CFG.steps):
@@ -82,10 +83,15 @@ def test_every_number_equals_the_building_blocks_on_the_same_keys(measured):
   loss_fn = loss.eval_loss_fn(m, stats, tokens, labels)
   base = loss_fn(params)
   np.testing.assert_allclose(r.base_loss[0], base, rtol=1e-5)
-  direction = landscape.random_direction(k.direction, params)
-  by_loop = [
-    loss_fn(jax.tree.map(lambda p, d, a=a: p + a * d, params, direction)) for a in r.alphas
-  ]
+
+  @jax.jit  # one program for the ~90 points below, each evaluated on its own
+  def loss_at(params, direction, a):
+    return loss_fn(jax.tree.map(lambda p, d: p + a * d, params, direction))
+
+  random_direction = jax.jit(landscape.random_direction)
+  filter_direction = jax.jit(directions.filter_normalized_direction)
+  direction = random_direction(k.direction, params)
+  by_loop = [loss_at(params, direction, a) for a in r.alphas]
   np.testing.assert_allclose(r.landscape[0], by_loop, rtol=1e-5)
 
   features = m.apply(
@@ -129,19 +135,19 @@ def test_every_number_equals_the_building_blocks_on_the_same_keys(measured):
     )
   )(params)
   np.testing.assert_allclose(r.measures["adaptive_sharpness"][0], sharp.sharpness, rtol=1e-3)
-  filt = directions.filter_normalized_direction(k.filter_direction, params)
-  rise = max(loss_fn(jax.tree.map(lambda p, d, a=a: p + a * d, params, filt)) for a in r.alphas)
+  filt = filter_direction(k.filter_direction, params)
+  rise = max(loss_at(params, filt, a) for a in r.alphas)
   np.testing.assert_allclose(r.measures["filter_landscape_max_rise"][0], rise - base, rtol=1e-3)
   # The rises averaged over directions: each direction's slice on its own, then mean and sd.
   global_keys, filter_keys = keys.slice_direction_keys(k.direction, MCFG.slice_directions)
   for name, make, dir_keys in (
-    ("landscape_rise_directions", landscape.random_direction, global_keys),
-    ("filter_rise_directions", directions.filter_normalized_direction, filter_keys),
+    ("landscape_rise_directions", random_direction, global_keys),
+    ("filter_rise_directions", filter_direction, filter_keys),
   ):
     rises = []
     for dk in dir_keys:
       d = make(dk, params)
-      at = [loss_fn(jax.tree.map(lambda p, v, a=a: p + a * v, params, d)) for a in r.alphas]
+      at = [loss_at(params, d, a) for a in r.alphas]
       rises.append(max(at) - base)
     np.testing.assert_allclose(r.measures[name][0], np.mean(rises), rtol=1e-3, atol=1e-7)
     np.testing.assert_allclose(r.measures[f"{name}_std"][0], np.std(rises, ddof=1), rtol=1e-2)
@@ -161,8 +167,7 @@ def test_every_number_equals_the_building_blocks_on_the_same_keys(measured):
     effective = analysis.per_seed(r)[f"effective_lr_{layer}"][0]
     np.testing.assert_allclose(effective, r.learning_rate / w**2, rtol=1e-5)
 
-  d1 = directions.filter_normalized_direction(k.surface1, params)
-  d2 = directions.filter_normalized_direction(k.surface2, params)
+  d1, d2 = filter_direction(k.surface1, params), filter_direction(k.surface2, params)
   corner = jax.tree.map(
     lambda p, u, v: p + r.surface_grid[0] * u + r.surface_grid[2] * v, params, d1, d2
   )
@@ -220,13 +225,15 @@ def test_a_new_normalization_needs_only_a_registry_entry(monkeypatch, tmp_path):
   assert "Scale Norm" in report.terminal_table(result)
 
 
-def test_a_diverged_seed_has_no_measures():
+def test_a_diverged_seed_has_no_measures(measured):
+  """The analysis has the shapes of `measured`'s (2 seeds, a 3 x 3 surface), built first:
+  its program comes from the compilation cache."""
   cfg = CFG.replace(norms=("none",), learning_rate_overrides=(("none", 1e6),), steps=8)
-  result = pipeline.run(ExperimentSpec(cfg, measures=MCFG), progress=False)
-  r = result.norms["none"]
-  assert r.diverged.tolist() == [True]
-  chex.assert_shape((r.losses, r.base_loss), ((1, 8), (1,)))  # one seed keeps its axis too
-  assert all(v.shape == (1,) and np.isnan(v).all() for v in r.measures.values())
+  spec = ExperimentSpec(cfg, num_seeds=2, measures=MCFG, surface_points=3)
+  r = pipeline.run(spec, progress=False).norms["none"]
+  assert r.diverged.tolist() == [True, True]
+  chex.assert_shape((r.losses, r.base_loss), ((2, 8), (2,)))
+  assert all(v.shape == (2,) and np.isnan(v).all() for v in r.measures.values())
   by_name = stats.stats(r)
   assert by_name["effective_rank"]["n"] == 0 and by_name["effective_rank"]["mean"] is None
 
@@ -332,6 +339,7 @@ def test_curvature_tracked_in_training_equals_lanczos_at_the_same_step(tmp_path)
   result = pipeline.run(spec, progress=False)
   r = result.norms["layernorm"]
   assert r.trajectory_steps.tolist() == [10, 20, 30] and r.trajectory.shape == (1, 3, 2)
+  chex.assert_shape((r.losses, r.base_loss), ((1, 30), (1,)))  # one seed keeps its axis too
   k = keys.run_keys(2)
   m = model.build(cfg, "layernorm")
   state = train.init_state(m, cfg.task, k.train, cfg.learning_rate)

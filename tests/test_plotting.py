@@ -1,39 +1,19 @@
 import numpy as np
 import pytest
+from helpers import norm_result
 
 from jaxnorm import config, plotting
-from jaxnorm.result import ExperimentResult, NormResult
+from jaxnorm.result import ExperimentResult
 from jaxnorm.spec import ExperimentSpec
 
 NORMS = ("layernorm", "batchnorm", "none")
-
-
-def _norm_result(norm, rng, seeds, surface_grid=None, surface=None):
-  """A hand-built NormResult with S = `seeds` seeds: 30 steps, a 7-point slice, K = 16."""
-  return NormResult(
-    norm=norm,
-    learning_rate=1e-3,
-    seeds=np.arange(seeds),
-    losses=rng.uniform(0.1, 5, (seeds, 30)),
-    alphas=np.linspace(-0.5, 0.5, 7),
-    offsets=np.linspace(-0.5, 0.5, 7),
-    landscape=rng.uniform(0, 1, (seeds, 7)),
-    base_loss=rng.uniform(0, 1, (seeds,)),
-    spectrum=np.sort(rng.uniform(0.1, 10, (seeds, 16)))[..., ::-1],
-    measures={},
-    surface_grid=surface_grid,
-    surface=surface,
-    variables=None,
-    first_nonfinite_step=np.full(seeds, -1),
-    seconds={"train": 0.0, "analysis": 0.0},
-  )
 
 
 def _result(seeds=1, norm_results=None):
   """An ExperimentResult of the three reference models (or of `norm_results`)."""
   rng = np.random.default_rng(0)
   if norm_results is None:
-    norm_results = {norm: _norm_result(norm, rng, seeds) for norm in NORMS}
+    norm_results = {norm: norm_result(norm, seeds, rng=rng) for norm in NORMS}
   cfg = config.TINY.replace(norms=tuple(norm_results))
   spec = ExperimentSpec(cfg, num_seeds=seeds, measures=None)
   return ExperimentResult(spec, norm_results, 0.0, {})
@@ -66,11 +46,10 @@ def test_non_finite_values_still_plot(tmp_path):
 def test_surfaces_draw_one_contour_panel_per_model(tmp_path):
   a = np.linspace(-1, 1, 5)
   z = a[:, None] ** 2 + 2 * a[None, :] ** 2
-  rng = np.random.default_rng(0)
   result = _result(
     norm_results={
-      "layernorm": _norm_result("layernorm", rng, 1, a, z[None]),
-      "none": _norm_result("none", rng, 1, a, 3 * z[None]),
+      "layernorm": norm_result("layernorm", surface_grid=a, surface=z[None]),
+      "none": norm_result("none", surface_grid=a, surface=3 * z[None]),
     }
   )
   fig = plotting.surfaces(result)

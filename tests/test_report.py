@@ -3,9 +3,10 @@ import math
 import numpy as np
 import pytest
 import scipy.stats
+from helpers import norm_result, script
 
 from jaxnorm import config, predictions, report, stats
-from jaxnorm.result import ExperimentResult, NormResult, SweepResult
+from jaxnorm.result import ExperimentResult, SweepResult
 from jaxnorm.spec import ExperimentSpec
 
 
@@ -110,40 +111,19 @@ def test_terminal_table_has_a_row_per_norm(measured_result):
   assert math.isfinite(float(table.splitlines()[2].split()[1]))
 
 
-def _norm_result(norm, final_loss, landscape_max_rise, measured):
-  """One seed whose final loss, slice rise and measures are the given values."""
-  return NormResult(
-    norm=norm,
-    learning_rate=1e-3,
-    seeds=np.array([0]),
-    losses=np.full((1, 5), final_loss),
-    alphas=np.array([-0.5, 0.0, 0.5]),
-    offsets=np.array([-0.5, 0.0, 0.5]),
-    landscape=np.array([[1.0 + landscape_max_rise, 1.0, 1.0]]),
-    base_loss=np.array([1.0]),
-    spectrum=np.array([[4.0, 2.0, 1.0]]),
-    measures={name: np.array([value]) for name, value in measured.items()},
-    surface_grid=None,
-    surface=None,
-    variables=None,
-    first_nonfinite_step=np.array([-1]),
-    seconds={"train": 0.0, "analysis": 0.0},
-  )
-
-
 def test_markdown_has_the_table_and_the_one_seed_verdicts():
   norms = {
-    "layernorm": _norm_result(
+    "layernorm": norm_result(
       "layernorm",
-      0.1,
-      0.2,
-      {"hessian_trace": 5.0, "effective_rank": 100.0, "landscape_rise_directions": 0.2},
+      final_loss=0.1,
+      rise=0.2,
+      measures={"hessian_trace": 5.0, "effective_rank": 100.0, "landscape_rise_directions": 0.2},
     ),
-    "none": _norm_result(
+    "none": norm_result(
       "none",
-      0.3,
-      0.4,
-      {"hessian_trace": 9.0, "effective_rank": 50.0, "landscape_rise_directions": 0.4},
+      final_loss=0.3,
+      rise=0.4,
+      measures={"hessian_trace": 9.0, "effective_rank": 50.0, "landscape_rise_directions": 0.4},
     ),
   }
   spec = ExperimentSpec(
@@ -164,12 +144,11 @@ def test_markdown_has_the_table_and_the_one_seed_verdicts():
   assert "| Hessian λ_max |" not in text  # a measure no model has is left out
 
 
-def test_comparison_shows_the_largest_relative_difference_over_seeds(measured_result, tmp_path):
+def test_comparison_shows_the_largest_relative_difference_over_seeds(
+  measured_result, tmp_path, capsys
+):
   """A copy of a run with one measure of one seed changed by 1%: that row, and only the
   rows computed from it, show 0.01; the script prints the same table from saved runs."""
-  import subprocess
-  import sys
-
   from jaxnorm import results
 
   r = measured_result.norms["none"]
@@ -186,18 +165,10 @@ def test_comparison_shows_the_largest_relative_difference_over_seeds(measured_re
 
   results.save(measured_result, tmp_path / "a")
   results.save(other, tmp_path / "b")
-  script = ["tools/compare_runs.py", str(tmp_path / "a"), str(tmp_path / "b")]
-  out = subprocess.run(
-    [sys.executable, *script, "--labels", "float32,float64"],
-    text=True,
-    capture_output=True,
-    check=True,
-  )
-  assert out.stdout.strip() == text.strip()
-  missing = subprocess.run(
-    [sys.executable, *script[:2], str(tmp_path / "nowhere")], text=True, capture_output=True
-  )
-  assert missing.returncode == 2 and "holds no saved results" in missing.stderr
+  capsys.readouterr()
+  argv = [str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "float32,float64"]
+  assert script("compare_runs").main(argv) == 0  # a missing folder: test_inputs_hostile
+  assert capsys.readouterr().out.strip() == text.strip()
 
   shifted = r._replace(seeds=r.seeds + 1)
   with pytest.raises(ValueError, match="seeds"):
@@ -252,21 +223,15 @@ def test_comparison_of_a_diverged_seed_names_it(measured_result):
   assert row.endswith("| n/a | n/a (seeds [3, 4]: finite in one run only) |")
 
 
-def test_findings_tables_print_every_judged_comparison(measured_result, tmp_path):
+def test_findings_tables_print_every_judged_comparison(measured_result, tmp_path, capsys):
   """tools/findings_tables.py: the verdicts of `stats.judge` for each state of a saved
   run, and BatchNorm with batch statistics against No Norm as a family of its own."""
-  import subprocess
-  import sys
-
   from jaxnorm import results
 
   results.save(measured_result, tmp_path / "a")
-  out = subprocess.run(
-    [sys.executable, "tools/findings_tables.py", str(tmp_path / "a")],
-    text=True,
-    capture_output=True,
-    check=True,
-  ).stdout
+  capsys.readouterr()
+  assert script("findings_tables").main([str(tmp_path / "a")]) == 0
+  out = capsys.readouterr().out
   lines = out.splitlines()
   assert lines[0] == "| comparison | end, a |"
   by_norm = {n: stats.stats(r) for n, r in measured_result.norms.items()}
@@ -283,15 +248,7 @@ def test_findings_tables_print_every_judged_comparison(measured_result, tmp_path
 def _seeds_result(norm, measured):
   """Seeds 0 .. S - 1 with the given per-seed measures (name -> (S,) values)."""
   s = len(next(iter(measured.values())))
-  return _norm_result(norm, 0.1, 0.2, {})._replace(
-    seeds=np.arange(s),
-    losses=np.full((s, 5), 0.1),
-    landscape=np.tile([1.2, 1.0, 1.0], (s, 1)),
-    base_loss=np.ones(s),
-    spectrum=np.tile([4.0, 2.0, 1.0], (s, 1)),
-    measures={name: np.asarray(v, np.float64) for name, v in measured.items()},
-    first_nonfinite_step=np.full(s, -1),
-  )
+  return norm_result(norm, s, final_loss=0.1, rise=0.2, measures=measured)
 
 
 def _lambda_max(values, converged, residuals):

@@ -81,13 +81,19 @@ def test_train_step_equals_plain_adam(key):
   lr = 3e-3
   m, state = _setup(cfg, "layernorm", key, lr)
   tx = optax.adam(lr)
+
+  @jax.jit
+  def adam_step(params, opt_state, tokens, labels):
+    grads = jax.grad(lambda p: loss.training_loss(m, p, {}, tokens, labels)[0])(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  step = jax.jit(lambda s, t, y: train.train_step(m, s, t, y))
   params, opt_state = state.params, tx.init(state.params)
   for t in range(3):
     tokens, labels = data.batch_at(state.data_key, t, cfg)
-    grads = jax.grad(lambda p, t=tokens, y=labels: loss.training_loss(m, p, {}, t, y)[0])(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    state, _ = train.train_step(m, state, tokens, labels)
+    params, opt_state = adam_step(params, opt_state, tokens, labels)
+    state, _ = step(state, tokens, labels)
   chex.assert_trees_all_equal(state.params, params)
 
 
@@ -95,10 +101,10 @@ def test_loss_and_grads_are_the_step_gradient(key):
   cfg = config.TINY
   m, state = _setup(cfg, "batchnorm", key)
   tokens, labels = data.batch(key, cfg)
-  value, batch_stats, grads = train.loss_and_grads(m, state, tokens, labels)
+  value, batch_stats, grads = jax.jit(lambda s: train.loss_and_grads(m, s, tokens, labels))(state)
   expected = jax.grad(lambda p: loss.training_loss(m, p, state.batch_stats, tokens, labels)[0])
-  chex.assert_trees_all_close(grads, expected(state.params), rtol=1e-6, atol=1e-7)
-  stepped, step_loss = train.train_step(m, state, tokens, labels)
+  chex.assert_trees_all_close(grads, jax.jit(expected)(state.params), rtol=1e-6, atol=1e-7)
+  stepped, step_loss = jax.jit(lambda s: train.train_step(m, s, tokens, labels))(state)
   np.testing.assert_allclose(value, step_loss, rtol=1e-6)
   chex.assert_trees_all_close(batch_stats, stepped.batch_stats, rtol=1e-6)
 
@@ -106,9 +112,10 @@ def test_loss_and_grads_are_the_step_gradient(key):
 def test_chunking_does_not_change_training_and_seeds_differ():
   cfg = config.TINY.replace(steps=25)
   train_key = keys.run_keys(0).train
+  # Two chunk lengths, two programs: chunks that end at other steps, and another seed.
   a_state, a = _train(cfg, "batchnorm", train_key, [10, 10, 5])
-  b_state, b = _train(cfg, "batchnorm", train_key, [7, 7, 7, 4])
-  _, c = _train(cfg, "batchnorm", keys.run_keys(1).train, [25])
+  b_state, b = _train(cfg, "batchnorm", train_key, [5, 5, 5, 10])
+  _, c = _train(cfg, "batchnorm", keys.run_keys(1).train, [10, 10, 5])
   chex.assert_shape(a, (25,))
   assert int(a_state.step) == 25
   np.testing.assert_allclose(a, b, rtol=1e-6)
@@ -122,9 +129,10 @@ def test_training_batch_is_the_batch_trained_on(key):
   m, state = _setup(cfg, "layernorm", key)
   _, losses = jax.jit(train.train_steps, static_argnums=(0, 1, 3))(m, cfg.task, state, 3)
   m, state = _setup(cfg, "layernorm", key)
+  step = jax.jit(lambda s, t, y: train.train_step(m, s, t, y))
   for t in range(3):
     tokens, labels = train.training_batch(key, t, cfg)
-    state, value = train.train_step(m, state, tokens, labels)
+    state, value = step(state, tokens, labels)
     np.testing.assert_allclose(value, losses[t], rtol=1e-5)
 
 
