@@ -268,34 +268,6 @@ def test_jitted_lanczos_compiles_once_for_a_new_point_key_and_tol(key):
   assert top._cache_size() == 1
 
 
-def test_slq_recovers_a_known_spectrum():
-  """H = diag(lambda): 180 eigenvalues spread over [0, 1], 15 at -0.5, 5 outliers at 10.
-  Quadrature with m steps is exact for polynomials of degree < 2m, so the density's
-  moments are tr(H^k) / P up to the probes' sampling error."""
-  lam = jnp.concatenate([jnp.linspace(0.0, 1.0, 180), jnp.full((15,), -0.5), jnp.full((5,), 10.0)])
-  loss_fn = lambda p: 0.5 * jnp.sum(lam * p["w"] ** 2)  # noqa: E731
-  params = {"w": jnp.zeros_like(lam)}
-  density = jax.jit(
-    lambda k: density.spectral_density(loss_fn, params, k, num_probes=64, num_iterations=25)
-  )(jax.random.key(0))
-  assert density.nodes.shape == (64, 25)
-  np.testing.assert_allclose(density.weights.sum(axis=1), 1.0, rtol=1e-5)
-  for k in (1, 2, 3):
-    moment = float(jnp.sum(density.weights * density.nodes**k) / 64)
-    np.testing.assert_allclose(moment, float(jnp.mean(lam**k)), rtol=0.15)
-  # The extreme eigenvalues are nodes; the mass below zero is the fraction 15 / 200.
-  assert float(density.nodes.max()) == pytest.approx(10.0, rel=1e-4)
-  assert float(density.nodes.min()) == pytest.approx(-0.5, rel=1e-4)
-  np.testing.assert_allclose(
-    density.negative_mass(density.nodes, density.weights), 0.075, atol=0.02
-  )
-  outliers = float(jnp.sum(jnp.where(density.nodes > 5, density.weights, 0.0)) / 64)
-  np.testing.assert_allclose(outliers, 0.025, atol=0.01)
-  grid = jnp.linspace(-3.0, 13.0, 4001)
-  smoothed = density.density_on(grid, density.nodes, density.weights, 0.1)
-  np.testing.assert_allclose(float(jnp.sum(smoothed) * (grid[1] - grid[0])), 1.0, rtol=1e-3)
-
-
 @pytest.mark.hostile
 def test_a_small_lambda_max_beside_large_negative_eigenvalues_is_not_called_converged(key):
   """Top eigenvalue 1 and the rest spread over [-100, 0.5]: convergence is judged relative
