@@ -166,7 +166,7 @@ def lanczos(
     the tolerance is an estimate only (some eigenvalue lies within its residual, possibly
     not the largest; a Ritz value is never above lambda_max). `alpha` and `beta` are those
     of the first m steps (plain Lanczos from the random start, the quadrature
-    `spectral_density` uses).
+    `density.spectral_density` uses).
 
   Raises:
     ValueError: for an unknown `which`, k outside [1, m] or a negative `max_restarts`.

@@ -32,7 +32,7 @@ EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 
 
 class Interrupted(BaseException):
-  """SIGINT or SIGTERM arrived while `main` ran; `status` is 128 + the signal."""
+  """SIGHUP, SIGINT or SIGTERM arrived while `main` ran; `status` is 128 + the signal."""
 
   def __init__(self, signum: int):
     super().__init__(signum)
@@ -40,7 +40,7 @@ class Interrupted(BaseException):
 
 
 def _interrupt(signum: int, frame) -> NoReturn:
-  """SIGINT/SIGTERM handler of `main`: raises `Interrupted`. Every time: Python drops an
+  """SIGHUP/SIGINT/SIGTERM handler of `main`: raises `Interrupted`. Every time: Python drops an
   exception raised inside a garbage-collector callback, so a second Ctrl-C must still work."""
   del frame
   raise Interrupted(signum)
@@ -81,9 +81,10 @@ def _folder_state(staging: runfolder.Staging) -> str:
 
 
 def guarded(prog: str, staging: runfolder.Staging | None, position: Position, work) -> int | None:
-  """Runs `work()` (`main` has SIGINT/SIGTERM raise `Interrupted`). Interrupted: removes the
-  staging folder, prints one line, returns 130/143. Any other exception: keeps what was
-  written and the traceback in `<out>.failed`, prints one line, returns 3. Otherwise
+  """Runs `work()` (`main` has SIGHUP/SIGINT/SIGTERM raise `Interrupted`). Interrupted:
+  removes the staging folder, prints one line, returns 129/130/143. Any other exception:
+  keeps what was written and the traceback in `<out>.failed`, prints one line, returns 3.
+  Otherwise
   returns None (and `work` has committed or discarded `staging`). `staging` is None in the
   processes of a distributed run other than process 0, which write nothing."""
   who = f"{prog}: {distributed.where()}"

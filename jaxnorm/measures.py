@@ -20,7 +20,7 @@ lambda_max and tr(H) are not comparable across normalizations that make weights
 scale-invariant (Dinh et al. 2017): a LayerNorm or BatchNorm model can be made arbitrarily
 sharp or flat by rescaling the weights before the norm without changing its function. The
 adaptive sharpness and the filter-normalized slice are the scale-aware counterparts.
-`jaxnorm.analysis` computes them; `jaxnorm.summary` adds the ones read off the arrays.
+`jaxnorm.analysis` computes them, and adds the ones read off the arrays (`per_seed`).
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ def build_parser(prog: str, description: str, experiment: Experiment) -> Parser:
     type=_positive_int,
     metavar="N",
     help="also draw a 2D slice on an N x N grid along two filter-normalized directions "
-    "(surfaces.png, surfaces.npz), for the first seed",
+    "(surfaces.png; the values go to results.npz), for every seed",
   )
   p.add_argument(
     "--no-measures",

@@ -30,6 +30,12 @@ class Prediction:
   relation: str
   on: tuple[str, ...]
 
+  def __post_init__(self):
+    if self.relation not in RELATIONS:
+      raise ValueError(
+        f"Prediction.relation={self.relation!r} is invalid: one of {', '.join(RELATIONS)}."
+      )
+
 
 def flatter(subjects, baseline, text) -> Prediction:
   """`subjects` have lower values than `baseline` on every flatness measure."""
@@ -121,6 +127,9 @@ EXP3 = Experiment(
 )
 
 LR_SWEEP = Experiment("lr_sweep", "", config.PAPER, (), rates=(1e-4, 2e-4, 5e-4))
+# Every experiment by name (what summary.json records): `results.load` gives a run back
+# its predictions.
+BY_NAME = {e.name: e for e in (EXP1, EXP2, EXP3, LR_SWEEP)}
 
 # BatchNorm measured with batch statistics (`measures.BATCH_STATS_OF`), a family of its
 # own: lower than No Norm on these, similar to LayerNorm on these and the Hessian's trace.

@@ -47,7 +47,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from jaxnorm import manifests, measures, plotting, report, runfolder, summary
+from jaxnorm import manifests, measures, plotting, predictions, report, runfolder, summary
 from jaxnorm.config import Config
 from jaxnorm.result import ExperimentResult, Matched, NormResult, SweepResult, rate_folder
 from jaxnorm.spec import ExperimentSpec
@@ -124,7 +124,7 @@ def write_run(staging: runfolder.Staging, result: ExperimentResult, folder: str 
 
 
 def write_figures(staging: runfolder.Staging, result: ExperimentResult, folder: str = "") -> None:
-  """The figures and measures.md of a run (what `--replot` redraws: `REDRAWN`)."""
+  """The figures of a run and its measures.md (`--replot` redraws figure2 alone)."""
   stem = staging.path / folder
   plotting.save_figure(plotting.figure2(result), stem / "figure2")
   if result.spec.surface_points:
@@ -237,14 +237,22 @@ def _result(info: dict[str, Any], flat: dict[str, np.ndarray]) -> ExperimentResu
       else None,
     )
   levels = tuple(float(m["level"]) for m in info.get("matched", []))
+  name = info.get("experiment", "exp2")
   spec = ExperimentSpec(
     matched_losses=levels,
     config=cfg,
     num_seeds=num_seeds,
-    name=info.get("experiment", "exp2"),
+    name=name,
     title=info.get("title", ExperimentSpec.title),
     measures=measures.MeasureConfig() if any(r.measures for r in norms.values()) else None,
     analysis_dtype=info.get("analysis_dtype", "float32"),
+    surface_points=info.get("surface_points"),
+    # Before summary.json recorded it: 2 Lanczos steps or more where a trajectory was kept.
+    curvature_iterations=info.get(
+      "curvature_iterations", 2 if any(r.trajectory is not None for r in norms.values()) else 0
+    ),
+    chunk_size=info.get("chunk_size", ExperimentSpec.chunk_size),
+    predictions=predictions.BY_NAME[name].predictions if name in predictions.BY_NAME else (),
   )
   seconds = float(info.get("seconds", {}).get("total", 0.0))
   return ExperimentResult(spec, norms, seconds, info.get("environment", {}))

@@ -60,6 +60,8 @@ def summary_dict(result: ExperimentResult) -> dict[str, Any]:
     "seeds": spec.num_seeds,
     "measured": spec.measures is not None,
     "surface_points": spec.surface_points,
+    "curvature_iterations": spec.curvature_iterations,
+    "chunk_size": spec.chunk_size,
     "analysis_dtype": spec.analysis_dtype,
     "norms": norms,
     "matched": [

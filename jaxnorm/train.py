@@ -8,7 +8,7 @@ each have their own. Batch t of a run is `data.batch_at(state.data_key, t)`, so 
 not depend on how the steps are split into compiled chunks.
 
 Nothing here is jitted: these functions are traced inside the compiled programs of
-`jaxnorm.seeds` (`init_states`, `train_chunk`), or jit them yourself.
+`jaxnorm.programs` (`init_states`, `train_chunk`), or jit them yourself.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The experiment script interrupted or failing at any point leaves one whole run and says
-so in one line (README "Run folders and exit statuses").
+so in one line (docs/cli.md "Run folders and exit statuses").
 
 Each test runs experiments/exp2.py on the tiny preset as a user would and interrupts it
 at a named point (started through faults.py, which has the process signal itself there)

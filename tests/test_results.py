@@ -35,6 +35,10 @@ def test_save_and_load_round_trip(tmp_path, result):
   results.save(result, tmp_path)
   loaded = results.load(tmp_path)
   assert loaded.spec.config == result.spec.config and loaded.spec.num_seeds == 2
+  for field in ("name", "title", "surface_points", "curvature_iterations", "chunk_size"):
+    assert getattr(loaded.spec, field) == getattr(result.spec, field), field
+  for field in ("matched_losses", "analysis_dtype", "predictions"):
+    assert getattr(loaded.spec, field) == getattr(result.spec, field), field
   assert list(loaded.norms) == list(result.norms)
   for norm, r in result.norms.items():
     again = loaded.norms[norm]
@@ -191,3 +195,15 @@ def test_save_writes_the_files_the_command_line_writes_and_replots_alike(tmp_pat
     assert cli.main(["--replot", str(tmp_path / name)], experiment, prog="t") == 0
     manifests.verify(tmp_path / name, tuple(n for n in written[name] if n != manifests.MANIFEST))
   _same_run(*(_files(tmp_path / name) for name in ("cli", "python")))
+
+
+def test_a_loaded_run_saves_the_folder_it_was_loaded_from(tmp_path, result):
+  """What the spec decides (the surface's figure, the experiment's predictions) comes back
+  with the run: saving a loaded run (without variables) writes the same files again."""
+  spec = dataclasses.replace(result.spec, name="exp2", predictions=predictions.EXP2.predictions)
+  results.save(result._replace(spec=spec), tmp_path / "first")
+  results.save(results.load(tmp_path / "first"), tmp_path / "again")
+  first, again = (_files(tmp_path / name) for name in ("first", "again"))
+  assert "surfaces.png" in again and "**LayerNorm and BatchNorm" in again["measures.md"].decode()
+  assert sorted(n for n in first if not n.startswith("variables_")) == sorted(again)
+  assert first["measures.md"] == again["measures.md"]
