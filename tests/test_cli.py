@@ -155,7 +155,9 @@ def test_seeds_surface_and_measures_are_written(tmp_path, capsys, monkeypatch, m
   cfg = config.TINY.replace(steps=12, landscape_points=5)
   default = cli.spec_from_args(cli.build_parser("t", "", "").parse_args([]), cfg, "t", "t", ())
   assert default.measures == cli.MeasureConfig()  # what the script measures with
-  mcfg = cli.MeasureConfig(lanczos_iterations=6, trace_probes=4, sharpness_samples=4)
+  mcfg = cli.MeasureConfig(
+    lanczos_iterations=6, trace_probes=4, sharpness_samples=4, slice_directions=2
+  )
   monkeypatch.setattr(cli, "MeasureConfig", lambda: mcfg)
   args = ["--out", str(tmp_path), *IN_PROCESS, "--surface", "3", "--seeds", "2"]
   args += ["--compile-workers", "0", "--curvature-iterations", "4"]
