@@ -52,6 +52,8 @@ def measured_result():
   from jaxnorm import config, measures, pipeline
 
   cfg = config.TINY.replace(steps=12, landscape_points=5, norms=("batchnorm", "none"), seed=3)
-  measure_config = measures.MeasureConfig(lanczos_iterations=6, trace_probes=4, sharpness_samples=4)
+  measure_config = measures.MeasureConfig(
+    lanczos_iterations=6, trace_probes=4, sharpness_samples=4, slice_directions=2
+  )
   spec = ExperimentSpec(cfg, num_seeds=2, measures=measure_config, surface_points=3, name="t")
   return pipeline.run(spec, progress=False)

@@ -171,7 +171,9 @@ def test_seeds_surface_and_measures_are_written(tmp_path, capsys, monkeypatch, m
   parsed = options.build_parser("t", "", experiment).parse_args([])
   default = options.spec_from_args(parsed, experiment)
   assert default.measures == options.MeasureConfig()  # what the script measures with
-  cheap = options.MeasureConfig(lanczos_iterations=6, trace_probes=4, sharpness_samples=4)
+  cheap = options.MeasureConfig(
+    lanczos_iterations=6, trace_probes=4, sharpness_samples=4, slice_directions=2
+  )
   monkeypatch.setattr(options, "MeasureConfig", lambda: cheap)
   args = ["--out", str(tmp_path), *IN_PROCESS, "--surface", "3", "--seeds", "2"]
   args += ["--compile-workers", "0", "--curvature-iterations", "4"]

@@ -35,7 +35,9 @@ from jaxnorm.result import ExperimentResult
 from jaxnorm.spec import ExperimentSpec
 
 CFG = config.TINY.replace(steps=12, landscape_points=5)
-MCFG = measures.MeasureConfig(lanczos_iterations=6, trace_probes=4, sharpness_samples=4)
+MCFG = measures.MeasureConfig(
+  lanczos_iterations=6, trace_probes=4, sharpness_samples=4, slice_directions=2
+)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from jaxnorm import (
   runfolder,
 )
 
-CHEAP_MEASURES = dict(lanczos_iterations=6, trace_probes=4, sharpness_samples=4)
+CHEAP_MEASURES = dict(lanczos_iterations=6, trace_probes=4, sharpness_samples=4, slice_directions=2)
 
 DATA = Path(__file__).parent / "data"
 
