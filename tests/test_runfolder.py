@@ -28,7 +28,10 @@ FILES = ("variables_none.msgpack", "results.npz", "summary.json", "figure2.png",
 # Writes one run tagged `tag` into `target`, with the faults of `fault` (faults.py); with
 # fallback=1, without the atomic exchange.
 WRITER = """
-import importlib.util, sys
+import importlib.util, signal, sys
+# Ctrl-C as in a process started from a terminal, also when pytest runs as a background
+# job of a shell, which starts its processes with SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 tests, path, fault, target, tag, fallback, *names = sys.argv[1:]
 sys.path.insert(0, tests)
 import faults
