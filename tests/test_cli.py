@@ -48,6 +48,8 @@ def test_quick_run_end_to_end_then_replot(tmp_path):
     "--no-measures",
     "--norms",
     "batchnorm,none",
+    "--matmul-precision",
+    "high",
     "--out",
     str(out),
     env=env,
@@ -69,7 +71,7 @@ def test_quick_run_end_to_end_then_replot(tmp_path):
     assert r.losses.shape == (1, 4) and r.landscape.shape == (1, 5)
     assert r.spectrum.shape == (1, 128)
   summary = json.loads((out / "summary.json").read_text())
-  assert summary["config"]["steps"] == 4
+  assert summary["config"]["steps"] == 4 and summary["config"]["matmul_precision"] == "high"
   assert set(summary["norms"]["none"]) >= {
     "final_loss",
     "landscape_max_rise",
@@ -137,7 +139,8 @@ IN_PROCESS = ["--no-progress", "--no-compilation-cache"]
 
 
 def test_divergence_is_reported_and_the_run_goes_on(tmp_path, capsys):
-  bad = config.TINY.replace(steps=10, learning_rate_overrides=(("none", 1e6),))
+  # No Norm's programs are those of test_faults.py's tiny runs: the rate is data.
+  bad = config.TINY.replace(steps=4, landscape_points=3, learning_rate_overrides=(("none", 1e6),))
   status = cli.main(
     ["--out", str(tmp_path), *IN_PROCESS, "--no-measures", "--norms", "layernorm,none"],
     **{**TEST_SCRIPT, "default": bad},
@@ -317,13 +320,11 @@ def test_a_compilation_cache_path_that_is_a_file_is_refused(tmp_path, capsys, mo
 
 def test_a_slice_too_wide_for_float32_is_reported(tmp_path, capsys):
   args = ["--out", str(tmp_path), *IN_PROCESS, "--no-measures", "--norms", "none"]
-  args += ["--matmul-precision", "high"]  # and the precision is the run's
-  status = cli.main([*args, "--landscape-range", "1e30", "--steps", "3"], **TEST_SCRIPT)
+  args += ["--steps", "4", "--landscape-points", "3"]  # test_faults.py's programs
+  status = cli.main([*args, "--landscape-range", "1e30"], **TEST_SCRIPT)
   assert status == 0
   assert "No Norm: the landscape slice is NaN or infinite at" in capsys.readouterr().err
   assert not np.isfinite(results.load(tmp_path).norms["none"].landscape).all()
-  summary = json.loads((tmp_path / "summary.json").read_text())
-  assert summary["config"]["matmul_precision"] == "high"
 
 
 @pytest.mark.parametrize(
