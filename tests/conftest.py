@@ -1,12 +1,14 @@
-"""Strict numerics for every test (implicit rank promotion raises), XLA's optimizations off
-(compile time), one persistent compilation cache for the session, and a test suite that
-writes only into temporary folders: matplotlib's cache and the compilation cache go to
-folders made for this session, and no test turns on a compilation cache of its own
-outside its own `tmp_path`."""
+"""Strict numerics for every test (implicit rank promotion raises), XLA's optimizations and
+CPU fusion emitters off (compile time), one persistent compilation cache for the session,
+and a test suite that writes only into temporary folders: matplotlib's cache and the
+compilation cache go to folders made for this session, and no test turns on a compilation
+cache of its own outside its own `tmp_path`."""
 
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 # Before anything imports matplotlib (the test modules do, through jaxnorm).
@@ -15,11 +17,27 @@ os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="jaxnorm-tests-mpl-")
 # compile time (also in the subprocesses, which inherit this). Set it to 0 to test the
 # optimized programs; the device check and the benchmarks always run those.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# For the same reason, XLA's CPU fusion emitters off: the older emitters compile a program
+# in about half the time, to the same results within every tolerance of the suite. A jaxlib
+# that does not know the flag stops at its first use, so one small process tries it first,
+# once (the workers and subprocesses inherit the outcome). Put
+# --xla_cpu_use_fusion_emitters=true in XLA_FLAGS to test with the fusion emitters.
+_PROBED = "JAXNORM_TESTS_XLA_FLAGS_PROBED"
+if (
+  "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", "") and _PROBED not in os.environ
+):
+  os.environ[_PROBED] = "1"
+  _flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_use_fusion_emitters=false".strip()
+  _probe = [sys.executable, "-c", "import jax; jax.devices('cpu')"]
+  if not subprocess.run(
+    _probe, env={**os.environ, "XLA_FLAGS": _flags}, capture_output=True
+  ).returncode:
+    os.environ["XLA_FLAGS"] = _flags
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-from jaxnorm.spec import ExperimentSpec
+from jaxnorm.spec import ExperimentSpec  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

@@ -41,7 +41,9 @@ def _run(*args, env=None):
 
 def test_quick_run_end_to_end_then_replot(tmp_path):
   """The script as a user runs it; the compilation cache goes where $JAXNORM_CACHE_DIR
-  says, and nothing is written into the home folder."""
+  says, and nothing is written into the home folder. Two of the three models, one with
+  batch statistics and one without any normalization (each model's programs are compiled
+  in the run; all three are parsed in test_learning_rates_from_the_command_line)."""
   out = tmp_path / "run"
   home, cache = tmp_path / "home", tmp_path / "cache"
   home.mkdir()
@@ -55,6 +57,10 @@ def test_quick_run_end_to_end_then_replot(tmp_path):
     "5",
     "--no-progress",
     "--no-measures",
+    "--norms",
+    "batchnorm,none",
+    "--matmul-precision",
+    "high",
     "--out",
     str(out),
     env=env,
@@ -66,18 +72,17 @@ def test_quick_run_end_to_end_then_replot(tmp_path):
     "figure2.pdf",
     "results.npz",
     "summary.json",
-    "variables_layernorm.msgpack",
     "variables_batchnorm.msgpack",
     "variables_none.msgpack",
   ):
     assert (out / name).is_file(), name
   loaded = results.load(out)
-  assert set(loaded.norms) == {"layernorm", "batchnorm", "none"}
+  assert set(loaded.norms) == {"batchnorm", "none"}
   for r in loaded.norms.values():
     assert r.losses.shape == (1, 4) and r.landscape.shape == (1, 5)
     assert r.spectrum.shape == (1, 128)
   summary = json.loads((out / "summary.json").read_text())
-  assert summary["config"]["steps"] == 4
+  assert summary["config"]["steps"] == 4 and summary["config"]["matmul_precision"] == "high"
   assert set(summary["norms"]["none"]) >= {
     "final_loss",
     "landscape_max_rise",
@@ -85,7 +90,7 @@ def test_quick_run_end_to_end_then_replot(tmp_path):
     "seconds",
     "diverged",
   }
-  assert "LayerNorm" in proc.stdout and "final loss" in proc.stdout
+  assert "BatchNorm" in proc.stdout and "final loss" in proc.stdout
   (out / "figure2.png").unlink()
   assert cli.main(["--replot", str(out)], **TEST_SCRIPT) == 0  # in-process
   assert (out / "figure2.png").is_file()
@@ -148,7 +153,8 @@ IN_PROCESS = ["--no-progress", "--no-compilation-cache"]
 
 
 def test_divergence_is_reported_and_the_run_goes_on(tmp_path, capsys):
-  bad = config.TINY.replace(steps=10, learning_rate_overrides=(("none", 1e6),))
+  # No Norm's programs are those of test_faults.py's tiny runs: the rate is data.
+  bad = config.TINY.replace(steps=4, landscape_points=3, learning_rate_overrides=(("none", 1e6),))
   status = cli.main(
     ["--out", str(tmp_path), *IN_PROCESS, "--no-measures", "--norms", "layernorm,none"],
     **_script(bad),
@@ -329,13 +335,11 @@ def test_a_compilation_cache_path_that_is_a_file_is_refused(tmp_path, capsys, mo
 
 def test_a_slice_too_wide_for_float32_is_reported(tmp_path, capsys):
   args = ["--out", str(tmp_path), *IN_PROCESS, "--no-measures", "--norms", "none"]
-  args += ["--matmul-precision", "high"]  # and the precision is the run's
-  status = cli.main([*args, "--landscape-range", "1e30", "--steps", "3"], **TEST_SCRIPT)
+  args += ["--steps", "4", "--landscape-points", "3"]  # test_faults.py's programs
+  status = cli.main([*args, "--landscape-range", "1e30"], **TEST_SCRIPT)
   assert status == 0
   assert "No Norm: the landscape slice is NaN or infinite at" in capsys.readouterr().err
   assert not np.isfinite(results.load(tmp_path).norms["none"].landscape).all()
-  summary = json.loads((tmp_path / "summary.json").read_text())
-  assert summary["config"]["matmul_precision"] == "high"
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,12 @@ FAULTS = str(Path(__file__).parent / "faults.py")
 # many seeds a device computes, into steps of the learning rate; see test_seeds.)
 ARGS = ["--preset", "tiny", "--norms", "layernorm", "--seeds", "4", "--steps", "20"]
 ARGS += ["--no-measures", "--no-progress", "--no-compilation-cache"]
-# One CPU device per process, also on a machine with an accelerator.
-ENV = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+# One CPU device per process, also on a machine with an accelerator (the suite's other XLA
+# flags kept: tests/conftest.py).
+ENV = dict(os.environ)
+ENV["XLA_FLAGS"] = " ".join(
+  f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform" not in f
+)
 ENV["JAX_PLATFORMS"] = "cpu"
 
 

@@ -207,17 +207,27 @@ class ScaleNorm(nn.Module):
 
 def test_a_new_normalization_needs_only_a_registry_entry(monkeypatch, tmp_path):
   """Registering a norm is enough for it to be trained, analyzed, converted, saved and
-  reloaded by the existing code."""
+  reloaded by the existing code. The run computes its slice and spectrum; every measure is
+  traced on its trained parameters without compiling them (the measured programs run on
+  the reference models in conftest's `measured_result`)."""
+  from jaxnorm import analysis
+
   spec_entry = norms.NormSpec(ScaleNorm, "Scale Norm", "teal", "--", torch_params=(("g", "g"),))
   monkeypatch.setitem(norms.REGISTRY, "scalenorm", spec_entry)
-  spec = ExperimentSpec(CFG.replace(norms=("scalenorm",)), num_seeds=2, measures=MCFG, name="t")
+  spec = ExperimentSpec(CFG.replace(norms=("scalenorm",)), num_seeds=2, measures=None, name="t")
   result = pipeline.run(spec, progress=False)
   r = result.norms["scalenorm"]
   assert np.isfinite(r.losses).all() and r.losses[:, -3:].mean() < r.losses[:, :3].mean()
   g = r.variables["params"]["transformer_block"]["norm1"]["g"]
   assert g.shape == (2,) and not np.allclose(g, 2.0)  # trained, per seed
-  assert set(r.measures) == set(measures.ANALYZED)
   one = jax.tree.map(lambda x: x[0], r.variables)
+  m, k = model.build(CFG, "scalenorm"), keys.run_keys(0)
+  analyzed = jax.eval_shape(
+    lambda p, b: analysis.analyze(m, CFG.task, MCFG, p, b, k, r.alphas, r.alphas),
+    one["params"],
+    one.get("batch_stats", {}),
+  )
+  assert set(analyzed.measures) == set(measures.ANALYZED)
   state_dict = torch_compat.to_torch(one, "scalenorm")
   assert "transformer_block.norm2.g" in state_dict
   chex.assert_trees_all_equal(torch_compat.from_torch(state_dict, "scalenorm"), one)

@@ -131,7 +131,8 @@ def test_sharded_over_host_devices_equals_one_device():
   # The CPU split into 4 devices, also on a machine with an accelerator.
   env = {
     **os.environ,
-    "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    # After the suite's own flags (tests/conftest.py).
+    "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4",
     "JAX_PLATFORMS": "cpu",
   }
   proc = subprocess.run(

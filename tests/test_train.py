@@ -81,19 +81,13 @@ def test_train_step_equals_plain_adam(key):
   lr = 3e-3
   m, state = _setup(cfg, "layernorm", key, lr)
   tx = optax.adam(lr)
-
-  @jax.jit
-  def adam_step(params, opt_state, tokens, labels):
-    grads = jax.grad(lambda p: loss.training_loss(m, p, {}, tokens, labels)[0])(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
-  step = jax.jit(lambda s, t, y: train.train_step(m, s, t, y))
   params, opt_state = state.params, tx.init(state.params)
   for t in range(3):
     tokens, labels = data.batch_at(state.data_key, t, cfg)
-    params, opt_state = adam_step(params, opt_state, tokens, labels)
-    state, _ = step(state, tokens, labels)
+    grads = jax.grad(lambda p, t=tokens, y=labels: loss.training_loss(m, p, {}, t, y)[0])(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    state, _ = train.train_step(m, state, tokens, labels)
   chex.assert_trees_all_equal(state.params, params)
 
 
