@@ -50,8 +50,10 @@ TINY_BENCH += ["--seeds", "2"]
 
 
 def run_step(name: str, argv: list[str], timeout: float, out: Path) -> tuple[str, float, str]:
-  """(status, seconds, combined output) of one step; its log goes to out/<name>.log."""
+  """(status, seconds, combined output) of one step; its log goes to out/<name>.log, and
+  the report of each test that fails, as it fails, to out/failures.log (tests/conftest.py)."""
   env = {**os.environ, "PYTHONUNBUFFERED": "1", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+  env["JAXNORM_TESTS_FAILURE_LOG"] = str((out / "failures.log").resolve())
   start = time.perf_counter()
   try:
     proc = subprocess.run(

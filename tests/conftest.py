@@ -57,9 +57,32 @@ jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+# Each failure's report appended to this file as it happens (under pytest-xdist, by the
+# controller), so that a run cut off by a time limit still says why its tests failed;
+# pytest itself prints the reports only at the end. benchmarks/device_check.py sets it.
+FAILURE_LOG = "JAXNORM_TESTS_FAILURE_LOG"
+
+
+def pytest_runtest_logreport(report):
+  path = os.environ.get(FAILURE_LOG)
+  if path and report.failed:
+    with open(path, "a") as f:
+      f.write(f"=== {report.nodeid} ({report.when})\n{report.longreprtext}\n\n")
+
+
 @pytest.fixture
 def key():
   return jax.random.key(0)
+
+
+@pytest.fixture
+def full_precision():
+  """float32 products at full precision inside the test, for tests that hold the
+  mathematics to float32 tolerances: on NVIDIA GPUs JAX's default float32 matmul is TF32
+  (10-bit mantissa), about 1e-3 relative. The library's runs set theirs from
+  `Config.matmul_precision` (test_model)."""
+  with jax.default_matmul_precision("highest"):
+    yield
 
 
 @pytest.fixture(scope="session")

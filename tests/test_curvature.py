@@ -7,6 +7,9 @@ from jax.flatten_util import ravel_pytree
 
 from jaxnorm import config, curvature, data, loss, model
 
+# Known answers at float32 tolerances, on any device (conftest.full_precision).
+pytestmark = pytest.mark.usefixtures("full_precision")
+
 # Smaller than TINY so that the dense Hessian (P ~ 1.2k) is cheap: 4 x 4 keys, D = 8.
 HESSIAN_CFG = config.TINY.replace(n_entities=4, m_attributes=4, embed_dim=8, num_heads=1)
 

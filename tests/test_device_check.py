@@ -33,3 +33,22 @@ def test_device_check_runs_every_step_and_prints_one_table(tmp_path):
   assert "| jaxnorm, warm cache |" in table and "| reference |" in table
   assert "analyze_seeds" in table  # compile times read from the empty-cache run's log
   assert (tmp_path / "logs" / "summary_cold.json").is_file()
+
+
+def test_a_failing_test_is_logged_as_it_fails(tmp_path):
+  """conftest's failure log: the report of a failure is in the file that
+  JAXNORM_TESTS_FAILURE_LOG names (device_check.py reads it when its test step is cut off)."""
+  (tmp_path / "test_fails.py").write_text("def test_fails():\n  assert 1 == 2, 'the reason'\n")
+  log = tmp_path / "failures.log"
+  path = os.pathsep.join(p for p in (str(ROOT / "tests"), os.environ.get("PYTHONPATH")) if p)
+  proc = subprocess.run(
+    [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-n", "0"],
+    cwd=tmp_path,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env={**os.environ, "PYTHONPATH": path, "JAXNORM_TESTS_FAILURE_LOG": str(log)},
+  )
+  assert proc.returncode == 1, proc.stdout + proc.stderr
+  text = log.read_text()
+  assert "=== test_fails.py::test_fails (call)" in text and "the reason" in text

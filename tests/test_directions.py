@@ -9,6 +9,9 @@ import pytest
 
 from jaxnorm import config, curvature, data, directions, landscape, loss, model
 
+# Known answers at float32 tolerances, on any device (conftest.full_precision).
+pytestmark = pytest.mark.usefixtures("full_precision")
+
 
 @functools.partial(jax.jit, static_argnums=(0,))
 def _init(m, key, tokens):
