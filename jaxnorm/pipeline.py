@@ -31,7 +31,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxnorm import analysis, programs, runtime, train
+from jaxnorm import analysis, matched_loss, programs, runtime, train
 from jaxnorm.programs import Group, Programs
 from jaxnorm.result import ExperimentResult, Matched, NormResult
 from jaxnorm.spec import ExperimentSpec
@@ -204,78 +204,135 @@ def _run_norm(
   on_progress: OnProgress,
   all_seeds: np.ndarray,
 ) -> NormResult:
-  """Trains and analyzes the runs of `groups` (whose seeds, in order, are `all_seeds`)."""
-  cfg = spec.config
-  offsets, alphas, grid = programs.slice_axes(spec)
+  """Trains and analyzes the runs of `groups` (whose seeds, in order, are `all_seeds`), one
+  group after the other, and assembles them into one result."""
+  axes = programs.slice_axes(spec)
   outputs, seconds = [], {"compile_wait": 0.0, "train": 0.0, "analysis": 0.0}
   what = "seeds" if len(all_seeds) == spec.num_seeds else "runs"
   desc = f"train {norm}" + (f" x{len(all_seeds)} {what}" if len(all_seeds) > 1 else "")
   done_seeds = 0
-  with tqdm(total=cfg.steps * len(groups), desc=desc, disable=not progress, unit="step") as bar:
+  total = spec.config.steps * len(groups)
+  with tqdm(total=total, desc=desc, disable=not progress, unit="step") as bar:
     for group in groups:
-      start = time.perf_counter()
-      program = programs_of(norm, group.size)
-      seconds["compile_wait"] += time.perf_counter() - start
-      start = time.perf_counter()
-      # Every leaf split over the seed axis, as the programs were compiled for (XLA may
-      # return constant leaves replicated); a no-op for leaves already split.
-      state = programs.shard_seeds(program.init(group.keys.train, group.learning_rates), group.mesh)
-      chunks, tracked, done, finished = [], [], 0, 0
-      checkpoints = _Checkpoints(spec.matched_losses, group.size)
-
-      def chunk_finished(losses_SxN: jax.Array, snapshot, checkpoints=checkpoints) -> None:
-        nonlocal finished
-        losses_SxN.block_until_ready()
-        finished += losses_SxN.shape[1]
-        bar.update(losses_SxN.shape[1])
-        # Read on the host only when needed (a device wait); over several processes
-        # always, as the gather is a collective every process must join.
-        if progress or checkpoints.levels or jax.process_count() > 1:
-          host_SxN = programs.to_host(losses_SxN)
-          if progress:
-            bar.set_postfix(loss=f"{np.nanmean(host_SxN[:, -1]):.4f}")
-          checkpoints.update(host_SxN, finished, snapshot)
-        on_progress(norm, "train", finished)
-
-      previous = None
-      while done < cfg.steps:
-        n = min(spec.chunk_size, cfg.steps - done)
-        state, losses_SxN, curvature_Sx2 = program.train[n](state, group.keys.curvature)
-        state = programs.shard_seeds(state, group.mesh)
-        chunks.append(losses_SxN)
-        tracked.append(curvature_Sx2)
-        done += n
-        if previous is not None:  # the device holds the chunk just queued: wait for the one before
-          chunk_finished(*previous)
-        # The next chunk donates `state`: a matched-loss checkpoint needs its own copy.
-        previous = (losses_SxN, checkpoints.snapshot(state))
-      chunk_finished(*previous)
-      losses = programs.to_host(jnp.concatenate(chunks, axis=1))
-      trajectory = None if tracked[0] is None else programs.to_host(jnp.stack(tracked, axis=1))
-      seconds["train"] += time.perf_counter() - start
-      on_progress(norm, "analyze", done)
-      start = time.perf_counter()
-      analyze = program.analyze()
-      seconds["compile_wait"] += time.perf_counter() - start
-      start = time.perf_counter()
-      result = analyze(state.params, state.batch_stats, group.keys, offsets, alphas, grid)
-      result = programs.to_host(result)
-      matched = checkpoints.analyze(
-        lambda p, b, run=analyze, k=group.keys: programs.to_host(
-          run(p, b, k, offsets, alphas, grid)
-        ),
-        result,
+      program = _timed(seconds, "compile_wait", programs_of, norm, group.size)
+      trained = _timed(
+        seconds, "train", _train, spec, norm, group, program, bar, progress, on_progress
       )
-      seconds["analysis"] += time.perf_counter() - start
-      variables = programs.to_host({"params": state.params, "batch_stats": state.batch_stats})
+      on_progress(norm, "analyze", spec.config.steps)
+      analyze = _timed(seconds, "compile_wait", program.analyze)
+      final, matched = _timed(seconds, "analysis", _analyze, analyze, group, trained, axes)
+      variables = programs.to_host(
+        {"params": trained.state.params, "batch_stats": trained.state.batch_stats}
+      )
+      # The padding runs of the last group (programs.group_inputs) are dropped.
       keep = slice(0, min(group.size, len(all_seeds) - done_seeds))
       done_seeds += keep.stop
       outputs.append(
         jax.tree.map(
           lambda x, keep=keep: np.asarray(x)[keep],
-          (losses, result, variables, matched, trajectory),
+          (trained.losses, final, variables, matched, trained.trajectory),
         )
       )
+  return _assemble(spec, norm, all_seeds, outputs, seconds, axes)
+
+
+def _timed(seconds: dict[str, float], phase: str, fn: Callable, *args) -> Any:
+  """fn(*args), its wall time added to seconds[phase]."""
+  start = time.perf_counter()
+  try:
+    return fn(*args)
+  finally:
+    seconds[phase] += time.perf_counter() - start
+
+
+class _Trained(NamedTuple):
+  """One group of runs after training."""
+
+  state: train.TrainState  # leaves (S, ...), on the device
+  losses: np.ndarray  # (S, steps)
+  trajectory: np.ndarray | None  # (S, C, 2), or None without curvature tracking
+  checkpoints: matched_loss.Checkpoints
+
+
+def _train(
+  spec: ExperimentSpec,
+  norm: str,
+  group: Group,
+  program: Programs,
+  bar: tqdm,
+  progress: bool,
+  on_progress: OnProgress,
+) -> _Trained:
+  """Initializes and trains one group, `spec.chunk_size` steps per call of the compiled
+  chunk; the device runs one chunk ahead of the host, which reads each chunk's losses
+  only for the progress bar, the matched-loss levels, or a collective of several
+  processes."""
+  steps = spec.config.steps
+  # Every leaf split over the seed axis, as the programs were compiled for (XLA may
+  # return constant leaves replicated); a no-op for leaves already split.
+  state = programs.shard_seeds(program.init(group.keys.train, group.learning_rates), group.mesh)
+  checkpoints = matched_loss.Checkpoints(spec.matched_losses, group.size)
+  read_losses = progress or bool(checkpoints.levels) or jax.process_count() > 1
+  chunks, tracked, done, finished = [], [], 0, 0
+
+  def chunk_finished(losses_SxN: jax.Array, snapshot) -> None:
+    nonlocal finished
+    losses_SxN.block_until_ready()
+    finished += losses_SxN.shape[1]
+    bar.update(losses_SxN.shape[1])
+    # Read on the host only when needed (a device wait); over several processes always,
+    # as the gather is a collective every process must join.
+    if read_losses:
+      host_SxN = programs.to_host(losses_SxN)
+      if progress:
+        bar.set_postfix(loss=f"{np.nanmean(host_SxN[:, -1]):.4f}")
+      checkpoints.update(host_SxN, finished, snapshot)
+    on_progress(norm, "train", finished)
+
+  previous = None
+  while done < steps:
+    n = min(spec.chunk_size, steps - done)
+    state, losses_SxN, curvature_Sx2 = program.train[n](state, group.keys.curvature)
+    state = programs.shard_seeds(state, group.mesh)
+    chunks.append(losses_SxN)
+    tracked.append(curvature_Sx2)
+    done += n
+    if previous is not None:  # the device holds the chunk just queued: wait for the one before
+      chunk_finished(*previous)
+    # The next chunk donates `state`: a matched-loss checkpoint needs its own copy.
+    previous = (losses_SxN, checkpoints.snapshot(state))
+  chunk_finished(*previous)
+  losses = programs.to_host(jnp.concatenate(chunks, axis=1))
+  trajectory = None if tracked[0] is None else programs.to_host(jnp.stack(tracked, axis=1))
+  return _Trained(state, losses, trajectory, checkpoints)
+
+
+def _analyze(
+  analyze: Callable, group: Group, trained: _Trained, axes: tuple
+) -> tuple[analysis.Analysis, list]:
+  """The compiled analysis of one trained group, at its final state and at its matched-loss
+  checkpoints, on the host."""
+  offsets, alphas, grid = axes
+
+  def on_host(params, batch_stats) -> analysis.Analysis:
+    return programs.to_host(analyze(params, batch_stats, group.keys, offsets, alphas, grid))
+
+  final = on_host(trained.state.params, trained.state.batch_stats)
+  return final, trained.checkpoints.analyze(on_host, final)
+
+
+def _assemble(
+  spec: ExperimentSpec,
+  norm: str,
+  all_seeds: np.ndarray,
+  outputs: list,
+  seconds: dict[str, float],
+  axes: tuple,
+) -> NormResult:
+  """One `NormResult` from the groups' (losses, analysis, variables, matched, trajectory),
+  concatenated along the seed axis."""
+  cfg = spec.config
+  offsets, alphas, grid = axes
   losses, result, variables, matched, trajectory = jax.tree.map(
     lambda *xs: np.concatenate(xs), *outputs
   )
@@ -307,56 +364,6 @@ def _run_norm(
     trajectory_steps=None if trajectory is None else ends,
     trajectory=trajectory,
   )
-
-
-class _Checkpoints:
-  """The training states where each seed's chunk-mean training loss first fell to each
-  level of `ExperimentSpec.matched_losses` (kept on the device, one per level)."""
-
-  def __init__(self, levels: tuple[float, ...], num_seeds: int):
-    self.levels = levels
-    self.step = [np.full(num_seeds, -1) for _ in levels]
-    self.saved: list[Any] = [None for _ in levels]
-
-  def snapshot(self, state) -> Any:
-    """A copy of (params, batch_stats) that outlives the state's donation; None when no
-    level is tracked."""
-    if not self.levels:
-      return None
-    return jax.tree.map(jnp.copy, (state.params, state.batch_stats))
-
-  def update(self, losses_SxN: np.ndarray, steps_done: int, snapshot) -> None:
-    if not self.levels:
-      return
-    mean_S = losses_SxN.mean(axis=1)
-    for i, level in enumerate(self.levels):
-      newly_S = np.isfinite(mean_S) & (mean_S <= level) & (self.step[i] < 0)
-      if not newly_S.any():
-        continue
-      self.step[i][newly_S] = steps_done
-      if self.saved[i] is None:
-        self.saved[i] = snapshot
-      else:
-        pick = lambda new, old, m=newly_S: jnp.where(  # noqa: E731
-          m.reshape(-1, *([1] * (new.ndim - 1))), new, old
-        )
-        self.saved[i] = jax.tree.map(pick, snapshot, self.saved[i])
-
-  def analyze(self, analyze: Callable, final: analysis.Analysis) -> list:
-    """Per level (step_S, Analysis at the checkpoints), NaN for seeds never there; the
-    final analysis gives the shapes where no seed got there."""
-    out = []
-    for step_S, saved in zip(self.step, self.saved, strict=True):
-      result = final if saved is None else analyze(*saved)
-      missed_S = step_S < 0
-
-      def mask(x, missed=missed_S):
-        x = np.asarray(x, dtype=np.float64)
-        return np.where(missed.reshape(-1, *([1] * (x.ndim - 1))), np.nan, x)
-
-      result = result._replace(surface=None, hessian_density=None)
-      out.append((step_S.copy(), jax.tree.map(mask, result)))
-    return out
 
 
 def _first_or_minus_one(step: int | None) -> int:
