@@ -104,20 +104,18 @@ def build_parser(prog: str, description: str, experiment: Experiment) -> Parser:
   p.add_argument("--batch-size", type=_positive_int, help="examples per batch")
   p.add_argument("--seed", type=int, help="seed of every key in the run")
   p.add_argument("--norms", type=_norm_list, help="comma-separated normalizations")
-  p.add_argument(
-    "--learning-rate",
-    type=float,
-    metavar="RATE",
-    help="every model's learning rate; drops the configuration's per-normalization rates "
-    "(the reference trains No Norm at 5e-4) unless --lr-override sets some",
+  rate_help = (
+    "every model's learning rate; drops the configuration's per-normalization rates "
+    "(the reference trains No Norm at 5e-4) unless --lr-override sets some"
   )
-  p.add_argument(
-    "--lr-override",
-    type=_rate_overrides,
-    metavar="NORM=RATE,...",
-    help="per-normalization learning rates that replace the common one, e.g. none=5e-4 "
-    "(the reference's); an empty string: none",
+  override_help = (
+    "per-normalization learning rates that replace the common one, e.g. none=5e-4 "
+    "(the reference's); an empty string: none"
   )
+  if experiment.rates:  # parsed only to be refused in one line (check_sweep); not offered
+    rate_help = override_help = argparse.SUPPRESS
+  p.add_argument("--learning-rate", type=float, metavar="RATE", help=rate_help)
+  p.add_argument("--lr-override", type=_rate_overrides, metavar="NORM=RATE,...", help=override_help)
   p.add_argument("--landscape-points", type=_positive_int, help="points on the 1D slice")
   p.add_argument("--landscape-range", type=float, help="the slice spans [-range, range]")
   p.add_argument(

@@ -115,3 +115,7 @@ def test_a_single_rate_option_is_refused_in_a_sweep(tmp_path, capsys):
     cli.main(["--out", str(tmp_path / "s"), "--learning-rate", "1e-3"], **kwargs)
   assert exit_.value.code == exits.EXIT_USAGE
   assert "--rates" in capsys.readouterr().err
+  with pytest.raises(SystemExit):  # and its --help does not offer them
+    cli.main(["--help"], **kwargs)
+  shown = capsys.readouterr().out
+  assert "--rates" in shown and "--learning-rate" not in shown and "--lr-override" not in shown
