@@ -199,6 +199,15 @@ def load(out_dir: str | os.PathLike) -> ExperimentResult:
     raise ResultsError(f"{out} holds results jaxnorm cannot read ({type(e).__name__}: {e})") from e
 
 
+def _measure_config(info: dict[str, Any], measured: bool) -> measures.MeasureConfig | None:
+  """The run's estimator settings; a folder written before summary.json recorded them was
+  measured with the defaults of its time, taken to be today's."""
+  if "measure_config" in info:
+    saved = info["measure_config"]
+    return None if saved is None else measures.MeasureConfig(**saved)
+  return measures.MeasureConfig() if measured else None
+
+
 def _result(info: dict[str, Any], flat: dict[str, np.ndarray]) -> ExperimentResult:
   by_norm: dict[str, dict[str, np.ndarray]] = {}
   for key, value in flat.items():
@@ -244,7 +253,7 @@ def _result(info: dict[str, Any], flat: dict[str, np.ndarray]) -> ExperimentResu
     num_seeds=num_seeds,
     name=name,
     title=info.get("title", ExperimentSpec.title),
-    measures=measures.MeasureConfig() if any(r.measures for r in norms.values()) else None,
+    measures=_measure_config(info, measured=any(r.measures for r in norms.values())),
     analysis_dtype=info.get("analysis_dtype", "float32"),
     surface_points=info.get("surface_points"),
     # Before summary.json recorded it: 2 Lanczos steps or more where a trajectory was kept.

@@ -59,6 +59,8 @@ def summary_dict(result: ExperimentResult) -> dict[str, Any]:
     "config": config_to_dict(spec.config),
     "seeds": spec.num_seeds,
     "measured": spec.measures is not None,
+    # The estimators' settings (MeasureConfig), null without measures.
+    "measure_config": None if spec.measures is None else dataclasses.asdict(spec.measures),
     "surface_points": spec.surface_points,
     "curvature_iterations": spec.curvature_iterations,
     "chunk_size": spec.chunk_size,

@@ -202,7 +202,9 @@ def test_a_loaded_run_saves_the_folder_it_was_loaded_from(tmp_path, result):
   with the run: saving a loaded run (without variables) writes the same files again."""
   spec = dataclasses.replace(result.spec, name="exp2", predictions=predictions.EXP2.predictions)
   results.save(result._replace(spec=spec), tmp_path / "first")
-  results.save(results.load(tmp_path / "first"), tmp_path / "again")
+  loaded = results.load(tmp_path / "first")
+  assert loaded.spec.measures == spec.measures != measures.MeasureConfig()  # not the defaults
+  results.save(loaded, tmp_path / "again")
   first, again = (_files(tmp_path / name) for name in ("first", "again"))
   assert "surfaces.png" in again and "**LayerNorm and BatchNorm" in again["measures.md"].decode()
   assert sorted(n for n in first if not n.startswith("variables_")) == sorted(again)
