@@ -73,7 +73,8 @@ def num_parameters(spec: ExperimentSpec) -> int:
 
   def count(norm: str) -> int:
     init = functools.partial(model_lib.build(cfg, norm).init, train=False)
-    shapes = jax.eval_shape(init, jax.random.key(0), tokens)
+    # The key made inside the trace too: made outside, it is computed (and compiled).
+    shapes = jax.eval_shape(lambda t: init(jax.random.key(0), t), tokens)
     return sum(math.prod(x.shape) for x in jax.tree.leaves(shapes["params"]))
 
   return max(count(norm) for norm in cfg.norms)
