@@ -1,3 +1,4 @@
+import json
 import os
 import pathlib
 import subprocess
@@ -14,6 +15,32 @@ print(path)
 print(jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((8, 8))).sum())
 """
 
+# One small run (one model, two steps, every measure at its cheapest) with every compilation
+# kept, whatever it cost: prints JAX's counts of compilations that used the persistent cache
+# and of those loaded from it.
+_RUN_TWICE = """
+import collections, json, sys
+from jax._src import monitoring
+from jaxnorm import config, measures, pipeline, runtime
+from jaxnorm.spec import ExperimentSpec
+events = collections.Counter()
+monitoring.register_event_listener(lambda event, **kwargs: events.update([event]))
+runtime.enable_compilation_cache(sys.argv[1], min_compile_time_secs=0)
+cfg = config.TINY.replace(steps=2, landscape_points=3, norms=("layernorm",))
+cheap = measures.MeasureConfig(
+  lanczos_iterations=3, trace_probes=2, sharpness_samples=2, slice_directions=2
+)
+pipeline.run(ExperimentSpec(cfg, num_seeds=1, measures=cheap, name="t"), progress=False)
+print(json.dumps({
+  "requests": events["/jax/compilation_cache/compile_requests_use_cache"],
+  "hits": events["/jax/compilation_cache/cache_hits"],
+}))
+"""
+
+
+def _subprocess_env() -> dict[str, str]:
+  return dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parents[1]), JAX_PLATFORMS="cpu")
+
 
 def test_default_cache_dir(monkeypatch, tmp_path):
   monkeypatch.delenv(runtime.CACHE_ENV, raising=False)
@@ -28,13 +55,40 @@ def test_default_cache_dir(monkeypatch, tmp_path):
 def test_compilations_are_written_to_the_cache(tmp_path):
   """In a fresh process (the cache is process-wide state), a jitted call leaves an entry."""
   cache = tmp_path / "xla"
-  env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parents[1]), JAX_PLATFORMS="cpu")
   out = subprocess.run(
     [sys.executable, "-c", _COMPILE_ONCE, str(cache)],
-    env=env,
+    env=_subprocess_env(),
     capture_output=True,
     text=True,
     check=True,
   )
   assert out.stdout.splitlines()[0] == str(cache)
   assert any(cache.iterdir())
+
+
+def test_a_second_run_loads_every_program_and_compiles_none(tmp_path):
+  """Two processes run the same small experiment on one fresh cache: the first writes every
+  program it compiles (init, training chunk and the analysis among them), the second loads
+  every one of them and writes nothing. JAX logs a program loaded from the cache as
+  "Finished XLA compilation" too, with the seconds the load took; its events tell the two
+  apart."""
+  cache = tmp_path / "xla"
+
+  def run() -> dict[str, int]:
+    out = subprocess.run(
+      [sys.executable, "-c", _RUN_TWICE, str(cache)],
+      env=_subprocess_env(),
+      capture_output=True,
+      text=True,
+      check=True,
+    )
+    return json.loads(out.stdout.splitlines()[-1])
+
+  first = run()
+  written = sorted(p.name for p in cache.iterdir())
+  programs = {name.rsplit("-", 2)[0] for name in written}
+  assert {"jit_init_states", "jit_train_chunk", "jit_analyze_seeds"} <= programs, written
+  second = run()
+  assert second["requests"] == first["requests"] > 0
+  assert second["hits"] == second["requests"], (first, second)
+  assert sorted(p.name for p in cache.iterdir()) == written
