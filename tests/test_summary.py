@@ -1,12 +1,10 @@
 """summary.json: every measure of every model across seeds, as JSON without NaN."""
 
 import json
-import warnings
 
 import numpy as np
-import pytest
 
-from jaxnorm import analysis, measures, summary
+from jaxnorm import measures, summary
 
 
 def test_summary_is_json_with_every_measure_across_seeds(measured_result):
@@ -44,12 +42,3 @@ def test_curvature_over_training_of_diverged_seeds_is_null_not_nan(measured_resu
   assert curvature["lambda_max"] == [2.0, None]
   assert curvature["preconditioned_sharpness"] == [3.0, None]
   json.dumps(info, allow_nan=False)
-
-
-@pytest.mark.hostile
-def test_the_spectrum_ratio_follows_the_nan_convention_of_the_isotropy_measures():
-  spectra = np.array([[4.0, 2.0, 1.0], [0.0, 0.0, 0.0], [1.0, np.nan, 1.0], [3.0, 1.0, 0.0]])
-  with warnings.catch_warnings():
-    warnings.simplefilter("error")  # no 0 / 0 warning either
-    ratio = analysis._top_bottom_ratio(spectra)
-  np.testing.assert_array_equal(ratio, [4.0, np.nan, np.nan, np.inf])
