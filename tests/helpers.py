@@ -9,9 +9,19 @@ import jax
 import numpy as np
 
 from jaxnorm import config, data, model, train
+from jaxnorm.predictions import Experiment
 from jaxnorm.result import NormResult
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli_kwargs(cfg=config.TINY, predictions=()) -> dict:
+  """`cli.main`'s keyword arguments for an experiment `t` of `cfg` with `predictions`."""
+  return dict(experiment=Experiment("t", "t", cfg, tuple(predictions)), prog="t", description="")
+
+
+# The experiment `t` of the tiny preset, without predictions, as a script runs it.
+TEST_SCRIPT = cli_kwargs()
 
 
 def script(name: str):
