@@ -1,6 +1,7 @@
-"""Hand-built results for the tests of what reads them (reports, tables and figures), the
-experiment scripts as modules, whose `main(argv)` the tests call in-process, and the small
-models and training states that tests of several modules start from."""
+"""What the tests of several modules share: hand-built results for the tests of what reads
+them (reports, tables and figures), the tools' scripts as modules, whose `main(argv)` the
+tests call in-process, `cli.main`'s keyword arguments for a test experiment, and the small
+configurations, models and training states the tests start from."""
 
 import importlib.util
 from pathlib import Path
@@ -13,6 +14,9 @@ from jaxnorm.predictions import Experiment
 from jaxnorm.result import NormResult
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The configuration of conftest's `measured_result` (before its normalizations and seed).
+CFG = config.TINY.replace(steps=12, landscape_points=5)
 
 
 def cli_kwargs(cfg=config.TINY, predictions=()) -> dict:
