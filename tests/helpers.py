@@ -1,14 +1,31 @@
-"""Hand-built results for the tests of what reads them (reports, tables and figures), and
-the experiment scripts as modules, whose `main(argv)` the tests call in-process."""
+"""What the tests of several modules share: hand-built results for the tests of what reads
+them (reports, tables and figures), the tools' scripts as modules, whose `main(argv)` the
+tests call in-process, `cli.main`'s keyword arguments for a test experiment, and the small
+configurations, models and training states the tests start from."""
 
 import importlib.util
 from pathlib import Path
 
+import jax
 import numpy as np
 
+from jaxnorm import config, data, model, train
+from jaxnorm.predictions import Experiment
 from jaxnorm.result import NormResult
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The configuration of conftest's `measured_result` (before its normalizations and seed).
+CFG = config.TINY.replace(steps=12, landscape_points=5)
+
+
+def cli_kwargs(cfg=config.TINY, predictions=()) -> dict:
+  """`cli.main`'s keyword arguments for an experiment `t` of `cfg` with `predictions`."""
+  return dict(experiment=Experiment("t", "t", cfg, tuple(predictions)), prog="t", description="")
+
+
+# The experiment `t` of the tiny preset, without predictions, as a script runs it.
+TEST_SCRIPT = cli_kwargs()
 
 
 def script(name: str):
@@ -65,3 +82,27 @@ def norm_result(norm, seeds=1, *, final_loss=1.0, rise=0.5, measures=None, rng=N
       **fields,
     }
   )
+
+
+# Smaller than TINY so that the dense Hessian (P ~ 1.2k) is cheap: 4 x 4 keys, D = 8.
+HESSIAN_CFG = config.TINY.replace(n_entities=4, m_attributes=4, embed_dim=8, num_heads=1)
+
+
+def tiny_model_problem(norm, key):
+  """A `norm` model of HESSIAN_CFG at its initialization and one batch:
+  (model, params, batch_stats, tokens, labels)."""
+  cfg = HESSIAN_CFG
+  m = model.build(cfg, norm)
+  tokens, labels = data.batch(jax.random.fold_in(key, 1), cfg)
+  variables = jax.jit(m.init, static_argnames="train")(
+    jax.random.fold_in(key, 2), tokens, train=False
+  )
+  return m, variables["params"], variables.get("batch_stats", {}), tokens, labels
+
+
+def model_and_state(cfg, norm, key, lr=None):
+  """The `norm` model of `cfg` and its initial training state at `lr` (by default the
+  configured rate of `norm`)."""
+  m = model.build(cfg, norm)
+  lr = cfg.learning_rate_for(norm) if lr is None else lr
+  return m, train.init_state(m, cfg.task, key, lr)

@@ -9,6 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import TEST_SCRIPT, cli_kwargs
 
 from jaxnorm import (
   cli,
@@ -43,7 +44,8 @@ def test_quick_run_end_to_end_then_replot(tmp_path):
   """The script as a user runs it; the compilation cache goes where $JAXNORM_CACHE_DIR
   says, and nothing is written into the home folder. Two of the three models, one with
   batch statistics and one without any normalization (each model's programs are compiled
-  in the run; all three are parsed in test_learning_rates_from_the_command_line)."""
+  in the run; all three are parsed in test_options.py::
+  test_learning_rates_from_the_command_line)."""
   out = tmp_path / "run"
   home, cache = tmp_path / "home", tmp_path / "cache"
   home.mkdir()
@@ -143,12 +145,6 @@ def test_bad_options_exit_2_with_one_line(tmp_path, capsys, args, words):
   assert "Traceback" not in err and not (tmp_path / "run").exists()
 
 
-def _script(cfg=config.TINY, predictions=()) -> dict:
-  """`cli.main`'s keyword arguments for an experiment `t` of `cfg` with `predictions`."""
-  return dict(experiment=Experiment("t", "t", cfg, tuple(predictions)), prog="t", description="")
-
-
-TEST_SCRIPT = _script()
 IN_PROCESS = ["--no-progress", "--no-compilation-cache"]
 
 
@@ -157,7 +153,7 @@ def test_divergence_is_reported_and_the_run_goes_on(tmp_path, capsys):
   bad = config.TINY.replace(steps=4, landscape_points=3, learning_rate_overrides=(("none", 1e6),))
   status = cli.main(
     ["--out", str(tmp_path), *IN_PROCESS, "--no-measures", "--norms", "layernorm,none"],
-    **_script(bad),
+    **cli_kwargs(bad),
   )
   assert status == exits.EXIT_DIVERGED
   summary = json.loads((tmp_path / "summary.json").read_text())
@@ -185,7 +181,7 @@ def test_seeds_surface_and_measures_are_written(tmp_path, capsys, monkeypatch, m
   args += ["--compile-workers", "0", "--curvature-iterations", "4"]
   status = cli.main(
     [*args, "--norms", "none"],
-    **_script(cfg, [predictions.flatter(("none",), "none", "a prediction")]),
+    **cli_kwargs(cfg, [predictions.flatter(("none",), "none", "a prediction")]),
   )
   assert status == 0
   loaded = results.load(tmp_path)
@@ -340,25 +336,6 @@ def test_a_slice_too_wide_for_float32_is_reported(tmp_path, capsys):
   assert status == 0
   assert "No Norm: the landscape slice is NaN or infinite at" in capsys.readouterr().err
   assert not np.isfinite(results.load(tmp_path).norms["none"].landscape).all()
-
-
-@pytest.mark.parametrize(
-  "args, rates",
-  [
-    ([], {"layernorm": 1e-4, "batchnorm": 1e-4, "none": 5e-4}),  # the reference's
-    (["--preset", "equal_lr"], {"layernorm": 1e-4, "batchnorm": 1e-4, "none": 1e-4}),
-    (["--lr-override", ""], {"layernorm": 1e-4, "batchnorm": 1e-4, "none": 1e-4}),
-    (["--learning-rate", "3e-4"], {"layernorm": 3e-4, "batchnorm": 3e-4, "none": 3e-4}),
-    (
-      ["--learning-rate", "3e-4", "--lr-override", "none=1e-3, batchnorm=2e-4"],
-      {"layernorm": 3e-4, "batchnorm": 2e-4, "none": 1e-3},
-    ),
-  ],
-)
-def test_learning_rates_from_the_command_line(args, rates):
-  parsed = options.build_parser("t", "", TEST_SCRIPT["experiment"]).parse_args(args)
-  cfg = options.config_from_args(parsed, config.PAPER)
-  assert {norm: cfg.learning_rate_for(norm) for norm in cfg.norms} == rates
 
 
 @pytest.mark.parametrize(

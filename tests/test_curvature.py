@@ -3,15 +3,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import tiny_model_problem
 from jax.flatten_util import ravel_pytree
 
-from jaxnorm import config, curvature, data, loss, model
+from jaxnorm import curvature, loss
 
 # Known answers at float32 tolerances, on any device (conftest.full_precision).
 pytestmark = pytest.mark.usefixtures("full_precision")
-
-# Smaller than TINY so that the dense Hessian (P ~ 1.2k) is cheap: 4 x 4 keys, D = 8.
-HESSIAN_CFG = config.TINY.replace(n_entities=4, m_attributes=4, embed_dim=8, num_heads=1)
 
 
 def _symmetric(key, eigenvalues):
@@ -130,23 +128,13 @@ def test_hutchinson_is_unbiased_with_the_known_variance(key):
     curvature.hutchinson_trace(_quadratic(a), _pytree_params(key), key, num_probes=1)
 
 
-def _tiny_model_problem(norm, key):
-  cfg = HESSIAN_CFG
-  m = model.build(cfg, norm)
-  tokens, labels = data.batch(jax.random.fold_in(key, 1), cfg)
-  variables = jax.jit(m.init, static_argnames="train")(
-    jax.random.fold_in(key, 2), tokens, train=False
-  )
-  return m, variables["params"], variables.get("batch_stats", {}), tokens, labels
-
-
 @pytest.fixture(scope="module")
 def dense_problem():
   """The evaluation loss of a tiny LayerNorm model at its initialization, and its dense
   Hessian (P = 1178): (loss_fn, params, dense (P, P), its eigenvalues descending). Its top
   eigenvalues, 1.624, 1.505, 1.433, sit in a cluster above a bulk reaching -1.24."""
   key = jax.random.key(0)
-  m, params, bs, tokens, labels = _tiny_model_problem("layernorm", key)
+  m, params, bs, tokens, labels = tiny_model_problem("layernorm", key)
   loss_fn = loss.eval_loss_fn(m, bs, tokens, labels)
   flat, unravel = ravel_pytree(params)
   dense = jax.jit(jax.hessian(lambda f: loss_fn(unravel(f))))(flat)
@@ -239,20 +227,6 @@ def test_restarts_are_bounded_and_an_unconverged_pair_stays_flagged(key):
   assert float(res.residuals[0]) > 1e-4 * 2.0
   with pytest.raises(ValueError, match="max_restarts"):
     curvature.lanczos(_quadratic(a), jnp.zeros((100,)), key, max_restarts=-1)
-
-
-def test_eval_loss_fn_averages_equal_batches_like_one_concatenated_batch(key):
-  m, params, bs, _, _ = _tiny_model_problem("batchnorm", key)
-  batches = [data.batch(jax.random.fold_in(key, 10 + i), HESSIAN_CFG) for i in range(3)]
-  tokens = [b[0] for b in batches]
-  labels = [b[1] for b in batches]
-  as_list = loss.eval_loss_fn(m, bs, tokens, labels)
-  stacked = loss.eval_loss_fn(m, bs, jnp.stack(tokens), jnp.stack(labels))
-  concatenated = loss.eval_loss_fn(m, bs, jnp.concatenate(tokens), jnp.concatenate(labels))
-  np.testing.assert_allclose(as_list(params), concatenated(params), rtol=1e-6)
-  np.testing.assert_allclose(stacked(params), concatenated(params), rtol=1e-6)
-  with pytest.raises(ValueError, match=r"\(K, B, L\)"):
-    loss.eval_loss_fn(m, bs, tokens[0], labels[0][:3])
 
 
 def test_jitted_lanczos_compiles_once_for_a_new_point_key_and_tol(key):

@@ -254,14 +254,6 @@ def test_spec_fields_of_the_wrong_type_are_refused_by_name(field, value):
   assert isinstance(e.value, ValueError)  # as every other invalid setting
 
 
-def test_spec_takes_numpy_scalars_as_python_numbers():
-  spec = ExperimentSpec(
-    config.TINY, num_seeds=np.int64(3), chunk_size=np.int32(10), matched_losses=(1, np.float32(0.5))
-  )
-  assert spec == ExperimentSpec(config.TINY, 3, chunk_size=10, matched_losses=(1.0, 0.5))
-  assert type(spec.num_seeds) is int and [type(x) for x in spec.matched_losses] == [float] * 2
-
-
 MEASURE_WRONG_TYPES = {
   "lanczos_iterations": [True, 20.0, "20"],
   "lanczos_tol": [True, "0.01", None],

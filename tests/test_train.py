@@ -4,21 +4,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import model_and_state
 
 from jaxnorm import config, data, keys, loss, model, norms, train
 
 NORMS = sorted(norms.REGISTRY)
 
 
-def _setup(cfg, norm, key, lr=None):
-  m = model.build(cfg, norm)
-  lr = cfg.learning_rate_for(norm) if lr is None else lr
-  return m, train.init_state(m, cfg.task, key, lr)
-
-
 def _train(cfg, norm, key, chunks):
   """`cfg.steps` steps in jitted chunks of the given lengths; (state, losses)."""
-  m, state = _setup(cfg, norm, key)
+  m, state = model_and_state(cfg, norm, key)
   run = jax.jit(train.train_steps, static_argnums=(0, 1, 3))
   losses = []
   for n in chunks:
@@ -30,7 +25,7 @@ def _train(cfg, norm, key, chunks):
 @pytest.mark.parametrize("norm", NORMS)
 def test_train_step_compiles_once_and_updates_state(norm, key):
   cfg = config.TINY
-  m, state = _setup(cfg, norm, key)
+  m, state = model_and_state(cfg, norm, key)
   chex.clear_trace_counter()
 
   @jax.jit
@@ -79,7 +74,7 @@ def test_train_step_equals_plain_adam(key):
   """Adam with its learning rate in the state is optax.adam(lr) bit for bit."""
   cfg = config.TINY
   lr = 3e-3
-  m, state = _setup(cfg, "layernorm", key, lr)
+  m, state = model_and_state(cfg, "layernorm", key, lr)
   tx = optax.adam(lr)
   params, opt_state = state.params, tx.init(state.params)
   for t in range(3):
@@ -93,7 +88,7 @@ def test_train_step_equals_plain_adam(key):
 
 def test_loss_and_grads_are_the_step_gradient(key):
   cfg = config.TINY
-  m, state = _setup(cfg, "batchnorm", key)
+  m, state = model_and_state(cfg, "batchnorm", key)
   tokens, labels = data.batch(key, cfg)
   value, batch_stats, grads = jax.jit(lambda s: train.loss_and_grads(m, s, tokens, labels))(state)
   expected = jax.grad(lambda p: loss.training_loss(m, p, state.batch_stats, tokens, labels)[0])
@@ -120,9 +115,9 @@ def test_chunking_does_not_change_training_and_seeds_differ():
 def test_training_batch_is_the_batch_trained_on(key):
   """`training_batch(train_key, t)` is the batch of step t: its loss is the step's loss."""
   cfg = config.TINY
-  m, state = _setup(cfg, "layernorm", key)
+  m, state = model_and_state(cfg, "layernorm", key)
   _, losses = jax.jit(train.train_steps, static_argnums=(0, 1, 3))(m, cfg.task, state, 3)
-  m, state = _setup(cfg, "layernorm", key)
+  m, state = model_and_state(cfg, "layernorm", key)
   step = jax.jit(lambda s, t, y: train.train_step(m, s, t, y))
   for t in range(3):
     tokens, labels = train.training_batch(key, t, cfg)
@@ -147,18 +142,9 @@ def test_divergence_is_detected():
   assert train.first_nonfinite(losses) is not None
 
 
-def test_eval_loss_leaves_batch_stats_alone(key):
-  cfg = config.TINY
-  m, state = _setup(cfg, "batchnorm", key)
-  tokens, labels = data.batch(key, cfg)
-  value = loss.eval_loss(m, state.params, state.batch_stats, tokens, labels)
-  chex.assert_shape(value, ())
-  np.testing.assert_allclose(value, np.log(cfg.vocab_size), rtol=0.3)
-
-
 def test_jitted_init_equals_eager(key):
   cfg = config.TINY
-  m, state = _setup(cfg, "batchnorm", key)
+  m, state = model_and_state(cfg, "batchnorm", key)
   lr = jnp.float32(cfg.learning_rate_for("batchnorm"))
   jitted = jax.jit(train.init_state, static_argnums=(0, 1))(m, cfg.task, key, lr)
   chex.assert_trees_all_equal(
