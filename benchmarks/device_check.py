@@ -32,6 +32,7 @@ TESTS = [
   "tests/test_programs.py",
   "tests/test_pipeline.py",
   "tests/test_model.py",
+  "tests/test_loss.py",
 ]
 TINY_TESTS = ["tests/test_model.py", "-k", "precision"]
 TINY_BENCH = [
