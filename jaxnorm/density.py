@@ -6,7 +6,8 @@ the mass of its negative eigenvalues.
 Lin, Saad and Yang 2016, "Approximating spectral densities of large matrices"; Ghorbani,
 Krishnan and Xiao 2019, "An investigation into neural net optimization via Hessian
 eigenvalue density"; Yao et al. 2020 (PyHessian). Traced inside the caller's program,
-as `curvature`.
+as `curvature`; `density_on` and `negative_mass` also compute on the host, in NumPy, when
+given NumPy arrays (a figure's float64 values, no program compiled).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jaxnorm.curvature import LossFn, PyTree, flat_hvp, quadrature, tridiagonal
@@ -60,10 +62,12 @@ def density_on(
   grid_G: jax.Array, nodes: jax.Array, weights: jax.Array, sigma: float | jax.Array
 ) -> jax.Array:
   """The SLQ density smoothed by a Gaussian of width sigma, on `grid_G`: (G,), integrating
-  to 1 over the real line; nodes and weights (V, m) as `SpectralDensity`."""
+  to 1 over the real line; nodes and weights (V, m) as `SpectralDensity`. NumPy in, NumPy
+  out (`_namespace`)."""
+  xp = _namespace(grid_G, nodes, weights, sigma)
   z = (grid_G[:, None, None] - nodes[None]) / sigma
-  kernel = jnp.exp(-0.5 * z**2) / (sigma * jnp.sqrt(2 * jnp.pi))
-  return jnp.sum(weights[None] * kernel, axis=(1, 2)) / nodes.shape[0]
+  kernel = xp.exp(-0.5 * z**2) / (sigma * xp.sqrt(2 * xp.pi))
+  return xp.sum(weights[None] * kernel, axis=(1, 2)) / nodes.shape[0]
 
 
 NEGATIVE_TOL = 1e-2  # eigenvalues within 1% of the largest |eigenvalue| of 0 count as 0
@@ -73,5 +77,12 @@ def negative_mass(nodes: jax.Array, weights: jax.Array, rel_tol: float = NEGATIV
   """The density's mass clearly below zero, under -rel_tol * max |node|: the fraction of
   eigenvalues that are negative. (A Hessian's bulk sits at 0 in both signs, and the
   rounding of the nodes there would otherwise decide half of its mass.)"""
-  cut = -rel_tol * jnp.max(jnp.abs(nodes))
-  return jnp.sum(jnp.where(nodes < cut, weights, 0.0)) / nodes.shape[0]
+  xp = _namespace(nodes, weights)
+  cut = -rel_tol * xp.max(xp.abs(nodes))
+  return xp.sum(xp.where(nodes < cut, weights, 0.0)) / nodes.shape[0]
+
+
+def _namespace(*arrays):
+  """jax.numpy if any argument is a JAX array (a tracer included), else NumPy: host values
+  stay on the host, at their own precision, instead of each operation being compiled."""
+  return jnp if any(isinstance(a, jax.Array) for a in arrays) else np

@@ -32,15 +32,17 @@ def default_cache_dir() -> pathlib.Path:
 def enable_compilation_cache(
   path: str | os.PathLike | None = None,
   *,
-  min_compile_time_secs: float = 0.5,
+  min_compile_time_secs: float = 0.0,
   min_entry_size_bytes: int = -1,
 ) -> pathlib.Path:
   """Stores every compilation that took at least `min_compile_time_secs` under `path`
   (default: `default_cache_dir()`) and reuses it in later processes. Returns the path.
 
-  Call it before the first jitted call whose compilation should be cached. The
-  threshold (JAX's default is 1 s) keeps programs that are cheap to compile out of the
-  cache; `min_entry_size_bytes=-1` accepts entries of any size. The cache is trusted
+  Call it before the first jitted call whose compilation should be cached. Every
+  program is kept by default (JAX's default threshold is 1 s): a run compiles few
+  programs, and the smallest (`keys.run_keys`, 0.3 s on a busy 2-core CPU) would
+  otherwise be kept or not as the machine's speed decides, and compiled again on the
+  second run. `min_entry_size_bytes=-1` accepts entries of any size. The cache is trusted
   code: do not point it at a directory that others can write to. Raises OSError if the
   folder cannot be created or written.
   """

@@ -32,3 +32,19 @@ def test_slq_recovers_a_known_spectrum():
   grid = jnp.linspace(-3.0, 13.0, 4001)
   smoothed = density.density_on(grid, slq.nodes, slq.weights, 0.1)
   np.testing.assert_allclose(float(jnp.sum(smoothed) * (grid[1] - grid[0])), 1.0, rtol=1e-3)
+
+
+def test_numpy_values_are_computed_on_the_host_as_jax_computes_them():
+  """Given NumPy arrays (a figure's), the smoothed density and the negative mass are NumPy
+  float64 and equal JAX's float32 values within float32 rounding."""
+  rng = np.random.default_rng(0)
+  nodes = rng.normal(size=(3, 7))
+  weights = rng.dirichlet(np.ones(7), size=3)
+  grid = np.linspace(-3.0, 3.0, 50)
+  on_host = density.density_on(grid, nodes, weights, 0.3)
+  on_device = density.density_on(jnp.asarray(grid), jnp.asarray(nodes), jnp.asarray(weights), 0.3)
+  assert type(on_host) is np.ndarray and on_host.dtype == np.float64
+  np.testing.assert_allclose(on_host, on_device, rtol=1e-5, atol=1e-7)
+  mass = density.negative_mass(nodes, weights)
+  assert isinstance(mass, np.floating) and mass.dtype == np.float64
+  np.testing.assert_allclose(mass, density.negative_mass(jnp.asarray(nodes), weights), rtol=1e-6)

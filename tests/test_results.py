@@ -209,3 +209,24 @@ def test_a_loaded_run_saves_the_folder_it_was_loaded_from(tmp_path, result):
   assert "surfaces.png" in again and "**LayerNorm and BatchNorm" in again["measures.md"].decode()
   assert sorted(n for n in first if not n.startswith("variables_")) == sorted(again)
   assert first["measures.md"] == again["measures.md"]
+
+
+def test_writing_a_run_compiles_no_program(tmp_path, result):
+  """Figures, summaries and reports are host work: writing every file of a run (the Hessian
+  density figure among them) runs no JAX program, so a second run with a warm compilation
+  cache compiles nothing after its analysis either. JAX's compile event also counts a
+  program loaded from a cache, and its in-memory caches are cleared first."""
+  programs = []
+
+  def listener(event, seconds, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+      programs.append(kwargs.get("fun_name", "?"))
+
+  jax.clear_caches()
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    results.save(result, tmp_path)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert (tmp_path / "hessian_density.png").is_file()
+  assert programs == []

@@ -10,14 +10,14 @@ _COMPILE_ONCE = """
 import sys
 import jax, jax.numpy as jnp
 from jaxnorm import runtime
-path = runtime.enable_compilation_cache(sys.argv[1], min_compile_time_secs=0)
+path = runtime.enable_compilation_cache(sys.argv[1])
 print(path)
 print(jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((8, 8))).sum())
 """
 
-# One small run (one model, two steps, every measure at its cheapest) with every compilation
-# kept, whatever it cost: prints JAX's counts of compilations that used the persistent cache
-# and of those loaded from it.
+# One small run (one model, two steps, every measure at its cheapest) with the scripts'
+# compilation cache (every compilation kept, whatever it cost): prints JAX's counts of
+# compilations that used the persistent cache and of those loaded from it.
 _RUN_TWICE = """
 import collections, json, sys
 from jax._src import monitoring
@@ -25,7 +25,7 @@ from jaxnorm import config, measures, pipeline, runtime
 from jaxnorm.spec import ExperimentSpec
 events = collections.Counter()
 monitoring.register_event_listener(lambda event, **kwargs: events.update([event]))
-runtime.enable_compilation_cache(sys.argv[1], min_compile_time_secs=0)
+runtime.enable_compilation_cache(sys.argv[1])
 cfg = config.TINY.replace(steps=2, landscape_points=3, norms=("layernorm",))
 cheap = measures.MeasureConfig(
   lanczos_iterations=3, trace_probes=2, sharpness_samples=2, slice_directions=2
