@@ -38,8 +38,13 @@ print(json.dumps({
 """
 
 
-def _subprocess_env() -> dict[str, str]:
-  return dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parents[1]), JAX_PLATFORMS="cpu")
+def _stdout_lines(code: str, cache: pathlib.Path) -> list[str]:
+  """The lines `code` prints, run in a fresh process (the cache is process-wide state) on
+  the CPU with `cache` as its argument."""
+  env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parents[1]), JAX_PLATFORMS="cpu")
+  return subprocess.run(
+    [sys.executable, "-c", code, str(cache)], env=env, capture_output=True, text=True, check=True
+  ).stdout.splitlines()
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):
@@ -53,16 +58,9 @@ def test_default_cache_dir(monkeypatch, tmp_path):
 
 
 def test_compilations_are_written_to_the_cache(tmp_path):
-  """In a fresh process (the cache is process-wide state), a jitted call leaves an entry."""
+  """In a fresh process, a jitted call leaves an entry."""
   cache = tmp_path / "xla"
-  out = subprocess.run(
-    [sys.executable, "-c", _COMPILE_ONCE, str(cache)],
-    env=_subprocess_env(),
-    capture_output=True,
-    text=True,
-    check=True,
-  )
-  assert out.stdout.splitlines()[0] == str(cache)
+  assert _stdout_lines(_COMPILE_ONCE, cache)[0] == str(cache)
   assert any(cache.iterdir())
 
 
@@ -75,14 +73,7 @@ def test_a_second_run_loads_every_program_and_compiles_none(tmp_path):
   cache = tmp_path / "xla"
 
   def run() -> dict[str, int]:
-    out = subprocess.run(
-      [sys.executable, "-c", _RUN_TWICE, str(cache)],
-      env=_subprocess_env(),
-      capture_output=True,
-      text=True,
-      check=True,
-    )
-    return json.loads(out.stdout.splitlines()[-1])
+    return json.loads(_stdout_lines(_RUN_TWICE, cache)[-1])
 
   first = run()
   written = sorted(p.name for p in cache.iterdir())
