@@ -4,10 +4,11 @@
     result = pipeline.run(spec.ExperimentSpec(config.QUICK, num_seeds=4))
     results.save(result, "runs/mine")     # the files the command line writes
 
-The flow, one module per step, each importing only modules before it: config -> data ->
-model (norms) -> loss -> train -> analysis (landscape, directions, curvature, spectrum,
-isotropy) -> programs -> pipeline (sweep) -> result -> stats -> summary / report /
-plotting -> results; cli on top. Submodules load when first used (`import jaxnorm` loads
+Data flows one way, one module per step: config -> data -> model (norms) -> loss -> train
+-> analysis (landscape, directions, curvature, spectrum, isotropy) -> programs -> pipeline
+(sweep) -> result -> stats -> summary / report / plotting -> results; cli on top. The
+result types (`result`) and the spec (`spec`) sit below the runner, and no import goes
+around in a cycle (tests/test_layout.py). Submodules load when first used (`import jaxnorm` loads
 no JAX), so `jaxnorm.quiet` can be imported before anything else.
 """
 
@@ -18,6 +19,8 @@ __all__ = [*_FROM_CONFIG, "config", "data", "model", "norms", "pipeline", "resul
 
 
 def __getattr__(name: str):
+  if name == "quiet":  # process-wide handlers: only on an explicit `import jaxnorm.quiet`
+    raise AttributeError("jaxnorm.quiet is loaded only by `import jaxnorm.quiet`")
   if name in _FROM_CONFIG:
     return getattr(importlib.import_module("jaxnorm.config"), name)
   try:

@@ -10,9 +10,11 @@ the devices of several processes and hosts: every process runs the same programs
 own shard of the seeds, and `to_host` gathers the shards. Groups are padded to a multiple
 of the device count with copies of their first seed, whose results are dropped (`padded`).
 
-The two jitted entries, and what they do with their arguments' buffers:
+The jitted training entries, and what they do with their arguments' buffers:
   init_states(model, task, train_keys_S, learning_rates_S)       donates nothing
   train_chunk(model, task, states_S, num_steps, fast)          donates states_S
+  train_chunk_tracked(model, task, states_S, num_steps, fast,
+                      curvature_iterations, curvature_keys_S)  donates states_S
 """
 
 from __future__ import annotations

@@ -164,6 +164,7 @@ def save(result: ExperimentResult | SweepResult, out_dir: str | os.PathLike) -> 
   runs and sweep.md, sweep.json, sweep.png). Interrupted, `out_dir` keeps its previous
   run (see `runfolder`). Raises runfolder.RunFolderError for a folder that cannot take
   the run (it holds files that are not a run's, ...). Returns the folder."""
+  _keeps_variables(result, Path(out_dir))
   staging = runfolder.begin(out_dir)
   try:
     if isinstance(result, SweepResult):
@@ -176,8 +177,24 @@ def save(result: ExperimentResult | SweepResult, out_dir: str | os.PathLike) -> 
   return staging.target
 
 
-def load(out_dir: str | os.PathLike) -> ExperimentResult:
-  """The result saved in `out_dir` (without variables: see `load_variables`).
+def _keeps_variables(result: ExperimentResult | SweepResult, out_dir: Path) -> None:
+  """Raises ResultsError when saving `result` would delete trained variables: it has none
+  (loaded without them) and `out_dir` holds some."""
+  runs = result.runs if isinstance(result, SweepResult) else (result,)
+  if all(r.variables is not None for run in runs for r in run.norms.values()):
+    return
+  held = sorted(out_dir.rglob("variables_*.msgpack")) if out_dir.is_dir() else []
+  if held:
+    raise ResultsError(
+      f"{out_dir} holds trained variables ({held[0].name}, ...) that this result lacks "
+      "(loaded without them): saving it there would delete them; load it with "
+      "variables=True, or save it to another folder"
+    )
+
+
+def load(out_dir: str | os.PathLike, *, variables: bool = False) -> ExperimentResult:
+  """The result saved in `out_dir`; with `variables`, each model's trained variables too
+  (as `load_variables`; else `NormResult.variables` is None).
 
   Raises ResultsError, with a one-line reason, for a folder without results, with files
   that are not the ones its run.json lists, or with files jaxnorm cannot read.
@@ -194,9 +211,26 @@ def load(out_dir: str | os.PathLike) -> ExperimentResult:
     info = json.loads((out / SUMMARY).read_text())
     with np.load(out / RESULTS) as npz:
       flat = {key: npz[key] for key in npz.files}
-    return _result(info, flat)
+    result = _result(info, flat)
   except Exception as e:  # any failure to parse files from outside is the folder's fault
     raise ResultsError(f"{out} holds results jaxnorm cannot read ({type(e).__name__}: {e})") from e
+  if variables:
+    norms = {n: r._replace(variables=load_variables(out, n)) for n, r in result.norms.items()}
+    result = result._replace(norms=norms)
+  return result
+
+
+def _predictions(info: dict[str, Any], name: str) -> tuple[predictions.Prediction, ...]:
+  """The run's own predictions; a folder written before summary.json recorded them was
+  written by the experiment script of its name, with that script's predictions."""
+  if "predictions" in info:
+    return tuple(
+      predictions.Prediction(
+        p["text"], tuple(p["subjects"]), p["baseline"], p["relation"], tuple(p["on"])
+      )
+      for p in info["predictions"]
+    )
+  return predictions.BY_NAME[name].predictions if name in predictions.BY_NAME else ()
 
 
 def _measure_config(info: dict[str, Any], measured: bool) -> measures.MeasureConfig | None:
@@ -245,6 +279,13 @@ def _result(info: dict[str, Any], flat: dict[str, np.ndarray]) -> ExperimentResu
       if "hessian_density_nodes" in a
       else None,
     )
+  for norm, r in norms.items():  # summary.json against results.npz
+    if len(r.seeds) != num_seeds or r.losses.shape[0] != num_seeds:
+      raise ValueError(
+        f"summary.json says {num_seeds} seeds, results.npz holds {norm}'s {len(r.seeds)}"
+      )
+  if info.get("measure_config", {}) is None and any(r.measures for r in norms.values()):
+    raise ValueError("summary.json says the run was not measured, results.npz holds measures")
   levels = tuple(float(m["level"]) for m in info.get("matched", []))
   name = info.get("experiment", "exp2")
   spec = ExperimentSpec(
@@ -261,7 +302,7 @@ def _result(info: dict[str, Any], flat: dict[str, np.ndarray]) -> ExperimentResu
       "curvature_iterations", 2 if any(r.trajectory is not None for r in norms.values()) else 0
     ),
     chunk_size=info.get("chunk_size", ExperimentSpec.chunk_size),
-    predictions=predictions.BY_NAME[name].predictions if name in predictions.BY_NAME else (),
+    predictions=_predictions(info, name),
   )
   seconds = float(info.get("seconds", {}).get("total", 0.0))
   return ExperimentResult(spec, norms, seconds, info.get("environment", {}))
@@ -340,10 +381,10 @@ def config_from_dict(fields: dict[str, Any]) -> Config:
   return Config(**{k: as_tuple(v) for k, v in fields.items() if k in known})
 
 
-def load_sweep(sweep_folder: str | os.PathLike) -> SweepResult:
-  """The sweep saved in `sweep_folder` (sweep.json and one run folder per rate; without
-  variables), each file checked against its run.json. Raises ResultsError with a
-  one-line reason."""
+def load_sweep(sweep_folder: str | os.PathLike, *, variables: bool = False) -> SweepResult:
+  """The sweep saved in `sweep_folder` (sweep.json and one run folder per rate; with
+  `variables`, the trained variables too), each file checked against its run.json.
+  Raises ResultsError with a one-line reason."""
   sweep_folder = Path(sweep_folder)
   try:
     manifests.verify(sweep_folder, ("sweep.json",))
@@ -354,4 +395,4 @@ def load_sweep(sweep_folder: str | os.PathLike) -> SweepResult:
     rates, folders = tuple(info["rates"]), info["folders"]
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise ResultsError(f"{sweep_folder} holds no sweep jaxnorm can read ({e})") from None
-  return SweepResult(rates, tuple(load(sweep_folder / f) for f in folders))
+  return SweepResult(rates, tuple(load(sweep_folder / f, variables=variables) for f in folders))

@@ -126,6 +126,10 @@ def check_target(target: Path) -> None:
         f"{target} is the working directory or a folder above it, which a run would "
         "replace as a whole: choose a folder below it, e.g. runs/NAME"
       )
+    if target.is_symlink():  # still a link after os.path.realpath: a loop
+      raise RunFolderError(
+        f"{target} is a loop of symbolic links: remove it, or choose another folder"
+      )
     if target.exists() and not target.is_dir():
       raise RunFolderError(f"{target} is a file, not a folder")
     for parent in target.parents:

@@ -61,6 +61,8 @@ def summary_dict(result: ExperimentResult) -> dict[str, Any]:
     "measured": spec.measures is not None,
     # The estimators' settings (MeasureConfig), null without measures.
     "measure_config": None if spec.measures is None else dataclasses.asdict(spec.measures),
+    # What measures.md judged (`predictions.Prediction`).
+    "predictions": [dataclasses.asdict(p) for p in spec.predictions],
     "surface_points": spec.surface_points,
     "curvature_iterations": spec.curvature_iterations,
     "chunk_size": spec.chunk_size,

@@ -3,6 +3,9 @@ under `TYPE_CHECKING` and inside functions counted), none is over 400 lines, and
 scripts (experiments, tools, benchmarks) never import from tests/."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +77,19 @@ def test_scripts_never_import_from_tests():
           names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
           names += [a.name for a in node.names]
           assert not any(n.split(".")[0] in ("tests", "conftest") for n in names), path
+
+
+def test_asking_the_package_for_quiet_installs_no_handlers():
+  """`jaxnorm.quiet` replaces the signal handlers and excepthook of the whole process (for
+  scripts): a notebook's `hasattr(jaxnorm, "quiet")` or tab completion must not load it."""
+  code = (
+    "import signal, sys, jaxnorm\n"
+    "handler, hook = signal.getsignal(signal.SIGINT), sys.excepthook\n"
+    "assert not hasattr(jaxnorm, 'quiet')\n"
+    "assert signal.getsignal(signal.SIGINT) is handler and sys.excepthook is hook\n"
+    "import jaxnorm.quiet\n"
+    "assert signal.getsignal(signal.SIGINT) is not handler\n"
+  )
+  env = {**os.environ, "PYTHONPATH": str(ROOT)}
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+  assert proc.returncode == 0, proc.stderr

@@ -198,17 +198,58 @@ def test_save_writes_the_files_the_command_line_writes_and_replots_alike(tmp_pat
 
 
 def test_a_loaded_run_saves_the_folder_it_was_loaded_from(tmp_path, result):
-  """What the spec decides (the surface's figure, the experiment's predictions) comes back
-  with the run: saving a loaded run (without variables) writes the same files again."""
-  spec = dataclasses.replace(result.spec, name="exp2", predictions=predictions.EXP2.predictions)
+  """What the spec decides (the surface's figure, the estimators' settings, the
+  predictions) comes back with the run: a run loaded with its variables and saved again
+  writes the same files, into another folder or over its own."""
+  mine = predictions.Prediction(
+    "Scale Norm is flatter", ("batchnorm",), "none", "lower", ("adaptive_sharpness",)
+  )
+  spec = dataclasses.replace(result.spec, name="exp2", predictions=(mine,))
   results.save(result._replace(spec=spec), tmp_path / "first")
-  loaded = results.load(tmp_path / "first")
+  loaded = results.load(tmp_path / "first", variables=True)
   assert loaded.spec.measures == spec.measures != measures.MeasureConfig()  # not the defaults
+  assert loaded.spec.predictions == (mine,)  # not EXP2's, although the name is "exp2"
   results.save(loaded, tmp_path / "again")
-  first, again = (_files(tmp_path / name) for name in ("first", "again"))
-  assert "surfaces.png" in again and "**LayerNorm and BatchNorm" in again["measures.md"].decode()
-  assert sorted(n for n in first if not n.startswith("variables_")) == sorted(again)
-  assert first["measures.md"] == again["measures.md"]
+  first = _files(tmp_path / "first")
+  results.save(loaded, tmp_path / "first")
+  for again in (_files(tmp_path / "again"), _files(tmp_path / "first")):
+    assert "surfaces.png" in again and "Scale Norm is flatter" in again["measures.md"].decode()
+    _same_run(first, again)
+
+
+def test_a_run_saved_without_predictions_loads_without_them(tmp_path, result):
+  spec = dataclasses.replace(result.spec, name="exp2", predictions=())
+  results.save(result._replace(spec=spec), tmp_path)
+  assert results.load(tmp_path).spec.predictions == ()
+
+
+@pytest.mark.hostile
+def test_saving_a_run_loaded_without_variables_over_them_is_refused(tmp_path, result):
+  """A run loaded without its variables would delete them: refused, the folder as it was."""
+  results.save(result, tmp_path / "run")
+  before = _files(tmp_path / "run")
+  with pytest.raises(results.ResultsError, match="variables=True"):
+    results.save(results.load(tmp_path / "run"), tmp_path / "run")
+  assert _files(tmp_path / "run") == before
+  results.save(results.load(tmp_path / "run"), tmp_path / "elsewhere")  # nothing to lose
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize(
+  "edit, words",
+  [
+    (lambda s: {**s, "seeds": 5}, "says 5 seeds"),
+    (lambda s: {**s, "measure_config": None}, "not measured"),
+  ],
+  ids=["seeds", "measure_config"],
+)
+def test_a_summary_that_contradicts_the_arrays_is_refused(tmp_path, result, edit, words):
+  results.save(result, tmp_path)
+  (tmp_path / manifests.MANIFEST).unlink()  # as an earlier version's folder: read unchecked
+  summary = tmp_path / "summary.json"
+  summary.write_text(json.dumps(edit(json.loads(summary.read_text()))))
+  with pytest.warns(manifests.UncheckedWarning), pytest.raises(results.ResultsError, match=words):
+    results.load(tmp_path)
 
 
 def test_writing_a_run_compiles_no_program(tmp_path, result):

@@ -155,12 +155,16 @@ def test_two_runs_cannot_write_one_folder_at_once(tmp_path):
   runfolder.begin(tmp_path / "run").discard()  # free again
 
 
-@pytest.mark.parametrize("case", ["file", "below a file", "foreign files", "unwritable"])
+@pytest.mark.parametrize(
+  "case", ["file", "below a file", "foreign files", "unwritable", "link loop"]
+)
 def test_a_target_that_cannot_take_a_run_is_refused_before_anything_is_written(tmp_path, case):
   (tmp_path / "a_file").write_text("mine")
   (tmp_path / "mine").mkdir()
   (tmp_path / "mine" / "notes.txt").write_text("mine")
+  (tmp_path / "loop").symlink_to("loop")
   target, words = {
+    "link loop": (tmp_path / "loop", "loop of symbolic links"),
     "file": (tmp_path / "a_file", "is a file"),
     "below a file": (tmp_path / "a_file" / "run", "is a file"),
     "foreign files": (tmp_path / "mine", "notes.txt"),
