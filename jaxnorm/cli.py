@@ -35,6 +35,7 @@ from jaxnorm.exits import EXIT_DIVERGED, Position
 from jaxnorm.norms import label
 from jaxnorm.predictions import Experiment
 from jaxnorm.result import ExperimentResult, SweepResult
+from jaxnorm.spec import ExperimentSpec
 
 
 def run_script(experiment: Experiment, doc: str) -> NoReturn:
@@ -215,11 +216,14 @@ def _restage(prog: str, out_dir: str, replaced: set[str], load, redraw) -> tuple
 
 
 def replot(out_dir: str, title: str, prog: str = "replot") -> int:
-  """Redraws Figure 2 of the run in `out_dir`; the folder is replaced as a whole (the
-  other files are carried over unchanged) with a new run.json."""
+  """Redraws Figure 2 of the run in `out_dir` under the run's own title (`title`, the
+  script's, for a run that recorded none); the folder is replaced as a whole (the other
+  files are carried over unchanged) with a new run.json."""
 
   def load(target: Path) -> ExperimentResult:
     result = results.load(target)
+    if result.spec.title != ExperimentSpec.title:
+      return result
     return result._replace(spec=dataclasses.replace(result.spec, title=title))
 
   def redraw(staging: runfolder.Staging, result: ExperimentResult) -> dict:

@@ -30,7 +30,10 @@ def check_rates(rates: Sequence[float]) -> tuple[float, ...]:
   are distinct; `config.FieldTypeError` (a ValueError) for a rate that is not a number."""
   rates = config.check_learning_rates(rates)
   if len({rate_folder(r) for r in rates}) != len(rates):
-    raise ValueError(f"learning rates must be distinct, got {', '.join(map(str, rates))}")
+    raise ValueError(
+      "learning rates must have distinct run folders (lr_<rate> to 6 significant digits), got "
+      + ", ".join(f"{r} -> {rate_folder(r)}" for r in rates)
+    )
   return rates
 
 

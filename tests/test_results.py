@@ -15,6 +15,7 @@ from jaxnorm import (
   model,
   options,
   pipeline,
+  plotting,
   predictions,
   results,
   runfolder,
@@ -271,3 +272,14 @@ def test_writing_a_run_compiles_no_program(tmp_path, result):
     jax.monitoring.unregister_event_duration_listener(listener)
   assert (tmp_path / "hessian_density.png").is_file()
   assert programs == []
+
+
+def test_replot_keeps_the_runs_own_title(tmp_path, result, monkeypatch):
+  """--replot of one script's run from another script redraws it under the run's title."""
+  spec = dataclasses.replace(result.spec, title="LayerNorm vs No Normalization")
+  results.save(result._replace(spec=spec), tmp_path)
+  drawn = []
+  real_figure2 = plotting.figure2
+  monkeypatch.setattr(plotting, "figure2", lambda r: drawn.append(r.spec.title) or real_figure2(r))
+  assert cli.main(["--replot", str(tmp_path)], predictions.EXP2, prog="exp2.py") == 0
+  assert drawn == ["LayerNorm vs No Normalization"]

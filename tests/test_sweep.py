@@ -119,3 +119,11 @@ def test_a_single_rate_option_is_refused_in_a_sweep(tmp_path, capsys):
     cli.main(["--help"], **kwargs)
   shown = capsys.readouterr().out
   assert "--rates" in shown and "--learning-rate" not in shown and "--lr-override" not in shown
+
+
+@pytest.mark.hostile
+def test_rates_that_share_a_run_folder_are_refused_naming_it():
+  with pytest.raises(
+    ValueError, match=r"1\.0000001e-04 -> lr_0\.0001|0\.00010000001 -> lr_0\.0001"
+  ):
+    sweep.check_rates((1e-4, 1.0000001e-4))
