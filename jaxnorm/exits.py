@@ -210,10 +210,13 @@ def tolerant_output(prog: str):
 def run_tool(prog: str, body: Callable[[], int]) -> int:
   """`body()` for the scripts that read saved runs (compare_runs.py, findings_tables.py):
   its parser's errors pass (one line, exit 2); Ctrl-C, one line and 130; any other
-  exception, one line and 3; output that cannot be written is dropped (`_Output`)."""
+  exception, one line and 3. Standard output that cannot be written is 3 too, as printing
+  is these tools' whole work (the line on standard error says so: `_Output`)."""
   with tolerant_output(prog):
     try:
-      return body()
+      status = body()
+      sys.stdout.flush()
+      return EXIT_FAILED if status == 0 and getattr(sys.stdout, "failed", False) else status
     except KeyboardInterrupt:
       _say(f"{prog}: interrupted")
       return EXIT_INTERRUPTED

@@ -7,6 +7,8 @@ run folders written from hand-made results; one refusal of the command line per 
 it in a subprocess, refused before anything compiles, for the script's own exit status."""
 
 import dataclasses
+import errno
+import io
 import json
 import os
 import re
@@ -18,7 +20,7 @@ import numpy as np
 import pytest
 from helpers import script
 
-from jaxnorm import cli, config, directions, measures, predictions, report, results, sweep
+from jaxnorm import cli, config, directions, exits, measures, predictions, report, results, sweep
 from jaxnorm.result import ExperimentResult, NormResult
 from jaxnorm.spec import SPEC_FIELD_TYPES, ExperimentSpec
 
@@ -101,6 +103,23 @@ def test_compare_runs_says_which_models_were_left_out(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "Normalizations in one run only, left out: f32: LayerNorm; f64: BatchNorm." in out
   assert "## No Norm (2 seeds)" in out and "## LayerNorm" not in out
+
+
+class _FullDisk(io.StringIO):
+  """Standard output on a full disk: every write fails."""
+
+  def write(self, text: str) -> int:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.hostile
+def test_compare_runs_exits_3_when_its_output_cannot_be_written(tmp_path, monkeypatch, capsys):
+  """Printing is the tool's whole work: output lost is a failure, not a success."""
+  a = _saved(tmp_path / "a", norms=("none",))
+  b = _saved(tmp_path / "b", norms=("none",))
+  monkeypatch.setattr(sys, "stdout", _FullDisk())
+  assert _status(compare_runs, a, b) == exits.EXIT_FAILED
+  assert "cannot write to standard output" in capsys.readouterr().err
 
 
 @pytest.mark.hostile
