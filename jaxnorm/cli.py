@@ -195,7 +195,7 @@ def _restage(prog: str, out_dir: str, replaced: set[str], load, redraw) -> tuple
       )
 
   has_manifest(out_dir)  # before the lock is made: refused, nothing is written
-  staging = runfolder.begin(out_dir)
+  staging = runfolder.begin(out_dir, sub_run=True)
   target = staging.target
   try:
     has_manifest(target)  # again, under the lock

@@ -155,6 +155,20 @@ def check_target(target: Path) -> None:
     )
 
 
+def _check_not_a_sub_run(target: Path) -> None:
+  """Raises RunFolderError if `target` is one run of the sweep in its parent folder: a new
+  run there would make the sweep's own record of it false."""
+  try:
+    listed = manifest(target.parent)
+  except RunFolderError:
+    return  # the parent is no run jaxnorm wrote: nothing of it to keep whole
+  if listed and f"{target.name}/{MANIFEST}" in listed["files"]:
+    raise RunFolderError(
+      f"{target} is one run of the sweep in {target.parent}, which a new run there would "
+      "break: choose another folder (or rerun the sweep)"
+    )
+
+
 def _sibling(target: Path, kind: str, pid: int | str = "*") -> Path:
   return target.parent / f".{target.name}.{kind}-{pid}"
 
@@ -316,11 +330,13 @@ class Staging:
       self._lock_fd = None
 
 
-def begin(target: str | os.PathLike) -> Staging:
+def begin(target: str | os.PathLike, *, sub_run: bool = False) -> Staging:
   """Checks `target` (`check_target`), takes its lock, puts back a previous run an
   interrupted swap left aside, removes staging folders of interrupted runs and creates a
   fresh staging folder. Raises RunFolderError with a one-line reason. A target that is a
-  symbolic link is followed: the run replaces the folder it points to."""
+  symbolic link is followed: the run replaces the folder it points to. A run of a sweep
+  (a sub-run its folder's run.json lists) is refused unless `sub_run` (a replot of it:
+  the same data, which keeps the sweep whole)."""
   if not os.fspath(target):
     raise RunFolderError("the output folder is an empty string: name a folder")
   try:
@@ -328,6 +344,8 @@ def begin(target: str | os.PathLike) -> Staging:
   except (OSError, ValueError) as e:
     raise RunFolderError(f"cannot use {target!r} as a folder: {e}") from None
   check_target(target)
+  if not sub_run:
+    _check_not_a_sub_run(target)
   try:
     target.parent.mkdir(parents=True, exist_ok=True)
     lock_fd = os.open(target.parent / f".{target.name}.lock", os.O_CREAT | os.O_RDWR, 0o666)

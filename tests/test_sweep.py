@@ -15,6 +15,7 @@ from jaxnorm import (
   pipeline,
   report,
   results,
+  runfolder,
   stats,
   sweep,
 )
@@ -96,6 +97,12 @@ def test_the_command_line_writes_one_run_folder_per_rate_and_replots(tmp_path, c
   one = dict(experiment=Experiment("t", "t", CFG), prog="t")
   assert cli.main(["--replot", str(tmp_path / "lr_0.01")], **one) == 0
   assert cli.main(["--replot", str(tmp_path)], **kwargs) == 0
+  # A new run into one rate's folder would break the sweep: refused, nothing written.
+  before = manifests.manifest(tmp_path)
+  with pytest.raises(runfolder.RunFolderError, match="one run of the sweep"):
+    runfolder.begin(tmp_path / "lr_0.01")
+  assert manifests.manifest(tmp_path) == before
+  results.load_sweep(tmp_path)
   sweep_json = tmp_path / "sweep.json"
   sweep_json.write_text(sweep_json.read_text().replace("0.01", "0.02"))
   with pytest.raises(results.ResultsError, match="changed or truncated"):
