@@ -25,6 +25,13 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
       found.add(node.module.split(".")[1])
     elif isinstance(node, ast.Import):
       found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("jaxnorm.")}
+    elif (  # `import jaxnorm` then `jaxnorm.cli`: the package loads the module when used
+      isinstance(node, ast.Attribute)
+      and isinstance(node.value, ast.Name)
+      and node.value.id == "jaxnorm"
+      and node.attr in modules
+    ):
+      found.add(node.attr)
   return found - {path.stem}
 
 
@@ -54,6 +61,16 @@ def cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_cycle_finder_finds_a_cycle_and_only_a_cycle():
   assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
   assert cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_every_kind_of_import_is_seen(tmp_path):
+  source = tmp_path / "config.py"
+  source.write_text(
+    "from jaxnorm import data\nimport jaxnorm.model\nfrom jaxnorm.loss import x\n"
+    "def f():\n  import jaxnorm\n  return jaxnorm.cli.main\n"
+  )
+  modules = {"config", "data", "model", "loss", "cli", "spec"}
+  assert imports_of(source, modules) == {"data", "model", "loss", "cli"}
 
 
 def test_no_import_cycle_among_the_modules():
