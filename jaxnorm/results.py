@@ -163,7 +163,9 @@ def save(result: ExperimentResult | SweepResult, out_dir: str | os.PathLike) -> 
   writes (results, summary, variables, figures, measures.md, run.json; for a sweep, its
   runs and sweep.md, sweep.json, sweep.png). Interrupted, `out_dir` keeps its previous
   run (see `runfolder`). Raises runfolder.RunFolderError for a folder that cannot take
-  the run (it holds files that are not a run's, ...). Returns the folder."""
+  the run (it holds files that are not a run's, it is one run of a sweep, ...), and
+  ResultsError where saving would delete trained variables the result lacks (a run
+  loaded without `variables=True`, saved over its folder). Returns the folder."""
   _keeps_variables(result, Path(out_dir))
   staging = runfolder.begin(out_dir)
   try:
