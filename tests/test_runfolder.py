@@ -262,7 +262,8 @@ def test_a_sweep_folder_checks_each_run_against_its_own_manifest(tmp_path):
   staging.write_manifest({}, "lr_0.1")
   staging.write("sweep.md", b"s")
   staging.commit({})
-  sub = runfolder.begin(target / "lr_0.1")  # a replot of one rate's run: its lock beside it
+  # A replot of one rate's run: its lock beside it.
+  sub = runfolder.begin(target / "lr_0.1", sub_run=True)
   sub.carry_over({"figure2.png"})
   sub.write("figure2.png", b"redrawn")
   sub.commit({})
@@ -271,7 +272,8 @@ def test_a_sweep_folder_checks_each_run_against_its_own_manifest(tmp_path):
   with pytest.raises(runfolder.RunFolderError, match="lr_0.1/mine.txt"):
     runfolder.begin(target)
   (target / "lr_0.1" / "mine.txt").unlink()
-  other = runfolder.begin(target / "lr_0.1")  # another run written into the sub-folder
+  # Another run written into the sub-folder (refused unless forced: see test_sweep).
+  other = runfolder.begin(target / "lr_0.1", sub_run=True)
   other.write("results.npz", b"another run")
   other.commit({})
   with pytest.raises(runfolder.RunFolderError, match="lr_0.1/results.npz .not the file"):
