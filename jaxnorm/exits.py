@@ -84,9 +84,8 @@ def guarded(prog: str, staging: runfolder.Staging | None, position: Position, wo
   """Runs `work()` (`main` has SIGHUP/SIGINT/SIGTERM raise `Interrupted`). Interrupted:
   removes the staging folder, prints one line, returns 129/130/143. Any other exception:
   keeps what was written and the traceback in `<out>.failed`, prints one line, returns 3.
-  Otherwise
-  returns None (and `work` has committed or discarded `staging`). `staging` is None in the
-  processes of a distributed run other than process 0, which write nothing."""
+  Otherwise returns None (and `work` has committed or discarded `staging`). `staging` is
+  None in the processes of a distributed run other than process 0, which write nothing."""
   who = f"{prog}: {distributed.where()}"
   try:
     work()

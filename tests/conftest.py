@@ -58,14 +58,23 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 # Each failure's report appended to this file as it happens (under pytest-xdist, by the
-# controller), so that a run cut off by a time limit still says why its tests failed;
-# pytest itself prints the reports only at the end. benchmarks/device_check.py sets it.
+# controller only: a worker sees its reports too), so that a run cut off by a time limit
+# still says why its tests failed; pytest itself prints the reports only at the end.
+# benchmarks/device_check.py sets it.
 FAILURE_LOG = "JAXNORM_TESTS_FAILURE_LOG"
+
+
+_IS_WORKER = False  # whether this process is a pytest-xdist worker (set when configured)
+
+
+def pytest_configure(config):
+  global _IS_WORKER
+  _IS_WORKER = hasattr(config, "workerinput")
 
 
 def pytest_runtest_logreport(report):
   path = os.environ.get(FAILURE_LOG)
-  if path and report.failed:
+  if path and report.failed and not _IS_WORKER:
     with open(path, "a") as f:
       f.write(f"=== {report.nodeid} ({report.when})\n{report.longreprtext}\n\n")
 

@@ -42,7 +42,7 @@ def test_a_failing_test_is_logged_as_it_fails(tmp_path):
   log = tmp_path / "failures.log"
   path = os.pathsep.join(p for p in (str(ROOT / "tests"), os.environ.get("PYTHONPATH")) if p)
   proc = subprocess.run(
-    [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-n", "0"],
+    [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-n", "2"],
     cwd=tmp_path,
     capture_output=True,
     text=True,
@@ -52,3 +52,4 @@ def test_a_failing_test_is_logged_as_it_fails(tmp_path):
   assert proc.returncode == 1, proc.stdout + proc.stderr
   text = log.read_text()
   assert "=== test_fails.py::test_fails (call)" in text and "the reason" in text
+  assert text.count("=== ") == 1  # once, though a worker and the controller both see it
