@@ -14,7 +14,11 @@ on a GPU, else the CPU), and printed as Markdown tables (also written to --out):
 2. Compile time of every program of a run, per normalization: trace and lower, then XLA
    compile, ahead of time (`jit(...).lower(...).compile()`), persistent cache off; before
    anything else has compiled in this process.
-3. Training step, per normalization: jaxnorm's compiled chunk of steps (`programs.train_chunk`,
+3. What each measure costs, per normalization: one seed's analysis program with each
+   selection of measures (`jaxnorm.families`: the reference's slice and spectrum alone, each
+   family beside them, each level, a 2D slice), run and compile seconds, and the tracked
+   curvature's cost per training chunk (`measure_prices`).
+4. Training step, per normalization: jaxnorm's compiled chunk of steps (`programs.train_chunk`,
    one seed) against the notebook's loop (`jaxnorm/torch_reference.py`: per-example batch
    generator, `loss.item()` every step), timed alternately in R rounds (jaxnorm, PyTorch,
    jaxnorm, PyTorch, ...); the minimum of the rounds.
@@ -40,8 +44,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnorm import analysis, config, keys, landscape, measures, programs
+from jaxnorm import analysis, config, families, keys, landscape, programs
 from jaxnorm import model as model_lib
+from jaxnorm import spec as spec_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,7 +136,7 @@ def compile_times(cfg: config.Config, norm: str, chunk: int) -> dict[str, tuple[
       analysis.analyze_seeds,
       m,
       cfg.task,
-      measures.MeasureConfig(),
+      families.MeasureConfig(),
       state.params,
       state.batch_stats,
       k,
@@ -139,6 +144,79 @@ def compile_times(cfg: config.Config, norm: str, chunk: int) -> dict[str, tuple[
       alphas,
     )
   return out
+
+
+def measure_prices(
+  cfg: config.Config, norm: str, steps: int, rounds: int, surface: int, chunk: int
+) -> dict[str, tuple[float, float]]:
+  """Row -> (run seconds, XLA compile seconds) of one seed's analysis program for each
+  selection of measures (`families.LEVELS`, each family with the reference's slice and
+  spectrum, a 2D slice), at a model trained `steps` steps; run time is the minimum over
+  `rounds` calls. Also "curvature over training": one `chunk`-step training program with
+  the tracked curvature (20 Lanczos steps) against the plain one, both timed alike."""
+  m = model_lib.build(cfg, norm)
+  k = jax.vmap(keys.run_keys)(jnp.arange(1))
+  lr = jnp.full(1, cfg.learning_rate_for(norm), jnp.float32)
+  with jax.default_matmul_precision(cfg.matmul_precision):
+    state = programs.init_states(m, cfg.task, k.train, lr)
+    for _ in range(max(steps // chunk, 0)):
+      state, _ = programs.train_chunk(m, cfg.task, state, chunk)
+  offsets, alphas, grid = programs.slice_axes(spec_lib.ExperimentSpec(cfg, surface_points=surface))
+  selections = {"reference's slice and spectrum (--measures none)": (None, None)}
+  selections |= {
+    f"family {f}": (families.MeasureConfig(families=(f,)), None) for f in families.FAMILIES
+  }
+  selections |= {
+    f"level {name}": (families.MeasureConfig(families=f), None)
+    for name, f in families.LEVELS.items()
+  }
+  selections[f"2D slice, {surface} x {surface} (--surface {surface})"] = (None, grid)
+  out, done = {}, {}
+  for name, (measure_config, surface_grid) in selections.items():
+    if (measure_config, surface_grid is None) in done:  # the same program as an earlier row
+      out[name] = out[done[measure_config, surface_grid is None]]
+      continue
+    done[measure_config, surface_grid is None] = name
+    args = (state.params, state.batch_stats, k, offsets, alphas, surface_grid)
+    with jax.default_matmul_precision(cfg.matmul_precision):
+      start = time.perf_counter()
+      compiled = analysis.analyze_seeds.lower(m, cfg.task, measure_config, *args).compile()
+      compile_s = time.perf_counter() - start
+      run_s = []
+      for _ in range(rounds):
+        start = time.perf_counter()
+        _sync(compiled(*args))
+        run_s.append(time.perf_counter() - start)
+    out[name] = (min(run_s), compile_s)
+    print(f"  {norm}: {name}: run {min(run_s):.2f} s, compile {compile_s:.2f} s", flush=True)
+  tracked = _curvature_price(cfg, m, state, k, chunk, rounds)
+  out[f"curvature over training, per {chunk}-step chunk (--curvature-iterations 20)"] = tracked
+  return out
+
+
+def _curvature_price(cfg, m, state, k, chunk: int, rounds: int) -> tuple[float, float]:
+  """(run, compile) seconds the tracked curvature adds to one training chunk."""
+  times = {}
+  for iterations in (0, 20):
+    with jax.default_matmul_precision(cfg.matmul_precision):
+      if iterations:
+        program = programs.train_chunk_tracked
+        extra = (chunk, True, iterations, k.trace)
+      else:
+        program, extra = programs.train_chunk, (chunk, True)
+      start = time.perf_counter()
+      compiled = program.lower(m, cfg.task, state, *extra).compile()
+      compile_s = time.perf_counter() - start
+      dynamic = (k.trace,) if iterations else ()
+      run_s = []
+      for _ in range(rounds):
+        copy = jax.tree.map(jnp.copy, state)  # the program donates its states
+        _sync(copy)
+        start = time.perf_counter()
+        _sync(compiled(copy, *dynamic))
+        run_s.append(time.perf_counter() - start)
+    times[iterations] = (min(run_s), compile_s)
+  return times[20][0] - times[0][0], times[20][1] - times[0][1]
 
 
 def _timed_process(
@@ -203,7 +281,12 @@ def main() -> int:
   p.add_argument("--rounds", type=int, default=5, help="alternating rounds per step timing")
   p.add_argument("--seeds", type=int, default=8, help="K of the --seeds K whole run")
   p.add_argument("--timeout", type=float, default=900, help="seconds allowed per whole run")
-  p.add_argument("--skip", default="", help="comma-separated sections to skip: step,compile,whole")
+  p.add_argument(
+    "--skip", default="", help="comma-separated sections to skip: step,compile,whole,measures"
+  )
+  p.add_argument(
+    "--price-steps", type=int, default=400, help="training steps before the measures are priced"
+  )
   p.add_argument("--out", help="also write the report to this Markdown file")
   p.add_argument("--logs", help="folder for the whole runs' output (and summary.json files)")
   args = p.parse_args()
@@ -258,7 +341,8 @@ def main() -> int:
     save(lines)
   if "compile" not in skip:
     lines += [
-      "Compile time per program (s; trace + lower / XLA compile; one seed, measures on):",
+      "Compile time per program (s; trace + lower / XLA compile; one seed, measures at the "
+      f"default level, {families.DEFAULT_LEVEL}):",
       "",
       "| norm | init_states | train_chunk | analyze_seeds |",
       "|---|---|---|---|",
@@ -268,6 +352,29 @@ def main() -> int:
       cells = " | ".join(f"{a:.2f} / {b:.2f}" for a, b in times.values())
       lines.append(f"| {norm} | {cells} |")
       print(lines[-1], flush=True)
+    lines.append("")
+    save(lines)
+  if "measures" not in skip:
+    prices = {
+      norm: measure_prices(cfg, norm, args.price_steps, args.rounds, 15, args.chunk)
+      for norm in cfg.norms
+    }
+    rows = list(next(iter(prices.values())))
+    lines += [
+      f"What each measure costs (s; run / XLA compile of one seed's analysis program, the "
+      f"minimum of {args.rounds} runs, persistent cache off; models trained "
+      f"{args.price_steps} steps). A family's row is the analysis with only that family "
+      "beside the reference's slice and spectrum (subtract the first row for the family's "
+      'own cost); "batch_stats" alone adds only the loss with batch statistics, its cost '
+      "is level all against level all without it (`--measures isotropy,slices,sharpness,"
+      "hessian`), which the rows of levels bound:",
+      "",
+      "| measures | " + " | ".join(cfg.norms) + " |",
+      "|---|" + "---|" * len(cfg.norms),
+    ]
+    for row in rows:
+      cells = " | ".join(f"{prices[n][row][0]:.2f} / {prices[n][row][1]:.2f}" for n in cfg.norms)
+      lines.append(f"| {row} | {cells} |")
     lines.append("")
     save(lines)
   if "step" not in skip:

@@ -5,10 +5,12 @@ one evaluation loss (`loss.eval_loss_fn` on the landscape batch, evaluation mode
 
   * the 1D slice along the reference's global-norm direction, and the loss at alpha = 0;
   * the singular values of the block output on the spectrum batch (Figure 2, right);
-  * with a `measures.MeasureConfig`: every analyzed measure of `measures.MEASURES`
-    (Hessian lambda_max and trace, adaptive sharpness, filter-normalized slice, both slices'
-    rises averaged over `slice_directions` random directions with their spread, isotropy
-    of the raw and centered activations), from the same activations and loss;
+  * with a `families_lib.MeasureConfig`: the analyzed measures of the families it selects
+    (`families_lib.FAMILY_MEASURES`: isotropy of the raw and centered activations and the
+    weight norms; the filter-normalized slice and both slices' rises averaged over
+    `slice_directions` random directions with their spread; adaptive sharpness; Hessian
+    lambda_max, trace and eigenvalue density; BatchNorm's batch-statistics forms), from the
+    same activations and loss;
   * with a grid: the 2D slice along two filter-normalized directions (Li et al. 2018).
 
 `analyze_seeds` is the same vmapped over a leading seed axis and jitted: the model, the
@@ -30,11 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnorm import curvature, data, density, directions, isotropy, landscape, loss, norms, spectrum
+from jaxnorm import families as families_lib
 from jaxnorm import keys as keys_lib
 from jaxnorm import measures as measures_lib
 from jaxnorm import model as model_lib
+from jaxnorm.families import MeasureConfig
 from jaxnorm.keys import RunKeys
-from jaxnorm.measures import MeasureConfig
 
 PyTree = Any
 
@@ -45,10 +48,11 @@ class Analysis(NamedTuple):
   landscape: jax.Array  # (P,) eval loss at params + offsets[i] * direction
   base_loss: jax.Array  # () eval loss at the trained params
   spectrum: jax.Array  # (min(B L, D),) singular values of the block output, descending
-  measures: dict[str, jax.Array]  # name -> () for every measures.ANALYZED; {} without config
+  # name -> () for each of families.analyzed(its families); {} without measures
+  measures: dict[str, jax.Array]
   surface: jax.Array | None  # (A, A) 2D slice on grid x grid; None without a grid
   # The Hessian's eigenvalue density (SLQ quadrature of the lambda_max Lanczos run, one
-  # probe): (nodes (m,), weights (m,)); None without measures.
+  # probe): (nodes (m,), weights (m,)); None without the "hessian" family.
   hessian_density: tuple[jax.Array, jax.Array] | None = None
 
 
@@ -77,28 +81,30 @@ def analyze(
   spectrum_tokens_BxL, _ = data.batch(keys.spectrum_batch, task)
   acts_NxD = spectrum.block_activations(model, params, batch_stats, spectrum_tokens_BxL)
   s_K = spectrum.singular_values(acts_NxD)
-  measured = {}
+  measured, hessian_density = {}, None
   if measure_config is not None:
+    families = measure_config.families
     measured, hessian_density = _flatness(measure_config, loss_fn, params, base, keys, perturbed)
-    if norms.get(model.norm).needs_batch:  # the same measures with batch statistics
-      train_fn = loss.train_mode_loss_fn(model, batch_stats, tokens_BxL, labels_B)
-      base_t = train_fn(params)
-      perturbed_t = _perturbed_losses(
-        measure_config, train_fn, params, keys, alphas_P, alphas_P, None
-      )
-      flat_t, _ = _flatness(measure_config, train_fn, params, base_t, keys, perturbed_t)
-    else:  # training and evaluation mode are the same function
-      base_t, flat_t = base, measured
-    measured = {
-      **measured,
-      "loss_at_alpha0_batch_stats": base_t,
-      **{
-        f"{name}_batch_stats": flat_t[name]
-        for name in (*measures_lib.BATCH_STATS_OF, *measures_lib.BATCH_STATS_DIAGNOSTICS)
-      },
-      **_isotropy(acts_NxD, s_K),
-      **_weight_norms(params),
-    }
+    if "batch_stats" in families:
+      if norms.get(model.norm).needs_batch:  # the same measures with batch statistics
+        train_fn = loss.train_mode_loss_fn(model, batch_stats, tokens_BxL, labels_B)
+        base_t = train_fn(params)
+        perturbed_t = _perturbed_losses(
+          measure_config, train_fn, params, keys, alphas_P, alphas_P, None
+        )
+        flat_t, _ = _flatness(measure_config, train_fn, params, base_t, keys, perturbed_t)
+      else:  # training and evaluation mode are the same function
+        base_t, flat_t = base, measured
+      measured = {
+        **measured,
+        "loss_at_alpha0_batch_stats": base_t,
+        **{
+          name: flat_t[name.removesuffix("_batch_stats")]
+          for name in families_lib.batch_stats_measures(families)[1:]
+        },
+      }
+    if "isotropy" in families:
+      measured = {**measured, **_isotropy(acts_NxD, s_K), **_weight_norms(params)}
   surface = None
   if surface_grid_A is not None:
     surface = perturbed["surface"].reshape(surface_grid_A.shape[0], surface_grid_A.shape[0])
@@ -108,7 +114,7 @@ def analyze(
     s_K,
     measured,
     surface,
-    hessian_density if measure_config is not None else None,
+    hessian_density,
   )
 
 
@@ -123,10 +129,13 @@ def _perturbed_losses(
 ) -> dict[str, jax.Array]:
   """Every loss at perturbed parameters in one `landscape.losses_at` call (so the model is
   compiled into one loop, not one per measure): the global-norm slice ("landscape"); with
-  measures, the filter-normalized slice ("filter") and the adaptive-sharpness samples
-  ("sharpness"); with a grid, the 2D slice ("surface", flattened row-major)."""
+  the "slices" family, the filter-normalized slice ("filter") and the slices along
+  `slice_directions` more directions of each kind ("global_directions", "filter_directions",
+  concatenated); with "sharpness", the adaptive-sharpness samples ("sharpness"); with a
+  grid, the 2D slice ("surface", flattened row-major)."""
+  families = () if measure_config is None else measure_config.families
   fixed = {"global": landscape.random_direction(keys.direction, params)}
-  if measure_config is not None:
+  if "slices" in families:
     filter_direction = functools.partial(
       directions.filter_normalized_direction,
       params=params,
@@ -156,7 +165,7 @@ def _perturbed_losses(
     return out_NxM
 
   blocks = {"landscape": block(offsets_P[:, None], ["global"])}
-  if measure_config is not None:
+  if "slices" in families:
     blocks["filter"] = block(alphas_P[:, None], ["filter"])
     for kind in ("global", "filter"):  # direction i's slice: alphas along column kind<i>
       blocks[f"{kind}_directions"] = jnp.concatenate(
@@ -167,7 +176,7 @@ def _perturbed_losses(
     blocks["surface"] = block(grid_Gx2, ["surface1", "surface2"])
   coefficients = jnp.concatenate(list(blocks.values()))
   points, scale = landscape.Points(coefficients), None
-  if measure_config is not None:
+  if "sharpness" in families:
     sharp = directions.sharpness_points(
       keys.sharpness, measure_config.sharpness_samples, len(names)
     )
@@ -203,44 +212,53 @@ def _flatness(
   base_loss: jax.Array,
   keys: RunKeys,
   perturbed: dict[str, jax.Array],
-) -> tuple[dict[str, jax.Array], tuple[jax.Array, jax.Array]]:
-  """The curvature, sharpness and slice measures of `loss_fn` at `params`, and the
-  Hessian's eigenvalue density from the lambda_max Lanczos run (nodes, weights)."""
-  hvp_flat = curvature.flat_hvp(loss_fn, params)  # one linearization for both estimators
-  top = curvature.lanczos(
-    loss_fn,
-    params,
-    keys.lanczos,
-    k=1,
-    num_iterations=measure_config.lanczos_iterations,
-    tol=measure_config.lanczos_tol,
-    max_restarts=measure_config.lanczos_restarts,
-    hvp_flat=hvp_flat,
-  )
-  trace = curvature.hutchinson_trace(
-    loss_fn, params, keys.trace, num_probes=measure_config.trace_probes, hvp_flat=hvp_flat
-  )
-  sharp = directions.sharpness_result(perturbed["sharpness"], base_loss)
-  out = {
-    "hessian_top_eigenvalue": top.eigenvalues[0],
-    "hessian_top_relative_residual": top.residuals[0] / jnp.abs(top.eigenvalues[0]),
-    "hessian_top_converged": top.converged[0],
-    "hessian_trace": trace.trace,
-    "hessian_trace_stderr": trace.stderr,
-    "adaptive_sharpness": sharp.sharpness,
-    "adaptive_sharpness_stderr": sharp.stderr,
-    "filter_landscape_max_rise": jnp.max(perturbed["filter"]) - base_loss,
-  }
-  for kind, name in (("global", "landscape_rise_directions"), ("filter", "filter_rise_directions")):
-    rises_D = (
-      perturbed[f"{kind}_directions"].reshape(measure_config.slice_directions, -1).max(1)
-      - base_loss
+) -> tuple[dict[str, jax.Array], tuple[jax.Array, jax.Array] | None]:
+  """The curvature, sharpness and slice measures of `loss_fn` at `params` that
+  `measure_config.families` selects, and the Hessian's eigenvalue density from the
+  lambda_max Lanczos run (nodes (m,), weights (m,); None without "hessian")."""
+  families, out, density_M = measure_config.families, {}, None
+  if "hessian" in families:
+    hvp_flat = curvature.flat_hvp(loss_fn, params)  # one linearization for both estimators
+    top = curvature.lanczos(
+      loss_fn,
+      params,
+      keys.lanczos,
+      k=1,
+      num_iterations=measure_config.lanczos_iterations,
+      tol=measure_config.lanczos_tol,
+      max_restarts=measure_config.lanczos_restarts,
+      hvp_flat=hvp_flat,
     )
-    out[name] = jnp.mean(rises_D)
-    out[f"{name}_std"] = jnp.std(rises_D, ddof=1)
-  nodes_M, weights_M = curvature.quadrature(top.alpha, top.beta)
-  out["hessian_negative_mass"] = density.negative_mass(nodes_M[None], weights_M[None])
-  return out, (nodes_M, weights_M)
+    trace = curvature.hutchinson_trace(
+      loss_fn, params, keys.trace, num_probes=measure_config.trace_probes, hvp_flat=hvp_flat
+    )
+    nodes_M, weights_M = curvature.quadrature(top.alpha, top.beta)
+    out |= {
+      "hessian_top_eigenvalue": top.eigenvalues[0],
+      "hessian_top_relative_residual": top.residuals[0] / jnp.abs(top.eigenvalues[0]),
+      "hessian_top_converged": top.converged[0],
+      "hessian_trace": trace.trace,
+      "hessian_trace_stderr": trace.stderr,
+    }
+    density_M = (nodes_M, weights_M)
+  if "sharpness" in families:
+    sharp = directions.sharpness_result(perturbed["sharpness"], base_loss)
+    out |= {"adaptive_sharpness": sharp.sharpness, "adaptive_sharpness_stderr": sharp.stderr}
+  if "slices" in families:
+    out["filter_landscape_max_rise"] = jnp.max(perturbed["filter"]) - base_loss
+    for kind, name in (
+      ("global", "landscape_rise_directions"),
+      ("filter", "filter_rise_directions"),
+    ):
+      rises_D = (
+        perturbed[f"{kind}_directions"].reshape(measure_config.slice_directions, -1).max(1)
+        - base_loss
+      )
+      out[name] = jnp.mean(rises_D)
+      out[f"{name}_std"] = jnp.std(rises_D, ddof=1)
+  if density_M is not None:
+    out["hessian_negative_mass"] = density.negative_mass(density_M[0][None], density_M[1][None])
+  return out, density_M
 
 
 def _isotropy(acts_NxD: jax.Array, s_K: jax.Array) -> dict[str, jax.Array]:
@@ -252,13 +270,7 @@ def _isotropy(acts_NxD: jax.Array, s_K: jax.Array) -> dict[str, jax.Array]:
   centered = isotropy.measures(acts_NxD, center=True)
   out = {}
   for prefix, m in (("", raw), ("centered_", centered)):
-    for name in (
-      "effective_rank",
-      "stable_rank",
-      "participation_ratio",
-      "condition_number",
-      "numerical_rank",
-    ):
+    for name in measures_lib.ISOTROPY_FIELDS:
       out[prefix + name] = getattr(m, name)
   return out
 

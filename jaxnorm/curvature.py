@@ -47,7 +47,7 @@ PyTree = Any
 LossFn = Callable[[PyTree], jax.Array]
 
 WHICH = ("largest", "magnitude")
-# Thick restarts `lanczos` may take by default (`measures.MeasureConfig.lanczos_restarts`).
+# Thick restarts `lanczos` may take by default (`families.MeasureConfig.lanczos_restarts`).
 MAX_RESTARTS = 8
 
 

@@ -1,5 +1,5 @@
-"""What jaxnorm reports about a trained model: one table of measures, and how hard the
-estimators work. Pure Python, no JAX: summaries, `measures.md`, the terminal table and the
+"""What jaxnorm reports about a trained model: one table of measures (which of them a run
+computes, and how hard the estimators work: `jaxnorm.families`). Pure Python, no JAX: summaries, `measures.md`, the terminal table and the
 verdicts all read their names, labels, units and directions from `MEASURES`.
 
 Flatness, all on the landscape batch in evaluation mode (BatchNorm statistics fixed):
@@ -26,8 +26,6 @@ adaptive sharpness and the filter-normalized slice are the scale-aware counterpa
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 
 KINDS = ("fit", "flatness", "isotropy", "diagnostic")
 
@@ -60,6 +58,14 @@ class Measure:
 
 
 _NATS = "nats"
+# The fields of `isotropy.Measures` reported, of the raw and of the centered activations.
+ISOTROPY_FIELDS = (
+  "effective_rank",
+  "stable_rank",
+  "participation_ratio",
+  "condition_number",
+  "numerical_rank",
+)
 _CURVATURE = "nats / parameter²"
 _DIMS = "dimensions"
 
@@ -321,54 +327,3 @@ def shown(present) -> list[Measure]:
   holds, in table order."""
   present = set(present)
   return [m for m in MEASURES if m.shown and m.name in present]
-
-
-@dataclasses.dataclass(frozen=True)
-class MeasureConfig:
-  """How hard each estimator works. Defaults cost a few seconds per model after compiling."""
-
-  lanczos_iterations: int = 20  # Lanczos steps for lambda_max.
-  lanczos_tol: float = 1e-2  # relative residual under which lambda_max counts as converged.
-  trace_probes: int = 32  # Rademacher probes for tr(H).
-  sharpness_rho: float = 0.05  # noise scale relative to |w|.
-  sharpness_samples: int = 32  # Monte Carlo samples.
-  filter_policy_1d: str = "zero"  # Li et al.'s default: biases and norm parameters not moved.
-  slice_directions: int = 8  # random directions each slice rise is averaged over.
-  # Thick restarts of Lanczos while lambda_max is above lanczos_tol, each lanczos_iterations / 2
-  # more Hessian-vector products (`curvature.lanczos`); a value still above it is marked
-  # "not converged" where shown and left out of the verdicts.
-  lanczos_restarts: int = 8
-
-  def __post_init__(self):
-    """ValueError naming the field for a value of the wrong type (a bool or a float for a
-    count, a bool for a number) or out of range; numpy scalars become Python numbers."""
-    for field in ("lanczos_iterations", "trace_probes", "sharpness_samples", "slice_directions"):
-      value = getattr(self, field)
-      if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(
-          f"MeasureConfig.{field}={value!r} is invalid: must be an integer (int or numpy "
-          "integer, not bool or float)."
-        )
-      if value < 2:
-        raise ValueError(f"MeasureConfig.{field}={value!r} must be >= 2")
-      object.__setattr__(self, field, int(value))
-    restarts = self.lanczos_restarts
-    if isinstance(restarts, bool) or not isinstance(restarts, numbers.Integral) or restarts < 0:
-      raise ValueError(
-        f"MeasureConfig.lanczos_restarts={restarts!r} is invalid: must be an integer >= 0 "
-        "(int or numpy integer, not bool or float)."
-      )
-    object.__setattr__(self, "lanczos_restarts", int(restarts))
-    for field in ("lanczos_tol", "sharpness_rho"):
-      value = getattr(self, field)
-      if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"MeasureConfig.{field}={value!r} is invalid: must be a number, not bool.")
-      if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"MeasureConfig.{field}={value!r} must be finite and > 0")
-      object.__setattr__(self, field, float(value))
-    # directions.POLICIES_1D (this module stays free of JAX).
-    policy = self.filter_policy_1d
-    if not isinstance(policy, str) or policy not in ("zero", "filter"):
-      raise ValueError(
-        f"MeasureConfig.filter_policy_1d={self.filter_policy_1d!r} is invalid: 'zero' or 'filter'."
-      )

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from jaxnorm import distributed, runtime, sweep
+from jaxnorm import families as families_lib
 from jaxnorm.config import MATMUL_PRECISIONS, PRESETS, QUICK, Config
 from jaxnorm.exits import EXIT_USAGE
-from jaxnorm.measures import MeasureConfig
+from jaxnorm.families import MeasureConfig
 from jaxnorm.predictions import Experiment
 from jaxnorm.spec import ANALYSIS_DTYPES, ExperimentSpec
 
@@ -154,9 +155,17 @@ def build_parser(prog: str, description: str, experiment: Experiment) -> Parser:
     "(surfaces.png; the values go to results.npz), for every seed",
   )
   p.add_argument(
+    "--measures",
+    type=_families,
+    metavar="LEVEL|F1,F2,...",
+    help=f"what to measure beyond the reference's slice and spectrum: a level, "
+    f"{_levels_help()}, 'none', or families from {', '.join(families_lib.FAMILIES)} "
+    f"(docs/measures.md; default: {families_lib.DEFAULT_LEVEL})",
+  )
+  p.add_argument(
     "--no-measures",
     action="store_true",
-    help="skip the Hessian, sharpness and isotropy measures (measures.md)",
+    help="the same as --measures none",
   )
   p.add_argument(
     "--matched-loss",
@@ -251,13 +260,38 @@ def spec_from_args(args: argparse.Namespace, experiment: Experiment) -> Experime
     name=experiment.name,
     title=experiment.title,
     predictions=experiment.predictions,
-    measures=None if args.no_measures else MeasureConfig(),
+    measures=_measure_config(args),
     surface_points=args.surface,
     seeds_per_call=args.seeds_per_call,
     matched_losses=args.matched_loss or (),
     curvature_iterations=args.curvature_iterations,
     analysis_dtype=args.analysis_dtype,
   )
+
+
+def _families(text: str) -> str:
+  """--measures' value, checked (`families_lib.parse_families`) and kept as given."""
+  try:
+    families_lib.parse_families(text)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
+  return text
+
+
+def _levels_help() -> str:
+  return "; ".join(f"{name} ({', '.join(f)})" for name, f in families_lib.LEVELS.items())
+
+
+def _measure_config(args: argparse.Namespace) -> MeasureConfig | None:
+  """--measures / --no-measures as the spec's `measures` (None: the reference's only)."""
+  if args.no_measures:
+    if args.measures is not None:
+      raise ValueError("--no-measures and --measures contradict each other: give one")
+    return None
+  if args.measures is None:
+    return MeasureConfig()
+  families = families_lib.parse_families(args.measures)
+  return None if families is None else MeasureConfig(families=families)
 
 
 def _rate_list(text: str) -> tuple[float, ...]:

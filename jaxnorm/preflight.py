@@ -10,9 +10,9 @@ largest arrays a run holds at once, from the sizes alone:
                    + 2 B K (the uniforms a batch is drawn from)
   analysis per seed: c (n + B L (4 D + H L)) (c = `landscape.DEFAULT_CHUNK` perturbed
                    models evaluated together, each holding its FFN or attention
-                   activations) + (lanczos + 2) n (Lanczos basis)
-                   + (2 D + 2) n (the slices' directions, D = slice_directions);
-                   with measures and a normalization whose training mode mixes tokens
+                   activations) + (lanczos + 2) n (Lanczos basis; "hessian" family)
+                   + (2 D + 2) n (the slices' directions, D = slice_directions; "slices");
+                   with "batch_stats" and a normalization whose training mode mixes tokens
                    (BatchNorm: the batch-statistics measures run every position of every
                    perturbed model, not the last), c (n + B L (48 D + 2 H L)) instead
   results:         S (steps + P + A^2) (loss history, slice, 2D slice), twice (device and
@@ -27,8 +27,8 @@ Measured on the 2-core CPU (`/usr/bin/time -f %M python experiments/exp2.py --qu
 S = 8, 0.22 GB per added seed, where the estimate gives 0.23 GB per seed (the rest is the
 JAX runtime and the compiler, which the estimate leaves out). The analysis terms against
 XLA's own count (`memory_analysis().temp_size_in_bytes` of the compiled analysis, reference
-config, one seed, float32): LayerNorm 0.185 GB (estimate 0.24), No Norm 0.173 GB (0.24),
-BatchNorm 1.98 GB (2.02; the 48 D per position is fitted to this number).
+config, one seed, float32, every measure family): LayerNorm 0.185 GB (estimate 0.24), No Norm
+0.173 GB (0.24), BatchNorm 1.98 GB (2.02; the 48 D per position is fitted to this number).
 """
 
 from __future__ import annotations
@@ -94,13 +94,15 @@ def memory_estimate(
   train = 6 * n + 2 * b * seq * (19 * d + 2 * h * seq) + 2 * b * k
   analysis = b * seq * 3 * d  # the spectrum's activations
   chunk = landscape.DEFAULT_CHUNK
-  every_position = spec.measures is not None and any(
+  families = () if spec.measures is None else spec.measures.families
+  every_position = "batch_stats" in families and any(
     not norms.REGISTRY[norm].per_token_in_train for norm in cfg.norms if norm in norms.REGISTRY
   )
   per_model = b * seq * (48 * d + 2 * h * seq) if every_position else b * seq * (4 * d + h * seq)
   analysis += chunk * (n + per_model)
-  if spec.measures is not None:
+  if "hessian" in families:
     analysis += (spec.measures.lanczos_iterations + 2) * n
+  if "slices" in families:
     analysis += (2 * spec.measures.slice_directions + 2) * n  # the slices' directions
   points = cfg.landscape_points + (spec.surface_points or 0) ** 2
   per_seed_results = 2 * (cfg.steps + points) + n

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxnorm import analysis, measures, stats
+from jaxnorm import families as families_lib
 from jaxnorm.norms import label
 from jaxnorm.predictions import Prediction
 from jaxnorm.result import ExperimentResult, SweepResult
@@ -50,6 +51,8 @@ def markdown(result: ExperimentResult) -> str:
     f"{seeds} seed(s); cells are the value"
     + (" (mean ± 95% CI half-width over seeds)" if seeds > 1 else " (one seed: no interval)")
     + "; MC se: the Monte Carlo standard error of an estimator.",
+    "",
+    measured_line(result.spec.measures),
     "",
   ]
   rates = {norm: f"{r.learning_rate:g}" for norm, r in result.norms.items()}
@@ -119,7 +122,12 @@ def _table_and_verdicts(
     lines += ["### The paper's predictions", ""]
   for p in predictions:
     rows = [r for r in stats.judge(p, by_norm) if r["measure"] in present]
-    if not rows:
+    missing = [
+      name
+      for name in p.on
+      if name not in present and families_lib.family_of(name) and _judged(name)
+    ]
+    if not rows and not missing:
       continue
     lines += [f"**{p.text}** ({_relation_text(p)}; {seeds} seed(s))", ""]
     for kind, title in KIND_TITLES.items():
@@ -132,8 +140,42 @@ def _table_and_verdicts(
           f"  - {label(r['subject'])} vs {label(p.baseline)}, {measures.label(r['measure'])}:"
           f" {r['verdict']}"
         )
+    if missing:
+      families = sorted(
+        {families_lib.family_of(n) for n in missing}, key=families_lib.FAMILIES.index
+      )
+      lines.append(
+        f"- Not measured: {len(missing)} of its measures, from the "
+        f"{' and '.join(families)} famil{'ies' if len(families) > 1 else 'y'} "
+        f"(`--measures {_smallest_level(families)}` measures them)"
+      )
     lines.append("")
   return lines
+
+
+def _judged(name: str) -> bool:
+  return name not in measures.BY_NAME or measures.BY_NAME[name].comparable
+
+
+def _smallest_level(families) -> str:
+  """The first level of `families_lib.LEVELS` that holds every one of `families`."""
+  return next(level for level, held in families_lib.LEVELS.items() if set(families) <= set(held))
+
+
+def measured_line(measure_config: families_lib.MeasureConfig | None) -> str:
+  """What the run measured beyond the reference's slice and spectrum, and how to measure
+  the rest, e.g. "Measured: isotropy, slices, sharpness (`--measures standard`); not
+  measured: hessian, batch_stats (`--measures all`; docs/measures.md)"."""
+  families = () if measure_config is None else measure_config.families
+  level = next((n for n, f in families_lib.LEVELS.items() if f == families), None)
+  given = "none" if not families else level or ",".join(families)
+  rest = [f for f in families_lib.FAMILIES if f not in families]
+  what = ", ".join(families) or "the reference's slice and spectrum only"
+  text = f"Measured: {what}"
+  text += f" (`--measures {given}`)"
+  if rest:
+    text += f"; not measured: {', '.join(rest)} (`--measures all`; docs/measures.md)"
+  return text + "."
 
 
 def unconverged_mark(stats_norm: dict, name: str) -> str:

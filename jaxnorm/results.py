@@ -47,8 +47,10 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from jaxnorm import manifests, measures, plotting, predictions, report, runfolder, summary
+from jaxnorm import families as families_lib
+from jaxnorm import manifests, plotting, predictions, report, runfolder, summary
 from jaxnorm.config import Config
+from jaxnorm.families import MeasureConfig
 from jaxnorm.result import ExperimentResult, Matched, NormResult, SweepResult, rate_folder
 from jaxnorm.spec import ExperimentSpec
 
@@ -235,13 +237,11 @@ def _predictions(info: dict[str, Any], name: str) -> tuple[predictions.Predictio
   return predictions.BY_NAME[name].predictions if name in predictions.BY_NAME else ()
 
 
-def _measure_config(info: dict[str, Any], measured: bool) -> measures.MeasureConfig | None:
-  """The run's estimator settings; a folder written before summary.json recorded them was
-  measured with the defaults of its time, taken to be today's."""
-  if "measure_config" in info:
-    saved = info["measure_config"]
-    return None if saved is None else measures.MeasureConfig(**saved)
-  return measures.MeasureConfig() if measured else None
+def _measure_config(info: dict[str, Any], measured: bool) -> MeasureConfig | None:
+  """The run's measure families and estimator settings; a folder from before summary.json
+  recorded them took today's defaults and every family (the only choice then)."""
+  saved = info.get("measure_config", {} if measured else None)
+  return None if saved is None else MeasureConfig(**{"families": families_lib.FAMILIES, **saved})
 
 
 def _result(info: dict[str, Any], flat: dict[str, np.ndarray]) -> ExperimentResult:

@@ -18,7 +18,7 @@ from jaxnorm.config import (
   as_str,
   as_tuple,
 )
-from jaxnorm.measures import MeasureConfig
+from jaxnorm.families import MeasureConfig
 from jaxnorm.predictions import Prediction
 
 DEFAULT_TITLE = "Comparative Analysis of Normalization Techniques"
@@ -55,7 +55,7 @@ SPEC_FIELD_TYPES: dict[str, Callable[[str, Any], Any]] = {
   "name": as_str,
   "title": as_str,
   "predictions": _predictions,
-  "measures": _optional(_instance_of(MeasureConfig, "a measures.MeasureConfig or None")),
+  "measures": _optional(_instance_of(MeasureConfig, "a families.MeasureConfig or None")),
   "surface_points": _optional(as_int),
   "seeds_per_call": _optional(as_int),
   "chunk_size": as_int,

@@ -37,6 +37,7 @@ if (
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+from jaxnorm import families as families_lib  # noqa: E402
 from jaxnorm.spec import ExperimentSpec  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -99,11 +100,15 @@ def measured_result():
   """One small experiment with everything on, shared by the tests of what a run returns,
   saves and summarizes: BatchNorm and No Norm, seeds 3 and 4, every measure (cheap
   estimator settings) and a 3 x 3 surface."""
-  from jaxnorm import config, measures, pipeline
+  from jaxnorm import config, pipeline
 
   cfg = config.TINY.replace(steps=12, landscape_points=5, norms=("batchnorm", "none"), seed=3)
-  measure_config = measures.MeasureConfig(
-    lanczos_iterations=6, trace_probes=4, sharpness_samples=4, slice_directions=2
+  measure_config = families_lib.MeasureConfig(
+    families=families_lib.FAMILIES,
+    lanczos_iterations=6,
+    trace_probes=4,
+    sharpness_samples=4,
+    slice_directions=2,
   )
   spec = ExperimentSpec(cfg, num_seeds=2, measures=measure_config, surface_points=3, name="t")
   return pipeline.run(spec, progress=False)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from jaxnorm import analysis, config, keys, landscape, measures, model, train
+from jaxnorm import families as families_lib
 
 CFG = config.TINY.replace(landscape_points=5)
 
@@ -43,14 +44,14 @@ def test_basic_and_derived_are_what_the_summary_reads_off_and_derives():
 
 
 def test_analysis_computes_exactly_the_analyzed_measures():
-  """Every analyzed entry of the table is computed, and nothing else (shapes only)."""
+  """With every family, every analyzed entry of the table is computed, and nothing else;
+  without a config, nothing (shapes only)."""
   m = model.build(CFG, "layernorm")
   state = jax.eval_shape(lambda: train.init_state(m, CFG.task, jax.random.key(0), 1e-3))
   alphas = landscape.alphas(CFG.landscape_points, CFG.landscape_range)
+  every = families_lib.MeasureConfig(families=families_lib.FAMILIES)
   out = jax.eval_shape(
-    lambda p, b: analysis.analyze(
-      m, CFG.task, measures.MeasureConfig(), p, b, keys.run_keys(0), alphas, alphas
-    ),
+    lambda p, b: analysis.analyze(m, CFG.task, every, p, b, keys.run_keys(0), alphas, alphas),
     state.params,
     state.batch_stats,
   )
@@ -62,7 +63,7 @@ def test_analysis_computes_exactly_the_analyzed_measures():
     state.params,
     state.batch_stats,
   )
-  assert without.measures == {}
+  assert without.measures == {} and without.hessian_density is None
   grid = jnp.linspace(-1.0, 1.0, 4)
   with_surface = jax.eval_shape(
     lambda p, b: analysis.analyze(m, CFG.task, None, p, b, keys.run_keys(0), alphas, alphas, grid),
@@ -70,6 +71,32 @@ def test_analysis_computes_exactly_the_analyzed_measures():
     state.batch_stats,
   )
   assert with_surface.surface.shape == (4, 4)
+
+
+SELECTIONS = [
+  *families_lib.LEVELS.values(),
+  *((f,) for f in families_lib.FAMILIES),
+  ("batch_stats", "hessian"),
+]
+
+
+@pytest.mark.parametrize("norm", ["layernorm", "batchnorm"])
+@pytest.mark.parametrize("families", SELECTIONS, ids=",".join)
+def test_analysis_computes_exactly_the_selected_families(norm, families):
+  """Each level and each family alone: exactly `families_lib.analyzed(families)`, the Hessian's
+  density only with "hessian" (shapes only; BatchNorm takes the batch-statistics path)."""
+  m = model.build(CFG, norm)
+  state = jax.eval_shape(lambda: train.init_state(m, CFG.task, jax.random.key(0), 1e-3))
+  alphas = landscape.alphas(CFG.landscape_points, CFG.landscape_range)
+  config_ = families_lib.MeasureConfig(families=families)
+  out = jax.eval_shape(
+    lambda p, b: analysis.analyze(m, CFG.task, config_, p, b, keys.run_keys(0), alphas, alphas),
+    state.params,
+    state.batch_stats,
+  )
+  assert set(out.measures) == set(families_lib.analyzed(families))
+  assert (out.hessian_density is not None) == ("hessian" in families)
+  assert {families_lib.family_of(n) for n in out.measures} <= set(families)
 
 
 @pytest.mark.hostile

@@ -22,6 +22,7 @@ from jaxnorm import (
   results,
   runfolder,
 )
+from jaxnorm import families as families_lib
 from jaxnorm.predictions import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,10 +175,17 @@ def test_seeds_surface_and_measures_are_written(tmp_path, capsys, monkeypatch, m
   default = options.spec_from_args(parsed, experiment)
   assert default.measures == options.MeasureConfig()  # what the script measures with
   cheap = options.MeasureConfig(
-    lanczos_iterations=6, trace_probes=4, sharpness_samples=4, slice_directions=2
+    families=families_lib.FAMILIES,
+    lanczos_iterations=6,
+    trace_probes=4,
+    sharpness_samples=4,
+    slice_directions=2,
   )
-  monkeypatch.setattr(options, "MeasureConfig", lambda: cheap)
+  monkeypatch.setattr(
+    options, "MeasureConfig", lambda families: cheap if families == cheap.families else None
+  )
   args = ["--out", str(tmp_path), *IN_PROCESS, "--surface", "3", "--seeds", "2"]
+  args += ["--measures", "all"]
   args += ["--compile-workers", "0", "--curvature-iterations", "4"]
   status = cli.main(
     [*args, "--norms", "none"],
@@ -263,6 +271,10 @@ FOLDERS = {
     (["--matched-loss", "0.1,0.1"], "matched_losses"),
     (["--matched-loss", "low"], "--matched-loss"),
     (["--curvature-iterations", "1"], "curvature_iterations"),
+    (["--measures", "hessian,curvature"], "'curvature'"),
+    (["--measures", ""], "give a level"),
+    (["--measures", "all", "--no-measures"], "contradict"),
+    (["--replot", "{tmp}", "--measures", "all"], "--measures"),
     (["--surface", "100000"], "surface_points"),
     (["--batch-size", str(10**7)], "GiB"),
     (["--seeds", str(10**6)], "GiB"),

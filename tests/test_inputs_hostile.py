@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from helpers import script
 
-from jaxnorm import cli, config, directions, exits, measures, predictions, report, results, sweep
+from jaxnorm import cli, config, directions, exits, predictions, report, results, sweep
+from jaxnorm import families as families_lib
 from jaxnorm.result import ExperimentResult, NormResult
 from jaxnorm.spec import SPEC_FIELD_TYPES, ExperimentSpec
 
@@ -282,11 +283,16 @@ MEASURE_WRONG_TYPES = {
   "filter_policy_1d": [None, ["zero"], 0],
   "slice_directions": [8.0],
   "lanczos_restarts": [True, 8.0, "8"],
+  # A string is not a tuple of names (not even "hessian"), nor an empty tuple, nor a family
+  # that does not exist.
+  "families": ["hessian", (), ("hessian", "curvature"), None, ("standard",)],
 }
 
 
 def test_every_measure_config_field_has_wrong_types_to_try():
-  assert set(MEASURE_WRONG_TYPES) == {f.name for f in dataclasses.fields(measures.MeasureConfig)}
+  assert set(MEASURE_WRONG_TYPES) == {
+    f.name for f in dataclasses.fields(families_lib.MeasureConfig)
+  }
 
 
 @pytest.mark.parametrize(
@@ -294,16 +300,16 @@ def test_every_measure_config_field_has_wrong_types_to_try():
 )
 def test_measure_config_fields_of_the_wrong_type_are_refused_by_name(field, value):
   with pytest.raises(ValueError, match=rf"MeasureConfig\.{field}="):
-    measures.MeasureConfig(**{field: value})
+    families_lib.MeasureConfig(**{field: value})
 
 
 def test_measure_config_values_and_policies():
-  assert measures.MeasureConfig(trace_probes=np.int64(4)).trace_probes.__class__ is int
+  assert families_lib.MeasureConfig(trace_probes=np.int64(4)).trace_probes.__class__ is int
   for policy in directions.POLICIES_1D:  # the policies the filter-normalized slice knows
-    assert measures.MeasureConfig(filter_policy_1d=policy).filter_policy_1d == policy
+    assert families_lib.MeasureConfig(filter_policy_1d=policy).filter_policy_1d == policy
   for field, value in [("lanczos_tol", 0.0), ("sharpness_rho", float("inf")), ("lanczos_tol", -1)]:
     with pytest.raises(ValueError, match=rf"MeasureConfig\.{field}=.* finite and > 0"):
-      measures.MeasureConfig(**{field: value})
+      families_lib.MeasureConfig(**{field: value})
 
 
 # --- learning rates float32 cannot hold --------------------------------------------------

@@ -3,6 +3,7 @@
 import pytest
 
 from jaxnorm import curvature, measures
+from jaxnorm import families as families_lib
 
 
 def test_the_table_is_well_formed():
@@ -19,17 +20,17 @@ def test_the_table_is_well_formed():
 
 def test_bad_measure_config():
   with pytest.raises(ValueError, match="trace_probes"):
-    measures.MeasureConfig(trace_probes=1)
+    families_lib.MeasureConfig(trace_probes=1)
   with pytest.raises(ValueError, match="sharpness_rho"):
-    measures.MeasureConfig(sharpness_rho=0.0)
+    families_lib.MeasureConfig(sharpness_rho=0.0)
 
 
 def test_lanczos_restarts_setting():
-  assert measures.MeasureConfig().lanczos_restarts == curvature.MAX_RESTARTS
-  assert measures.MeasureConfig(lanczos_restarts=0).lanczos_restarts == 0  # plain Lanczos
+  assert families_lib.MeasureConfig().lanczos_restarts == curvature.MAX_RESTARTS
+  assert families_lib.MeasureConfig(lanczos_restarts=0).lanczos_restarts == 0  # plain Lanczos
   for bad in (-1, True, 2.0, "8"):
     with pytest.raises(ValueError, match="lanczos_restarts"):
-      measures.MeasureConfig(lanczos_restarts=bad)
+      families_lib.MeasureConfig(lanczos_restarts=bad)
   # Every lambda_max with a convergence flag: the flag and residual are measures too.
   for flag, residual in measures.CONVERGENCE.values():
     assert measures.BY_NAME[flag].kind == measures.BY_NAME[residual].kind == "diagnostic"

@@ -6,6 +6,7 @@ import pytest
 from helpers import TEST_SCRIPT
 
 from jaxnorm import config, options
+from jaxnorm.families import FAMILIES, LEVELS
 
 
 @pytest.mark.parametrize(
@@ -25,3 +26,21 @@ def test_learning_rates_from_the_command_line(args, rates):
   parsed = options.build_parser("t", "", TEST_SCRIPT["experiment"]).parse_args(args)
   cfg = options.config_from_args(parsed, config.PAPER)
   assert {norm: cfg.learning_rate_for(norm) for norm in cfg.norms} == rates
+
+
+@pytest.mark.parametrize(
+  "args, families",
+  [
+    ([], LEVELS["standard"]),  # the default level
+    (["--measures", "all"], FAMILIES),
+    (["--measures", "basic"], ("isotropy",)),
+    (["--measures", "hessian,isotropy"], ("isotropy", "hessian")),
+    (["--measures", "none"], None),
+    (["--no-measures"], None),
+  ],
+)
+def test_measure_families_from_the_command_line(args, families):
+  experiment = TEST_SCRIPT["experiment"]
+  parsed = options.build_parser("t", "", experiment).parse_args(args)
+  measured = options.spec_from_args(parsed, experiment).measures
+  assert (None if measured is None else measured.families) == families

@@ -32,11 +32,16 @@ from jaxnorm import (
   torch_compat,
   train,
 )
+from jaxnorm import families as families_lib
 from jaxnorm.result import ExperimentResult
 from jaxnorm.spec import ExperimentSpec
 
-MCFG = measures.MeasureConfig(
-  lanczos_iterations=6, trace_probes=4, sharpness_samples=4, slice_directions=2
+MCFG = families_lib.MeasureConfig(
+  families=families_lib.FAMILIES,
+  lanczos_iterations=6,
+  trace_probes=4,
+  sharpness_samples=4,
+  slice_directions=2,
 )
 
 

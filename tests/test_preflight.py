@@ -8,7 +8,7 @@ import jax
 import pytest
 
 from jaxnorm import config, model, preflight
-from jaxnorm.measures import MeasureConfig
+from jaxnorm.families import MeasureConfig
 from jaxnorm.spec import ExperimentSpec
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from helpers import norm_result, script
 
-from jaxnorm import config, predictions, report, stats
+from jaxnorm import config, families, predictions, report, stats
 from jaxnorm.result import ExperimentResult, SweepResult
 from jaxnorm.spec import ExperimentSpec
 
@@ -29,6 +29,44 @@ def test_markdown_lists_verdicts_by_kind_with_seed_counts_and_no_tally(measured_
   verdict_lines = [line for line in text.splitlines() if line.startswith("  - ")]
   assert verdict_lines and all("2 seeds" in line or "not judged" in line for line in verdict_lines)
   assert "(MC se " in text  # the Monte Carlo standard errors are shown
+
+
+def test_markdown_says_what_was_measured_and_what_a_prediction_lacks(measured_result):
+  """A run of the basic level (conftest's run, cut to its isotropy family): measures.md
+  names the families that ran and the level that runs the rest; a prediction judged on
+  measures of families that did not run says so, with the level that measures them,
+  instead of disappearing; the isotropy one is judged as before."""
+  basic = families.MeasureConfig(families=families.LEVELS["basic"])
+  kept = set(families.analyzed(basic.families))
+  norms = {
+    n: r._replace(measures={k: v for k, v in r.measures.items() if k in kept})
+    for n, r in measured_result.norms.items()
+  }
+  spec = ExperimentSpec(
+    measured_result.spec.config,
+    num_seeds=2,
+    measures=basic,
+    predictions=(
+      predictions.flatter(("batchnorm",), "none", "BN flatter"),
+      predictions.more_isotropic(("batchnorm",), "none", "BN more isotropic"),
+    ),
+  )
+  text = report.markdown(measured_result._replace(spec=spec, norms=norms))
+  assert (
+    "Measured: isotropy (`--measures basic`); not measured: slices, sharpness, hessian, "
+    "batch_stats (`--measures all`"
+  ) in text
+  flatter = text[text.index("**BN flatter**") : text.index("**BN more isotropic**")]
+  assert "- Not measured: 6 of its measures, from the slices and sharpness families " in flatter
+  assert "(`--measures standard` measures them)" in flatter and "- Flatness:" not in flatter
+  isotropic = text[text.index("**BN more isotropic**") :]
+  assert "Not measured" not in isotropic.split("How verdicts")[0] and "- Isotropy:" in isotropic
+  everything = report.markdown(measured_result)
+  assert "Measured: isotropy, slices, sharpness, hessian, batch_stats (`--measures all`)." in (
+    everything
+  )
+  none = report.measured_line(None)
+  assert none.startswith("Measured: the reference's slice and spectrum only (`--measures none`)")
 
 
 def test_terminal_table_has_a_row_per_norm(measured_result):

@@ -11,7 +11,6 @@ from jaxnorm import (
   cli,
   config,
   manifests,
-  measures,
   model,
   options,
   pipeline,
@@ -20,8 +19,15 @@ from jaxnorm import (
   results,
   runfolder,
 )
+from jaxnorm import families as families_lib
 
-CHEAP_MEASURES = dict(lanczos_iterations=6, trace_probes=4, sharpness_samples=4, slice_directions=2)
+CHEAP_MEASURES = dict(
+  families=families_lib.FAMILIES,
+  lanczos_iterations=6,
+  trace_probes=4,
+  sharpness_samples=4,
+  slice_directions=2,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -86,6 +92,22 @@ def test_folders_of_format_1_still_load(folder, seeds):
   expected = value["values"] if seeds > 1 else [value]
   np.testing.assert_allclose(r.measures["effective_rank"], expected)
   assert r.first_nonfinite_step.tolist() == [-1] * seeds
+
+
+def test_a_runs_measure_families_are_read_back_and_older_runs_had_them_all():
+  """summary.json's measure_config: a run of today gives back its families; one written
+  before families existed (no "families", or no measure_config at all but measures in
+  results.npz) measured every family; null means the reference's measures only."""
+  today = families_lib.MeasureConfig(families=("hessian",), trace_probes=4)
+  saved = json.loads(json.dumps(dataclasses.asdict(today)))  # as summary.json holds it
+  assert results._measure_config({"measure_config": saved}, measured=True) == today
+  del saved["families"]
+  older = families_lib.MeasureConfig(families=families_lib.FAMILIES, trace_probes=4)
+  assert results._measure_config({"measure_config": saved}, measured=True) == older
+  every = families_lib.MeasureConfig(families=families_lib.FAMILIES)
+  assert results._measure_config({}, measured=True) == every
+  assert results._measure_config({}, measured=False) is None
+  assert results._measure_config({"measure_config": None}, measured=False) is None
 
 
 def test_load_from_an_empty_folder_says_what_is_missing(tmp_path):
@@ -176,7 +198,7 @@ def test_save_writes_the_files_the_command_line_writes_and_replots_alike(tmp_pat
 
   def cheaper(args, experiment):  # the measures of conftest's `measured_result`
     spec = real_spec(args, experiment)
-    return dataclasses.replace(spec, measures=measures.MeasureConfig(**CHEAP_MEASURES))
+    return dataclasses.replace(spec, measures=families_lib.MeasureConfig(**CHEAP_MEASURES))
 
   real_run, real_spec = pipeline.run, options.spec_from_args
   monkeypatch.setattr(pipeline, "run", run_and_keep)
@@ -208,7 +230,7 @@ def test_a_loaded_run_saves_the_folder_it_was_loaded_from(tmp_path, result):
   spec = dataclasses.replace(result.spec, name="exp2", predictions=(mine,))
   results.save(result._replace(spec=spec), tmp_path / "first")
   loaded = results.load(tmp_path / "first", variables=True)
-  assert loaded.spec.measures == spec.measures != measures.MeasureConfig()  # not the defaults
+  assert loaded.spec.measures == spec.measures != families_lib.MeasureConfig()  # not the defaults
   assert loaded.spec.predictions == (mine,)  # not EXP2's, although the name is "exp2"
   results.save(loaded, tmp_path / "again")
   first = _files(tmp_path / "first")

@@ -23,11 +23,12 @@ import collections, json, sys
 from jax._src import monitoring
 from jaxnorm import config, measures, pipeline, runtime
 from jaxnorm.spec import ExperimentSpec
+from jaxnorm import families as families_lib
 events = collections.Counter()
 monitoring.register_event_listener(lambda event, **kwargs: events.update([event]))
 runtime.enable_compilation_cache(sys.argv[1])
 cfg = config.TINY.replace(steps=2, landscape_points=3, norms=("layernorm",))
-cheap = measures.MeasureConfig(
+cheap = families_lib.MeasureConfig(
   lanczos_iterations=3, trace_probes=2, sharpness_samples=2, slice_directions=2
 )
 pipeline.run(ExperimentSpec(cfg, num_seeds=1, measures=cheap, name="t"), progress=False)
