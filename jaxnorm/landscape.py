@@ -117,16 +117,24 @@ def losses_at(
   The one evaluation loop behind every slice, surface and sharpness estimate: a program
   that needs several of them evaluates all their points in one call, so its model is
   compiled once, not once per measure. Points are evaluated by vmap, `chunk_size` at a time
-  (None: all at once), so memory stays bounded as N grows (`chunked_map`). The shift is
-  summed elementwise (no matrix product, so no matmul precision applies to it); zero
-  coefficients add exact zeros.
+  (None: all at once), so memory stays bounded as N grows (`chunked_map`). The M directions
+  are stacked once per parameter (M, *shape) and each point's shift is one contraction
+  with its coefficients, at HIGHEST precision whatever the matmul precision (one program
+  op per parameter, not M, so compile time does not grow with M); zero coefficients add
+  exact zeros, so a point on one direction is that direction times its coefficient.
   """
+  stacked = jax.tree.map(lambda *d: jnp.stack(d), *directions) if directions else None
 
   def at(point):
     c_M, s, key = point
     shifts = []
     if directions:
-      shifts.append(jax.tree.map(lambda *d: sum(c_M[j] * d[j] for j in range(len(d))), *directions))
+      shifts.append(
+        jax.tree.map(
+          lambda d_M: jnp.tensordot(c_M, d_M, axes=1, precision=jax.lax.Precision.HIGHEST),
+          stacked,
+        )
+      )
     if noise_scale is not None:
       z = gaussian_direction(key, params)
       shifts.append(jax.tree.map(lambda a, b: s * (a * b), noise_scale, z))
