@@ -72,6 +72,25 @@ def check_ids(ids: jax.Array, size: int, what: str) -> None:
     raise ValueError(f"{what} must be in [0, {size}), got {bad}")
 
 
+def gelu_exact(x: jax.Array) -> jax.Array:
+  """Exact GELU, x * Phi(x), written as PyTorch computes it: x / 2 * (1 + erf(x / sqrt(2))).
+
+  `jax.nn.gelu(x, approximate=False)` is the same function written x / 2 * erfc(-x / sqrt(2)),
+  but erf is one XLA operation with its own float32 approximation, while JAX expands erfc
+  into about 80 (three polynomials, two divisions and an exponential, every branch
+  evaluated for every element): in the BatchNorm training step, whose FFN runs at every
+  position, the GELU and its derivative cost about twice as much with erfc.
+
+  The two agree to float32 rounding: over [-10, 10] they differ by at most 9.5e-7 (2 ulp
+  of the largest values), and against x * Phi(x) computed in float64 this form errs by at
+  most 1.1e-6, PyTorch's by 1.2e-6, erfc's by 4e-7. In the negative tail, where 1 + erf
+  cancels, the error stays within that absolute bound but is large relative to the tiny
+  GELU there, as in PyTorch.
+  """
+  sqrt_half = np.sqrt(0.5).astype(x.dtype)
+  return x * 0.5 * (1 + jax.lax.erf(x * sqrt_half))
+
+
 def torch_linear(features: int, fan_in: int, name: str, precision: Precision = None) -> nn.Dense:
   """A Dense layer initialized like `torch.nn.Linear(fan_in, features)`."""
   return nn.Dense(
@@ -171,7 +190,7 @@ class FeedForward(nn.Module):
     self.down = torch_linear(d, fan_in=4 * d, name="down", precision=self.precision)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return self.down(nn.gelu(self.up(x), approximate=False))
+    return self.down(gelu_exact(self.up(x)))
 
 
 class Block(nn.Module):
