@@ -258,7 +258,7 @@ def whole_runs(args, tmp: Path, logs: Path | None) -> dict[str, float | str]:
   cold = {**env, "JAXNORM_CACHE_DIR": str(tmp / "cache"), "JAX_LOG_COMPILES": "1"}
   warm = {**cold, "JAX_LOG_COMPILES": "0"}
   seeds_env = {**env, "JAXNORM_CACHE_DIR": str(tmp / "cache_seeds")}
-  return {
+  runs = {
     "jaxnorm, empty cache": _timed_process(
       "exp2_cold", exp2 + ["--out", str(tmp / "a")], cold, t, logs
     ),
@@ -266,10 +266,12 @@ def whole_runs(args, tmp: Path, logs: Path | None) -> dict[str, float | str]:
     "jaxnorm, warm cache": _timed_process(
       "exp2_warm", exp2 + ["--out", str(tmp / "b")], warm, t, logs
     ),
-    f"jaxnorm --seeds {args.seeds}, empty cache": _timed_process(
-      "exp2_seeds", exp2 + ["--seeds", str(args.seeds), "--out", str(tmp / "c")], seeds_env, t, logs
-    ),
   }
+  if args.seeds:
+    runs[f"jaxnorm --seeds {args.seeds}, empty cache"] = _timed_process(
+      "exp2_seeds", exp2 + ["--seeds", str(args.seeds), "--out", str(tmp / "c")], seeds_env, t, logs
+    )
+  return runs
 
 
 def main() -> int:
@@ -279,7 +281,7 @@ def main() -> int:
   p.add_argument("--steps", type=int, help="training steps of the whole runs (default: preset's)")
   p.add_argument("--chunk", type=int, default=100, help="steps per timed training chunk")
   p.add_argument("--rounds", type=int, default=5, help="alternating rounds per step timing")
-  p.add_argument("--seeds", type=int, default=8, help="K of the --seeds K whole run")
+  p.add_argument("--seeds", type=int, default=8, help="K of the --seeds K whole run (0: none)")
   p.add_argument("--timeout", type=float, default=900, help="seconds allowed per whole run")
   p.add_argument(
     "--skip", default="", help="comma-separated sections to skip: step,compile,whole,measures"
