@@ -175,29 +175,21 @@ def _perturbed_losses(
     grid_Gx2 = directions.surface_coefficients(surface_grid_A, surface_grid_A)
     blocks["surface"] = block(grid_Gx2, ["surface1", "surface2"])
   coefficients = jnp.concatenate(list(blocks.values()))
-  points, scale = landscape.Points(coefficients), None
-  if "sharpness" in families:
-    sharp = directions.sharpness_points(
-      keys.sharpness, measure_config.sharpness_samples, len(names)
-    )
-    blocks["sharpness"] = sharp.coefficients
-    n_fixed = coefficients.shape[0]
-    points = landscape.Points(
-      jnp.concatenate([coefficients, sharp.coefficients]),
-      jnp.concatenate([jnp.zeros((n_fixed,)), sharp.noise]),  # no noise on the slices
-      jnp.concatenate([jax.random.split(keys.sharpness, n_fixed), sharp.keys]),
-    )
-    scale = directions.sharpness_scale(params, measure_config.sharpness_rho)
   # The points in the parameters' dtype: a default-dtype array (float64 under a global
   # JAX_ENABLE_X64) would otherwise promote float32 weights and evaluate mixed precision.
   dtype = jnp.result_type(*jax.tree.leaves(params))
-  points = points._replace(
-    coefficients=points.coefficients.astype(dtype),
-    noise=None if points.noise is None else points.noise.astype(dtype),
-  )
-  losses_N = landscape.losses_at(loss_fn, params, points, tuple(fixed.values()), scale)
+  points = landscape.Points(coefficients.astype(dtype))
+  losses_N = landscape.losses_at(loss_fn, params, points, tuple(fixed.values()))
   ends = np.cumsum([b.shape[0] for b in blocks.values()])
-  return dict(zip(blocks, _split(losses_N, ends), strict=True))
+  out = dict(zip(blocks, _split(losses_N, ends), strict=True))
+  if "sharpness" in families:
+    # A loop of its own: a fresh Gaussian draw per point, which the slices' points, in
+    # the loop above, do not pay for.
+    sharp = directions.sharpness_points(keys.sharpness, measure_config.sharpness_samples, 0)
+    sharp = sharp._replace(noise=sharp.noise.astype(dtype))
+    scale = directions.sharpness_scale(params, measure_config.sharpness_rho)
+    out["sharpness"] = landscape.losses_at(loss_fn, params, sharp, (), scale)
+  return out
 
 
 def _split(x_N: jax.Array, ends: np.ndarray) -> list[jax.Array]:
