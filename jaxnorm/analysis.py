@@ -292,10 +292,19 @@ def analyze_seeds(
   surface_grid_A: jax.Array | None = None,
 ) -> Analysis:
   """`analyze` for S seeds at once (leading axis S on the variables and keys): one
-  compiled program per (model, task, measure settings, sizes). Donates nothing."""
+  compiled program per (model, task, measure settings, sizes). Donates nothing.
+
+  One seed (S = 1, the default run) is analyzed without `vmap` and given its seed axis
+  after: the same computation, which XLA compiles in about 30% less time (the standard
+  level at the reference config: 3.3 s against 4.6 s on the 2-core CPU) and which equals
+  the vmapped one up to float32 rounding."""
   one = lambda p, b, k: analyze(
     model, task, measure_config, p, b, k, offsets_P, alphas_P, surface_grid_A
   )  # noqa: E731
+  if jax.tree.leaves(keys_S)[0].shape[0] == 1:
+    first = lambda tree: jax.tree.map(lambda x: x[0], tree)  # noqa: E731
+    out = one(first(params_S), first(batch_stats_S), first(keys_S))
+    return jax.tree.map(lambda x: x[None], out)
   return jax.vmap(one)(params_S, batch_stats_S, keys_S)
 
 

@@ -121,3 +121,23 @@ def test_the_spectrum_ratio_follows_the_nan_convention_of_the_isotropy_measures(
     warnings.simplefilter("error")  # no 0 / 0 warning either
     ratio = analysis._top_bottom_ratio(spectra)
   np.testing.assert_array_equal(ratio, [4.0, np.nan, np.nan, np.inf])
+
+
+def test_one_seed_is_analyzed_as_each_seed_of_many():
+  """S = 1 takes the program without vmap (`analyze_seeds`): its every output equals that
+  seed's in a vmapped group (to float32 rounding), with the seed axis kept."""
+  m = model.build(CFG, "batchnorm")
+  k2 = jax.vmap(keys.run_keys)(jnp.array([5, 6]))
+  state = jax.vmap(lambda k: train.init_state(m, CFG.task, k, 1e-3))(k2.train)
+  alphas = landscape.alphas(CFG.landscape_points, CFG.landscape_range)
+  mc = families_lib.MeasureConfig(
+    families=families_lib.FAMILIES, lanczos_iterations=4, trace_probes=2, sharpness_samples=2
+  )
+  args = (state.params, state.batch_stats, k2, alphas, alphas, jnp.linspace(-1.0, 1.0, 3))
+  both = analysis.analyze_seeds(m, CFG.task, mc, *args)
+  first = jax.tree.map(lambda x: x[:1], args[:3])
+  alone = analysis.analyze_seeds(m, CFG.task, mc, *first, *args[3:])
+  assert jax.tree.structure(alone) == jax.tree.structure(both)
+  for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(both), strict=True):
+    assert a.shape == (1, *b.shape[1:])
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-4, atol=1e-6)
