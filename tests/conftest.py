@@ -37,7 +37,6 @@ if (
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-from jaxnorm import families as families_lib  # noqa: E402
 from jaxnorm.spec import ExperimentSpec  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -103,12 +102,7 @@ def measured_result():
   from jaxnorm import config, pipeline
 
   cfg = config.TINY.replace(steps=12, landscape_points=5, norms=("batchnorm", "none"), seed=3)
-  measure_config = families_lib.MeasureConfig(
-    families=families_lib.FAMILIES,
-    lanczos_iterations=6,
-    trace_probes=4,
-    sharpness_samples=4,
-    slice_directions=2,
-  )
-  spec = ExperimentSpec(cfg, num_seeds=2, measures=measure_config, surface_points=3, name="t")
+  from helpers import CHEAP_MEASURES
+
+  spec = ExperimentSpec(cfg, num_seeds=2, measures=CHEAP_MEASURES, surface_points=3, name="t")
   return pipeline.run(spec, progress=False)

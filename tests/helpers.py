@@ -9,7 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxnorm import config, data, model, train
+from jaxnorm import config, data, families, model, train
 from jaxnorm.predictions import Experiment
 from jaxnorm.result import NormResult
 
@@ -17,6 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The configuration of conftest's `measured_result` (before its normalizations and seed).
 CFG = config.TINY.replace(steps=12, landscape_points=5)
+# Its measures: every family, cheap estimator settings.
+CHEAP_MEASURES = families.MeasureConfig(
+  families=families.FAMILIES,
+  lanczos_iterations=6,
+  trace_probes=4,
+  sharpness_samples=4,
+  slice_directions=2,
+)
 
 
 def cli_kwargs(cfg=config.TINY, predictions=()) -> dict:

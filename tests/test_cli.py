@@ -9,7 +9,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from helpers import TEST_SCRIPT, cli_kwargs
+from helpers import CHEAP_MEASURES, TEST_SCRIPT, cli_kwargs
 
 from jaxnorm import (
   cli,
@@ -22,7 +22,6 @@ from jaxnorm import (
   results,
   runfolder,
 )
-from jaxnorm import families as families_lib
 from jaxnorm.predictions import Experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,13 +173,7 @@ def test_seeds_surface_and_measures_are_written(tmp_path, capsys, monkeypatch, m
   parsed = options.build_parser("t", "", experiment).parse_args([])
   default = options.spec_from_args(parsed, experiment)
   assert default.measures == options.MeasureConfig()  # what the script measures with
-  cheap = options.MeasureConfig(
-    families=families_lib.FAMILIES,
-    lanczos_iterations=6,
-    trace_probes=4,
-    sharpness_samples=4,
-    slice_directions=2,
-  )
+  cheap = CHEAP_MEASURES
   monkeypatch.setattr(
     options, "MeasureConfig", lambda families: cheap if families == cheap.families else None
   )

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import CFG
+from helpers import CFG, CHEAP_MEASURES
 
 from jaxnorm import (
   analysis,
@@ -32,17 +32,10 @@ from jaxnorm import (
   torch_compat,
   train,
 )
-from jaxnorm import families as families_lib
 from jaxnorm.result import ExperimentResult
 from jaxnorm.spec import ExperimentSpec
 
-MCFG = families_lib.MeasureConfig(
-  families=families_lib.FAMILIES,
-  lanczos_iterations=6,
-  trace_probes=4,
-  sharpness_samples=4,
-  slice_directions=2,
-)
+MCFG = CHEAP_MEASURES
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import CHEAP_MEASURES
 
 from jaxnorm import (
   cli,
@@ -20,14 +21,6 @@ from jaxnorm import (
   runfolder,
 )
 from jaxnorm import families as families_lib
-
-CHEAP_MEASURES = dict(
-  families=families_lib.FAMILIES,
-  lanczos_iterations=6,
-  trace_probes=4,
-  sharpness_samples=4,
-  slice_directions=2,
-)
 
 DATA = Path(__file__).parent / "data"
 
@@ -198,7 +191,7 @@ def test_save_writes_the_files_the_command_line_writes_and_replots_alike(tmp_pat
 
   def cheaper(args, experiment):  # the measures of conftest's `measured_result`
     spec = real_spec(args, experiment)
-    return dataclasses.replace(spec, measures=families_lib.MeasureConfig(**CHEAP_MEASURES))
+    return dataclasses.replace(spec, measures=CHEAP_MEASURES)
 
   real_run, real_spec = pipeline.run, options.spec_from_args
   monkeypatch.setattr(pipeline, "run", run_and_keep)
