@@ -4,7 +4,8 @@ The measures `jaxnorm.analysis` computes come in families (`FAMILY_MEASURES`) th
 selects, by name or by level (`LEVELS`: basic, standard, all; `--measures`), through
 `MeasureConfig.families`; the basic measures (`measures.BASIC`: final loss, the reference's
 1D slice and spectrum) are always there. What each family costs per model is measured by
-`benchmarks/bench.py` (docs/performance.md, "What each measure costs"). Pure Python, no JAX.
+`benchmarks/bench.py` (docs/measures.md, "Which measures a run computes"). Pure Python, no
+JAX.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ FAMILIES = tuple(FAMILY_MEASURES)
 # Named selections (`--measures LEVEL`), each one's families. The default, "standard", is
 # every family the paper's predictions are judged on; "all" adds the Hessian estimates (never
 # judged: not comparable across normalizations) and BatchNorm's batch-statistics measures
-# (reported, not judged), which cost most (docs/performance.md: "What each measure costs").
+# (reported, not judged), which cost most (docs/measures.md: "Which measures a run computes").
 LEVELS: dict[str, tuple[str, ...]] = {
   "basic": ("isotropy",),
   "standard": ("isotropy", "slices", "sharpness"),

@@ -1,6 +1,7 @@
 """What jaxnorm reports about a trained model: one table of measures (which of them a run
-computes, and how hard the estimators work: `jaxnorm.families`). Pure Python, no JAX: summaries, `measures.md`, the terminal table and the
-verdicts all read their names, labels, units and directions from `MEASURES`.
+computes, and how hard the estimators work: `jaxnorm.families`). Pure Python, no JAX:
+summaries, `measures.md`, the terminal table and the verdicts all read their names, labels,
+units and directions from `MEASURES`.
 
 Flatness, all on the landscape batch in evaluation mode (BatchNorm statistics fixed):
   * landscape_max_rise: the largest rise of the reference's 1D slice, along one Gaussian
