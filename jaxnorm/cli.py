@@ -274,8 +274,7 @@ def _report(result: ExperimentResult, out: Path) -> int:
   _print_outputs(result, [out / "figure2.png", out / "figure2.pdf"])
   if result.spec.surface_points:
     print("2D slices:", out / "surfaces.png")
-  if result.spec.measures is not None:
-    print("measures:", out / "measures.md")
+  print("measures:", out / "measures.md")
   diverged = False
   for norm, r in result.norms.items():
     for seed, step in zip(r.seeds, r.first_nonfinite_step, strict=True):

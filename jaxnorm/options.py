@@ -157,6 +157,7 @@ def build_parser(prog: str, description: str, experiment: Experiment) -> Parser:
   p.add_argument(
     "--measures",
     type=_families,
+    default=argparse.SUPPRESS,
     metavar="LEVEL|F1,F2,...",
     help=f"what to measure beyond the reference's slice and spectrum: a level, "
     f"{_levels_help()}, 'none', or families from {', '.join(families_lib.FAMILIES)} "
@@ -284,13 +285,12 @@ def _levels_help() -> str:
 
 def _measure_config(args: argparse.Namespace) -> MeasureConfig | None:
   """--measures / --no-measures as the spec's `measures` (None: the reference's only)."""
+  given = getattr(args, "measures", None)
+  families = MeasureConfig().families if given is None else families_lib.parse_families(given)
   if args.no_measures:
-    if args.measures is not None:
-      raise ValueError("--no-measures and --measures contradict each other: give one")
+    if given is not None and families is not None:
+      raise ValueError(f"--no-measures and --measures {given} contradict each other: give one")
     return None
-  if args.measures is None:
-    return MeasureConfig()
-  families = families_lib.parse_families(args.measures)
   return None if families is None else MeasureConfig(families=families)
 
 

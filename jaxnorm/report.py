@@ -57,7 +57,9 @@ def markdown(result: ExperimentResult) -> str:
   ]
   rates = {norm: f"{r.learning_rate:g}" for norm, r in result.norms.items()}
   by_norm = {norm: stats.stats(r) for norm, r in result.norms.items()}
-  lines += _table_and_verdicts(by_norm, {"learning rate": rates}, result.spec.predictions, seeds)
+  ran = () if result.spec.measures is None else result.spec.measures.families
+  predicted = result.spec.predictions
+  lines += _table_and_verdicts(by_norm, {"learning rate": rates}, predicted, seeds, ran)
   for i, level in enumerate(result.spec.matched_losses):
     at = {norm: r.matched[i] for norm, r in result.norms.items()}
     reached = {
@@ -73,7 +75,7 @@ def markdown(result: ExperimentResult) -> str:
     ]
     extra = {"learning rate": rates, "steps trained (per seed)": reached}
     matched_stats = {norm: stats.stats(m) for norm, m in at.items()}
-    lines += _table_and_verdicts(matched_stats, extra, result.spec.predictions, seeds)
+    lines += _table_and_verdicts(matched_stats, extra, predicted, seeds, ran)
   lines.append(
     "How verdicts are reached: per-seed values paired by seed (every normalization trains "
     "from the same seeds); lower/higher: paired t-test, p-values Holm-corrected within a "
@@ -97,10 +99,15 @@ KIND_TITLES = {"fit": "Fit", "flatness": "Flatness", "isotropy": "Isotropy"}
 
 
 def _table_and_verdicts(
-  by_norm: dict[str, dict], extra_rows: dict[str, dict[str, str]], predictions, seeds: int
+  by_norm: dict[str, dict],
+  extra_rows: dict[str, dict[str, str]],
+  predictions,
+  seeds: int,
+  ran: tuple[str, ...] = (),
 ) -> list[str]:
   """The measures table (after `extra_rows`: label -> norm -> text) and, per prediction,
-  the verdicts listed by kind of measure; measures absent from `by_norm` are left out."""
+  the verdicts listed by kind of measure; measures absent from `by_norm` are left out, and
+  a prediction's measures from families not in `ran` are named as not measured."""
   lines = [
     "| measure | " + " | ".join(label(n) for n in by_norm) + " |",
     "|---|" + "---|" * len(by_norm),
@@ -141,13 +148,13 @@ def _table_and_verdicts(
           f" {r['verdict']}"
         )
     if missing:
-      families = sorted(
-        {families_lib.family_of(n) for n in missing}, key=families_lib.FAMILIES.index
-      )
+      order = families_lib.FAMILIES.index
+      lacking = sorted({families_lib.family_of(n) for n in missing}, key=order)
+      names = ", ".join(lacking[:-1]) + (" and " if len(lacking) > 1 else "") + lacking[-1]
+      option = _measures_option({*ran, *lacking})
       lines.append(
-        f"- Not measured: {len(missing)} of its measures, from the "
-        f"{' and '.join(families)} famil{'ies' if len(families) > 1 else 'y'} "
-        f"(`--measures {_smallest_level(families)}` measures them)"
+        f"- Not measured: {len(missing)} of its measures, from the {names} "
+        f"famil{'ies' if len(lacking) > 1 else 'y'} (`--measures {option}` measures them)"
       )
     lines.append("")
   return lines
@@ -157,9 +164,12 @@ def _judged(name: str) -> bool:
   return name not in measures.BY_NAME or measures.BY_NAME[name].comparable
 
 
-def _smallest_level(families) -> str:
-  """The first level of `families_lib.LEVELS` that holds every one of `families`."""
-  return next(level for level, held in families_lib.LEVELS.items() if set(families) <= set(held))
+def _measures_option(families) -> str:
+  """`--measures`' value for `families` (any order): its level if one has exactly these,
+  else the list."""
+  chosen = tuple(f for f in families_lib.FAMILIES if f in families)
+  level = next((n for n, held in families_lib.LEVELS.items() if held == chosen), None)
+  return level or ",".join(chosen)
 
 
 def measured_line(measure_config: families_lib.MeasureConfig | None) -> str:
@@ -346,6 +356,8 @@ def sweep_markdown(sweep: SweepResult, names: Sequence[str] | None = None) -> st
     f"Every model at each rate; {seeds} seed(s) per cell"
     + (", mean ± 95% CI half-width" if seeds > 1 else "")
     + ". A diverged seed contributes no value (n says how many did).",
+    "",
+    measured_line(sweep.runs[0].spec.measures),
     "",
     "## Diverged seeds",
     "",

@@ -18,7 +18,7 @@ A run folder holds:
                          times, versions, device ("format": 2).
   variables_N.msgpack    trained {'params', 'batch_stats'} of N, leaves (S, ...)
                          (flax.serialization).
-  figure2.png, .pdf      Figure 2 (`plotting.figure2`); with measures measures.md
+  figure2.png, .pdf      Figure 2 (`plotting.figure2`); measures.md
                          (`report.markdown`) and hessian_density.png; surfaces.png with a
                          2D slice; curvature.png with curvature over training.
   run.json               the manifest: every file's size and SHA-256, the versions.
@@ -134,8 +134,7 @@ def write_figures(staging: runfolder.Staging, result: ExperimentResult, folder: 
   if result.spec.curvature_iterations:
     figure = plotting.curvature_over_training(result)
     plotting.save_figure(figure, stem / "curvature", formats=("png",))
-  if result.spec.measures is not None:
-    staging.write(str(Path(folder) / "measures.md"), report.markdown(result).encode())
+  staging.write(str(Path(folder) / "measures.md"), report.markdown(result).encode())
   if any(r.hessian_density is not None for r in result.norms.values()):
     figure = plotting.hessian_density(result)
     plotting.save_figure(figure, stem / "hessian_density", formats=("png",))

@@ -74,7 +74,9 @@ class ExperimentSpec:
     num_seeds: seeds config.seed .. config.seed + num_seeds - 1.
     name, title: the experiment's name (summary.json) and its figure's title.
     predictions: the paper's claims that `measures.md` judges.
-    measures: how hard the measures' estimators work; None skips them.
+    measures: which measure families run (`MeasureConfig.families`; default the standard
+      level) and how hard their estimators work; None: the reference's slice and spectrum
+      only.
     surface_points: also a 2D slice on this many points per axis (None: no surface).
     seeds_per_call: at most this many seeds per compiled call (bounds memory; None: all).
     chunk_size: training steps per compiled call (one host round-trip per chunk).

@@ -87,8 +87,9 @@ def summary_dict(result: ExperimentResult) -> dict[str, Any]:
 
 
 def sweep_dict(result: SweepResult) -> dict[str, Any]:
-  """sweep.json: the rates, the common config and seed count, and per normalization and
-  measure one `stats.across_seeds` per rate; per rate the sub-folder of its run."""
+  """sweep.json: the rates, the common config, seed count and measure families, and per
+  normalization and measure one `stats.across_seeds` per rate; per rate the sub-folder of
+  its run."""
   first = result.runs[0].spec
   return {
     "format": 1,
@@ -97,6 +98,7 @@ def sweep_dict(result: SweepResult) -> dict[str, Any]:
     "folders": [rate_folder(r) for r in result.rates],
     "seeds": first.num_seeds,
     "config": config_to_dict(first.config),
+    "measure_families": None if first.measures is None else list(first.measures.families),
     "diverged": stats.diverged_by_rate(result),
     "norms": stats.by_rate(result),
   }

@@ -37,6 +37,7 @@ def test_learning_rates_from_the_command_line(args, rates):
     (["--measures", "hessian,isotropy"], ("isotropy", "hessian")),
     (["--measures", "none"], None),
     (["--no-measures"], None),
+    (["--no-measures", "--measures", "none"], None),  # the same thing twice
   ],
 )
 def test_measure_families_from_the_command_line(args, families):

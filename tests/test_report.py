@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -65,6 +66,16 @@ def test_markdown_says_what_was_measured_and_what_a_prediction_lacks(measured_re
   assert "Measured: isotropy, slices, sharpness, hessian, batch_stats (`--measures all`)." in (
     everything
   )
+  # A selection of its own: the hint keeps its families and adds the missing ones.
+  own = families.MeasureConfig(families=("isotropy", "batch_stats"))
+  kept = set(families.analyzed(own.families))
+  norms = {
+    n: r._replace(measures={k: v for k, v in r.measures.items() if k in kept})
+    for n, r in measured_result.norms.items()
+  }
+  own_spec = dataclasses.replace(spec, measures=own)
+  text = report.markdown(measured_result._replace(spec=own_spec, norms=norms))
+  assert "from the slices and sharpness families (`--measures isotropy,slices,sharpness," in text
   none = report.measured_line(None)
   assert none.startswith("Measured: the reference's slice and spectrum only (`--measures none`)")
 

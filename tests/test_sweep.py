@@ -81,6 +81,9 @@ def test_the_command_line_writes_one_run_folder_per_rate_and_replots(tmp_path, c
   assert "2 rates x 1 models" in capsys.readouterr().out
   info = json.loads((tmp_path / "sweep.json").read_text())
   assert info["rates"] == [1e-3, 1e-2] and info["folders"] == ["lr_0.001", "lr_0.01"]
+  assert info["measure_families"] is None  # --no-measures, said in sweep.json and sweep.md
+  assert "Measured: the reference's slice and spectrum only" in (tmp_path / "sweep.md").read_text()
+  assert "(`--measures none`)" in (tmp_path / "lr_0.01" / "measures.md").read_text()
   for rate, folder in zip(info["rates"], info["folders"], strict=True):
     loaded = results.load(tmp_path / folder)  # an ordinary run folder, checked against its run.json
     assert loaded.norms["none"].learning_rate == rate
