@@ -5,8 +5,8 @@ one evaluation loss (`loss.eval_loss_fn` on the landscape batch, evaluation mode
 
   * the 1D slice along the reference's global-norm direction, and the loss at alpha = 0;
   * the singular values of the block output on the spectrum batch (Figure 2, right);
-  * with a `families_lib.MeasureConfig`: the analyzed measures of the families it selects
-    (`families_lib.FAMILY_MEASURES`: isotropy of the raw and centered activations and the
+  * with a `families.MeasureConfig`: the analyzed measures of the families it selects
+    (`families.FAMILY_MEASURES`: isotropy of the raw and centered activations and the
     weight norms; the filter-normalized slice and both slices' rises averaged over
     `slice_directions` random directions with their spread; adaptive sharpness; Hessian
     lambda_max, trace and eigenvalue density; BatchNorm's batch-statistics forms), from the

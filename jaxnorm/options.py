@@ -271,7 +271,7 @@ def spec_from_args(args: argparse.Namespace, experiment: Experiment) -> Experime
 
 
 def _families(text: str) -> str:
-  """--measures' value, checked (`families_lib.parse_families`) and kept as given."""
+  """--measures' value, checked (`families.parse_families`) and kept as given."""
   try:
     families_lib.parse_families(text)
   except ValueError as e:

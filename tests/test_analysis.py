@@ -83,7 +83,7 @@ SELECTIONS = [
 @pytest.mark.parametrize("norm", ["layernorm", "batchnorm"])
 @pytest.mark.parametrize("families", SELECTIONS, ids=",".join)
 def test_analysis_computes_exactly_the_selected_families(norm, families):
-  """Each level and each family alone: exactly `families_lib.analyzed(families)`, the Hessian's
+  """Each level and each family alone: exactly `families.analyzed(families)`, the Hessian's
   density only with "hessian" (shapes only; BatchNorm takes the batch-statistics path)."""
   m = model.build(CFG, norm)
   state = jax.eval_shape(lambda: train.init_state(m, CFG.task, jax.random.key(0), 1e-3))
