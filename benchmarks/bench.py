@@ -201,13 +201,13 @@ def _curvature_price(cfg, m, state, k, chunk: int, rounds: int) -> tuple[float, 
     with jax.default_matmul_precision(cfg.matmul_precision):
       if iterations:
         program = programs.train_chunk_tracked
-        extra = (chunk, True, iterations, k.trace)
+        extra = (chunk, True, iterations, k.curvature)
       else:
         program, extra = programs.train_chunk, (chunk, True)
       start = time.perf_counter()
       compiled = program.lower(m, cfg.task, state, *extra).compile()
       compile_s = time.perf_counter() - start
-      dynamic = (k.trace,) if iterations else ()
+      dynamic = (k.curvature,) if iterations else ()
       run_s = []
       for _ in range(rounds):
         copy = jax.tree.map(jnp.copy, state)  # the program donates its states
@@ -363,7 +363,8 @@ def main() -> int:
     }
     rows = list(next(iter(prices.values())))
     lines += [
-      f"What each measure costs (s; run / XLA compile of one seed's analysis program, the "
+      "What each measure costs (s; run / trace, lower and XLA compile of one seed's analysis "
+      f"program, the "
       f"minimum of {args.rounds} runs, persistent cache off; models trained "
       f"{args.price_steps} steps). A family's row is the analysis with only that family "
       "beside the reference's slice and spectrum (subtract the first row for the family's "

@@ -120,7 +120,7 @@ def losses_at(
   (None: all at once), so memory stays bounded as N grows (`chunked_map`). The M directions
   are stacked once per parameter (M, *shape) and each point's shift is one contraction
   with its coefficients, at HIGHEST precision whatever the matmul precision (one program
-  op per parameter, not M, so compile time does not grow with M); zero coefficients add
+  op per parameter, not M, so the loop's program does not grow with M); zero coefficients add
   exact zeros, so with IEEE float32 products (CPU, GPU) a point on one direction is that
   direction times its coefficient, as an elementwise sum gives it.
   """

@@ -177,12 +177,10 @@ def measured_line(measure_config: families_lib.MeasureConfig | None) -> str:
   the rest, e.g. "Measured: isotropy, slices, sharpness (`--measures standard`); not
   measured: hessian, batch_stats (`--measures all`; docs/measures.md)"."""
   families = () if measure_config is None else measure_config.families
-  level = next((n for n, f in families_lib.LEVELS.items() if f == families), None)
-  given = "none" if not families else level or ",".join(families)
+  given = _measures_option(families) if families else "none"
   rest = [f for f in families_lib.FAMILIES if f not in families]
   what = ", ".join(families) or "the reference's slice and spectrum only"
-  text = f"Measured: {what}"
-  text += f" (`--measures {given}`)"
+  text = f"Measured: {what} (`--measures {given}`)"
   if rest:
     text += f"; not measured: {', '.join(rest)} (`--measures all`; docs/measures.md)"
   return text + "."
