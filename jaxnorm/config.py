@@ -36,6 +36,10 @@ MATMUL_PRECISIONS = {
 }
 
 
+NORM_PLACEMENTS = ("post", "pre")
+READOUTS = ("last", "first")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything that defines an Experiment 2 run. Derived sizes are properties."""
@@ -43,9 +47,18 @@ class Config:
   # Task: "low-rank associative recall" over n_entities x m_attributes keys.
   n_entities: int = 20
   m_attributes: int = 20
-  # Model: one post-norm Transformer block.
+  # Model: one post-norm Transformer block with one head, read out at the last position.
   embed_dim: int = 128
   num_heads: int = 1
+  num_blocks: int = 1
+  # "post": norm after each residual sum (the reference's); "pre": norm before each
+  # branch, and a final norm before the readout.
+  norm_placement: str = "post"
+  # The position whose output is read out: "last" (where the query sits: Experiment 2)
+  # or "first" (Experiment 4's [CLS]; on the synthetic task it holds a context key).
+  readout: str = "last"
+  # Readout size; None: the vocabulary, as the reference (labels are tokens).
+  num_classes: int | None = None
   # Training: Adam with optax's (= PyTorch's) default betas and eps.
   learning_rate: float = 1e-4
   # Per-normalization learning rates that replace `learning_rate`, as (name, lr) pairs.
@@ -163,6 +176,10 @@ def _names(where: str, value: Any) -> tuple[str, ...]:
   return as_tuple(where, value, as_str, "normalization names (strings)")
 
 
+def _optional_int(where: str, value: Any) -> int | None:
+  return None if value is None else as_int(where, value)
+
+
 def _rate_pair(where: str, value: Any) -> tuple[str, float]:
   if not isinstance(value, tuple) or len(value) != 2:
     _wrong_type(where, value, "a (normalization name, learning rate) pair")
@@ -179,6 +196,10 @@ FIELD_TYPES: dict[str, Callable[[str, Any], Any]] = {
   "m_attributes": as_int,
   "embed_dim": as_int,
   "num_heads": as_int,
+  "num_blocks": as_int,
+  "norm_placement": as_str,
+  "readout": as_str,
+  "num_classes": _optional_int,
   "learning_rate": as_float,
   "learning_rate_overrides": _rate_pairs,
   "batch_size": as_int,
@@ -252,6 +273,7 @@ def validate(cfg: Config) -> None:
     "m_attributes",
     "embed_dim",
     "num_heads",
+    "num_blocks",
     "batch_size",
     "steps",
     "landscape_points",
@@ -259,6 +281,17 @@ def validate(cfg: Config) -> None:
     _positive_int(cfg, field)
   if cfg.embed_dim % cfg.num_heads:
     _fail("embed_dim", cfg.embed_dim, f"must be divisible by num_heads={cfg.num_heads}")
+  if cfg.norm_placement not in NORM_PLACEMENTS:
+    _fail("norm_placement", cfg.norm_placement, f"choose from {list(NORM_PLACEMENTS)}")
+  if cfg.readout not in READOUTS:
+    _fail("readout", cfg.readout, f"choose from {list(READOUTS)}")
+  if cfg.num_classes is not None and cfg.num_classes < cfg.num_keys:
+    _fail(
+      "num_classes",
+      cfg.num_classes,
+      f"must be None (the vocabulary) or >= num_keys={cfg.num_keys}: the task's labels are "
+      "its keys",
+    )
   if cfg.theoretical_rank > cfg.num_keys:
     _fail(
       "n_entities",
@@ -343,6 +376,20 @@ EXP1 = Config(norms=("layernorm", "none"), landscape_points=50)
 # Experiment 3: Experiment 2 plus the parameter-free "Manual L2 Norm", trained at 1e-4.
 EXP3 = Config(norms=("layernorm", "batchnorm", "none", "l2"))
 
+# The paper's deep model (its Experiment 4 encoder: 6 post-norm blocks, 4 heads) on the
+# synthetic task, LayerNorm against manual L2 and no normalization, Adam at 2e-4 as the
+# paper trains it; fewer steps and a smaller batch than Experiment 2, so that several
+# seeds fit a laptop (measured in the README).
+DEEP = Config(
+  num_blocks=6,
+  num_heads=4,
+  norms=("layernorm", "l2", "none"),
+  learning_rate=2e-4,
+  learning_rate_overrides=(),
+  batch_size=64,
+  steps=1000,
+)
+
 # The reference configuration with every model at the same learning rate, 1e-4: the
 # control for the one rate the reference changes (No Norm at 5e-4).
 EQUAL_LR = PAPER.replace(learning_rate_overrides=())
@@ -354,4 +401,5 @@ PRESETS = {
   "tiny": TINY,
   "exp1": EXP1,
   "exp3": EXP3,
+  "deep": DEEP,
 }

@@ -23,6 +23,39 @@ import torch.nn as nn
 import torch.optim as optim
 
 NORMS = ("layernorm", "batchnorm", "none")
+# The deep models also take the paper's parameter-free "manual L2" norm (jaxnorm's "l2").
+DEEP_NORMS = (*NORMS, "l2")
+
+
+class ManualL2Norm(nn.Module):
+  """The paper's "manual L2" normalization: x / max(||x||_2, 1e-9) per token."""
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x, p=2, dim=-1, eps=1e-9)
+
+
+class Permuted(nn.Module):
+  """`BatchNorm1d` over the feature axis of (B, L, D), as the notebook applies it."""
+
+  def __init__(self, norm: nn.Module):
+    super().__init__()
+    self.norm = norm
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return self.norm(x.permute(0, 2, 1)).permute(0, 2, 1)
+
+
+def make_norm(norm: str, embed_dim: int) -> nn.Module:
+  """The PyTorch module of a `DEEP_NORMS` name; `nn.Identity` for "none"."""
+  if norm == "layernorm":
+    return nn.LayerNorm(embed_dim)
+  if norm == "batchnorm":
+    return Permuted(nn.BatchNorm1d(embed_dim))
+  if norm == "l2":
+    return ManualL2Norm()
+  if norm == "none":
+    return nn.Identity()
+  raise ValueError(f"norm={norm!r}; choose from {DEEP_NORMS}")
 
 
 class MinimalistTransformerBlock(nn.Module):
@@ -75,6 +108,85 @@ class TransformerModel(nn.Module):
     x = self.transformer_block(x)
     query_representation = x[:, -1, :]
     return self.to_vocab(query_representation)
+
+
+class DeepBlock(nn.Module):
+  """`MinimalistTransformerBlock` with any `DEEP_NORMS` norm, placed after (post, the
+  reference's) or before (pre) each residual branch."""
+
+  def __init__(self, embed_dim: int, num_heads: int, norm: str, placement: str = "post"):
+    super().__init__()
+    self.placement = placement
+    self.attention = nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)
+    self.ffn = nn.Sequential(
+      nn.Linear(embed_dim, 4 * embed_dim), nn.GELU(), nn.Linear(4 * embed_dim, embed_dim)
+    )
+    self.norm1 = make_norm(norm, embed_dim)
+    self.norm2 = make_norm(norm, embed_dim)
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    if self.placement == "pre":
+      h = self.norm1(x)
+      x = x + self.attention(h, h, h)[0]
+      return x + self.ffn(self.norm2(x))
+    x = self.norm1(x + self.attention(x, x, x)[0])
+    return self.norm2(x + self.ffn(x))
+
+
+class DeepTransformerModel(nn.Module):
+  """The paper's Experiment 4 encoder: embedding (no positional encoding), `num_blocks`
+  blocks, (pre-norm: a final norm), a linear readout of position `readout_index`."""
+
+  def __init__(
+    self,
+    vocab_size: int,
+    embed_dim: int,
+    num_heads: int,
+    norm: str,
+    num_blocks: int,
+    placement: str = "post",
+    readout_index: int = -1,
+    num_classes: int | None = None,
+  ):
+    super().__init__()
+    self.readout_index = readout_index
+    self.token_embeddings = nn.Embedding(vocab_size, embed_dim)
+    self.blocks = nn.ModuleList(
+      DeepBlock(embed_dim, num_heads, norm, placement) for _ in range(num_blocks)
+    )
+    self.final_norm = make_norm(norm, embed_dim) if placement == "pre" else None
+    self.to_vocab = nn.Linear(embed_dim, vocab_size if num_classes is None else num_classes)
+
+  def layer_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+    """The embedding output and every block's output: num_blocks + 1 tensors (B, L, D)."""
+    outputs = [self.token_embeddings(x)]
+    for block in self.blocks:
+      outputs.append(block(outputs[-1]))
+    return outputs
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    x = self.layer_outputs(x)[-1]
+    if self.final_norm is not None:
+      x = self.final_norm(x)
+    return self.to_vocab(x[:, self.readout_index, :])
+
+
+def make_deep_model(cfg, norm: str, seed: int | None = None) -> DeepTransformerModel:
+  """`DeepTransformerModel` at the sizes of a `jaxnorm.Config` (its `num_blocks`,
+  `norm_placement`, `readout`, `num_classes`), PyTorch's default init, drawn after
+  `torch.manual_seed(seed)` with `seed`."""
+  if seed is not None:
+    torch.manual_seed(seed)
+  return DeepTransformerModel(
+    cfg.vocab_size,
+    cfg.embed_dim,
+    cfg.num_heads,
+    norm,
+    cfg.num_blocks,
+    cfg.norm_placement,
+    {"last": -1, "first": 0}[cfg.readout],
+    cfg.num_classes,
+  )
 
 
 def make_model(cfg, norm: str, seed: int | None = None) -> TransformerModel:

@@ -42,6 +42,10 @@ def test_config_is_frozen():
     ({"batch_size": 1}, "batch_size"),  # with batchnorm among the norms
     ({"embed_dim": 130, "num_heads": 4}, "embed_dim"),
     ({"num_heads": 0}, "num_heads"),
+    ({"num_blocks": 0}, "num_blocks"),
+    ({"norm_placement": "sandwich"}, "norm_placement"),
+    ({"readout": "middle"}, "readout"),
+    ({"num_classes": 4}, "num_classes"),  # fewer than the task's 400 labels
     ({"n_entities": 1, "m_attributes": 1}, "n_entities"),  # draws 2 keys, only 1 exists
     ({"learning_rate": 0.0}, "learning_rate"),
     ({"learning_rate": -1e-3}, "learning_rate"),
@@ -77,6 +81,10 @@ WRONG_TYPES = {
   "m_attributes": [np.float64(6), 6.5],
   "embed_dim": ["16", (16,)],
   "num_heads": [2.0, np.True_],
+  "num_blocks": [6.0, True, "6", None],
+  "norm_placement": [None, ("post",), 1],
+  "readout": [None, -1, ("last",)],
+  "num_classes": [4.0, "4", True],
   "learning_rate": [True, "1e-3", None, np.bool_(True), [1e-3]],
   "learning_rate_overrides": [
     {"none": 1e-2},

@@ -72,8 +72,8 @@ def _all_logits(m, variables, tokens, train_mode):
     "fast": apply(method=model.Transformer.fast_logits),
     "table": apply(project_table=True),
   }
-  if model.last_token_is_exact(m.norm, train_mode):
-    outs["last"] = apply(method=model.Transformer.last_token_logits)
+  if m.readout_token_is_exact(train_mode):
+    outs["last"] = apply(method=model.Transformer.readout_token_logits)
   return outs
 
 
@@ -104,7 +104,7 @@ def test_fast_logits_equal_call(norm, train_mode):
   m, state, tokens, _ = _random_setup(norm)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   outs = _all_logits(m, variables, tokens, train_mode)
-  assert ("last" in outs) == model.last_token_is_exact(norm, train_mode)
+  assert ("last" in outs) == model.per_token(norm, train_mode)
   full = outs.pop("full")
   for name, out in outs.items():
     chex.assert_trees_all_close(out, full, **TOL, custom_message=name)
@@ -113,16 +113,16 @@ def test_fast_logits_equal_call(norm, train_mode):
 def test_last_token_path_refuses_batchnorm_training():
   m, state, tokens, _ = _random_setup("batchnorm")
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  assert not model.last_token_is_exact("batchnorm", True)
-  assert model.last_token_is_exact("batchnorm", False)
-  assert model.last_token_is_exact("layernorm", True) and model.last_token_is_exact("none", True)
+  assert not model.per_token("batchnorm", True)
+  assert model.per_token("batchnorm", False)
+  assert model.per_token("layernorm", True) and model.per_token("none", True)
   with pytest.raises(ValueError, match="fast_logits"):
     m.apply(
       variables,
       tokens,
       train=True,
       mutable=["batch_stats"],
-      method=model.Transformer.last_token_logits,
+      method=model.Transformer.readout_token_logits,
     )
 
 
@@ -240,7 +240,7 @@ def test_fast_path_is_selected_at_paper_size(norm):
     for f in (True, False)
   }
   assert ev[False] / ev[True] > 10
-  if not model.last_token_is_exact(norm, True):  # BatchNorm
+  if not model.per_token(norm, True):  # BatchNorm
     assert step[False] / step[True] > 1.2
   else:
     assert step[False] / step[True] > 10

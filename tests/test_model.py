@@ -162,7 +162,7 @@ def test_every_matmul_runs_at_the_configured_precision(precision, key):
 
 
 @pytest.mark.parametrize("bad", [-1, config.TINY.vocab_size])
-@pytest.mark.parametrize("method", ["__call__", "features", "last_token_logits", "fast_logits"])
+@pytest.mark.parametrize("method", ["__call__", "features", "readout_token_logits", "fast_logits"])
 def test_token_ids_outside_the_vocabulary_raise_in_eager_calls(bad, method, key):
   """JAX alone gives NaN logits for id V and reads row V - 1 for -1."""
   m, variables, tokens = _variables(config.TINY, "layernorm", key)
