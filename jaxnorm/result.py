@@ -54,6 +54,14 @@ class NormResult(NamedTuple):
   # and per seed (lambda_max, Adam's preconditioned sharpness) there, (S, C, 2).
   trajectory_steps: np.ndarray | None = None
   trajectory: np.ndarray | None = None
+  # The layer-wise dissection (`Config.num_blocks` = N): the singular values of the
+  # representation at every depth, (S, N + 1, K), layer 0 the embedding output and layer l
+  # block l's output; None for folders written before it existed.
+  layer_spectra: np.ndarray | None = None
+  # Per-layer measures: each isotropy measure name -> (S, N + 1) (with the "isotropy"
+  # family), each per-block curvature name ("block_hessian_...") -> (S, N) (with
+  # "hessian"); {} when none was measured, None for older folders.
+  layer_measures: dict[str, np.ndarray] | None = None
 
   @property
   def diverged(self) -> np.ndarray:
@@ -87,6 +95,8 @@ PER_SEED = (
   "first_nonfinite_step",
   "hessian_density",
   "trajectory",
+  "layer_spectra",
+  "layer_measures",
 )
 MATCHED_PER_SEED = ("step", "landscape", "base_loss", "spectrum", "measures")
 
