@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from jaxnorm import distributed, runtime, sweep
 from jaxnorm import families as families_lib
-from jaxnorm.config import MATMUL_PRECISIONS, PRESETS, QUICK, Config
+from jaxnorm.config import MATMUL_PRECISIONS, NORM_PLACEMENTS, PRESETS, QUICK, READOUTS, Config
 from jaxnorm.exits import EXIT_USAGE
 from jaxnorm.families import MeasureConfig
 from jaxnorm.predictions import Experiment
@@ -105,6 +105,19 @@ def build_parser(prog: str, description: str, experiment: Experiment) -> Parser:
   p.add_argument("--batch-size", type=_positive_int, help="examples per batch")
   p.add_argument("--seed", type=int, help="seed of every key in the run")
   p.add_argument("--norms", type=_norm_list, help="comma-separated normalizations")
+  p.add_argument("--blocks", type=_positive_int, metavar="N", help="Transformer blocks")
+  p.add_argument("--heads", type=_positive_int, metavar="H", help="attention heads per block")
+  p.add_argument(
+    "--norm-placement",
+    choices=NORM_PLACEMENTS,
+    help="post: norm after each residual sum (the reference's); pre: before each branch, "
+    "with a final norm before the readout",
+  )
+  p.add_argument(
+    "--readout",
+    choices=READOUTS,
+    help="the position read out: last (where the query sits) or first",
+  )
   rate_help = (
     "every model's learning rate; drops the configuration's per-normalization rates "
     "(the reference trains No Norm at 5e-4) unless --lr-override sets some"
@@ -238,6 +251,10 @@ def config_from_args(args: argparse.Namespace, default: Config) -> Config:
     "batch_size": args.batch_size,
     "seed": args.seed,
     "norms": args.norms,
+    "num_blocks": args.blocks,
+    "num_heads": args.heads,
+    "norm_placement": args.norm_placement,
+    "readout": args.readout,
     "landscape_points": args.landscape_points,
     "landscape_range": args.landscape_range,
     "matmul_precision": args.matmul_precision,
