@@ -14,12 +14,13 @@ nothing.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import matplotlib.style
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxnorm import layer_report, norms
+from jaxnorm import layer_report, norms, plotting
 from jaxnorm.norms import label
 from jaxnorm.result import ExperimentResult
 
@@ -176,3 +177,15 @@ def has_layer_spectra(result: ExperimentResult) -> bool:
 def has_layer_isotropy(result: ExperimentResult) -> bool:
   """Whether `isotropy_by_depth` can draw `result`."""
   return bool(layer_report.isotropy_shown(layer_report.layered(result)))
+
+
+def save_figures(result: ExperimentResult, stem: str | Path) -> list[Path]:
+  """Writes the figures `result` holds data for into the folder `stem`: layers.png and
+  .pdf (`layer_spectra`), isotropy_depth.png and .pdf (`isotropy_by_depth`); nothing for
+  a run without layer data. Returns the paths written."""
+  paths = []
+  if has_layer_spectra(result):
+    paths += plotting.save_figure(layer_spectra(result), Path(stem) / "layers")
+  if has_layer_isotropy(result):
+    paths += plotting.save_figure(isotropy_by_depth(result), Path(stem) / "isotropy_depth")
+  return paths

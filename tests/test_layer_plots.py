@@ -3,6 +3,8 @@ paper's layout and the isotropy measures against depth; what is drawn is checked
 the arrays (every seed in the mean and the band, NaN-only seeds left out), and a result
 without layer data is refused."""
 
+import json
+
 import matplotlib.colors
 import matplotlib.lines
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 from helpers import norm_result
 from matplotlib.collections import PolyCollection
 
-from jaxnorm import config, layer_plots, measures, norms, plotting
+from jaxnorm import config, layer_plots, manifests, measures, norms, plotting, results
 from jaxnorm.norms import label
 from jaxnorm.result import ExperimentResult
 from jaxnorm.spec import ExperimentSpec
@@ -187,3 +189,31 @@ def test_mean_and_std_of_columns_without_finite_values_is_nan_without_warning():
   mean, std = layer_plots.mean_and_std(np.array([[1.0, np.nan], [3.0, np.nan]]))
   np.testing.assert_array_equal(mean, [2.0, np.nan])
   np.testing.assert_array_equal(std, [1.0, np.nan])
+
+
+def test_save_figures_writes_what_the_result_holds_data_for(tmp_path):
+  result = _result(seeds=2, blocks=2)
+  paths = layer_plots.save_figures(result, tmp_path)
+  names = ["layers.png", "layers.pdf", "isotropy_depth.png", "isotropy_depth.pdf"]
+  assert [p.name for p in paths] == names
+  assert all((tmp_path / n).stat().st_size for n in names)
+  spectra_only = {n: r._replace(layer_measures={}) for n, r in result.norms.items()}
+  result = result._replace(norms=spectra_only)
+  (tmp_path / "a").mkdir()
+  assert [p.name for p in layer_plots.save_figures(result, tmp_path / "a")] == names[:2]
+  old = {n: r._replace(layer_spectra=None, layer_measures=None) for n, r in spectra_only.items()}
+  assert layer_plots.save_figures(result._replace(norms=old), tmp_path / "b") == []
+
+
+def test_a_saved_run_holds_the_layer_figures_only_with_layer_data(tmp_path):
+  """`results.save` (through `write_figures`) writes layers.* and isotropy_depth.* beside
+  figure2, and lists them in run.json; a run without layer data gets neither."""
+  names = {"layers.png", "layers.pdf", "isotropy_depth.png", "isotropy_depth.pdf"}
+  result = _result(seeds=2, blocks=2)
+  results.save(result, tmp_path / "deep")
+  listed = set(json.loads((tmp_path / "deep" / manifests.MANIFEST).read_text())["files"])
+  assert names <= listed and all((tmp_path / "deep" / n).is_file() for n in names)
+  old = {n: r._replace(layer_spectra=None, layer_measures=None) for n, r in result.norms.items()}
+  results.save(result._replace(norms=old), tmp_path / "old")
+  assert not any((tmp_path / "old" / n).exists() for n in names)
+  assert (tmp_path / "old" / "figure2.png").is_file()
