@@ -3,7 +3,9 @@ figure title and the predictions of the paper that `measures.md` judges.
 
 A `Prediction` compares normalizations on named measures: its `subjects` are `relation`
 ("lower", "higher" or "similar") than its `baseline` on each measure of `on`
-(`jaxnorm.stats.judge` judges it on per-seed values paired by seed).
+(`jaxnorm.stats.judge` judges it on per-seed values paired by seed). A `DepthPrediction`
+speaks of the representation at every depth (`NormResult.layer_measures`) and is judged
+layer by layer (`jaxnorm.layer_report`), not on the measures of the whole model.
 """
 
 from __future__ import annotations
@@ -37,6 +39,54 @@ class Prediction:
       )
 
 
+DEPTH_TRENDS = ("lower", "higher")
+
+
+@dataclasses.dataclass(frozen=True)
+class DepthPrediction(Prediction):
+  """A prediction about depth, judged layer by layer on `NormResult.layer_measures`
+  (layer 0 the embedding output, layer l block l's output, l = 1 .. N):
+
+  * the trend: `baseline`'s value of each measure of `on` at layer l + 1 is `trend` than
+    at layer l, for each step l = 0 .. N - 1 (and from layer 0 to layer N);
+  * the contrast: at each layer l = 1 .. N, `subjects` are `relation` than `baseline`.
+
+  summary.json stores it as its fields, like any prediction (`dataclasses.asdict`); the
+  field `trend` tells the two kinds apart when `from_dict` reads them back.
+
+  trend, relation: "lower" (e.g. a collapse of the isotropy measures) or "higher".
+  """
+
+  trend: str = "lower"
+
+  def __post_init__(self):
+    super().__post_init__()
+    for field in ("trend", "relation"):
+      if getattr(self, field) not in DEPTH_TRENDS:
+        raise ValueError(
+          f"DepthPrediction.{field}={getattr(self, field)!r} is invalid: one of "
+          f"{', '.join(DEPTH_TRENDS)}."
+        )
+
+
+def from_dict(fields: dict) -> Prediction:
+  """The prediction that summary.json recorded as `fields` (`dataclasses.asdict` of it,
+  after a JSON round trip): a `DepthPrediction` when it has a trend, else a `Prediction`.
+  Raises TypeError for fields that are neither's, ValueError for values that are invalid."""
+  kind = DepthPrediction if "trend" in fields else Prediction
+  return kind(**{**fields, "subjects": tuple(fields["subjects"]), "on": tuple(fields["on"])})
+
+
+def whole_model(predictions) -> tuple[Prediction, ...]:
+  """The predictions judged on the measures of the whole model (`stats.judge`)."""
+  return tuple(p for p in predictions if not isinstance(p, DepthPrediction))
+
+
+def by_layer(predictions) -> tuple[DepthPrediction, ...]:
+  """The predictions judged layer by layer (`jaxnorm.layer_report`)."""
+  return tuple(p for p in predictions if isinstance(p, DepthPrediction))
+
+
 def flatter(subjects, baseline, text) -> Prediction:
   """`subjects` have lower values than `baseline` on every flatness measure."""
   return Prediction(text, tuple(subjects), baseline, "lower", LOWER_IS_FLATTER)
@@ -45,6 +95,12 @@ def flatter(subjects, baseline, text) -> Prediction:
 def more_isotropic(subjects, baseline, text) -> Prediction:
   """`subjects` have higher values than `baseline` on every isotropy measure."""
   return Prediction(text, tuple(subjects), baseline, "higher", HIGHER_IS_ISOTROPIC)
+
+
+def collapses_with_depth(subjects, baseline, text) -> DepthPrediction:
+  """`baseline`'s isotropy measures fall from each layer to the next, and at every block's
+  output `subjects` are more isotropic than `baseline`."""
+  return DepthPrediction(text, tuple(subjects), baseline, "higher", HIGHER_IS_ISOTROPIC, "lower")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,10 +182,35 @@ EXP3 = Experiment(
   ),
 )
 
+# The paper's Experiment 4: its encoder (config.DEEP: 6 post-norm blocks, 4 heads) dissected
+# layer by layer. The title names no depth: --blocks and --norm-placement change it.
+DEEP = Experiment(
+  "deep",
+  "Deep Models: Layer-wise Dissection on the Synthetic Task",
+  config.DEEP,
+  (
+    flatter(
+      ("layernorm", "l2"),
+      "none",
+      "Normalized deep models converge to flatter minima than No Norm",
+    ),
+    more_isotropic(
+      ("layernorm", "l2"),
+      "none",
+      "Normalized deep models keep more isotropic representations than No Norm",
+    ),
+    collapses_with_depth(
+      ("layernorm", "l2"),
+      "none",
+      "Without normalization, representations collapse progressively with depth",
+    ),
+  ),
+)
+
 LR_SWEEP = Experiment("lr_sweep", "", config.PAPER, (), rates=(1e-4, 2e-4, 5e-4))
 # Every experiment by name (what summary.json records): `results.load` gives a run back
 # its predictions.
-BY_NAME = {e.name: e for e in (EXP1, EXP2, EXP3, LR_SWEEP)}
+BY_NAME = {e.name: e for e in (EXP1, EXP2, EXP3, DEEP, LR_SWEEP)}
 
 # BatchNorm measured with batch statistics (`measures.BATCH_STATS_OF`), a family of its
 # own: lower than No Norm on these, similar to LayerNorm on these and the Hessian's trace.

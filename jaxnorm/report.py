@@ -19,11 +19,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jaxnorm import analysis, measures, stats
+from jaxnorm import analysis, layer_report, measures, predictions, stats
 from jaxnorm import families as families_lib
 from jaxnorm.norms import label
 from jaxnorm.predictions import Prediction
 from jaxnorm.result import ExperimentResult, SweepResult
+from jaxnorm.stats import cell
 
 
 def _value(stats_norm: dict, name: str) -> tuple[float | None, float | None, float | None]:
@@ -35,15 +36,10 @@ def _value(stats_norm: dict, name: str) -> tuple[float | None, float | None, flo
   return v["mean"], v["ci95"][0], v["ci95"][1]
 
 
-def cell(mean, low, high, empty: str = "n/a") -> str:
-  if mean is None:
-    return empty
-  return f"{mean:.4g}" if low is None else f"{mean:.4g} ± {(high - low) / 2:.2g}"
-
-
 def markdown(result: ExperimentResult) -> str:
   """measures.md: the table of every shown measure per normalization and the verdicts on
-  the spec's predictions; then the same at each matched training loss."""
+  the spec's predictions of the whole model; the measures and verdicts layer by layer
+  (`layer_report.section`); then the table and verdicts at each matched training loss."""
   seeds = result.spec.num_seeds
   lines = [
     f"# Measures: {result.spec.name}",
@@ -58,8 +54,9 @@ def markdown(result: ExperimentResult) -> str:
   rates = {norm: f"{r.learning_rate:g}" for norm, r in result.norms.items()}
   by_norm = {norm: stats.stats(r) for norm, r in result.norms.items()}
   ran = () if result.spec.measures is None else result.spec.measures.families
-  predicted = result.spec.predictions
+  predicted = predictions.whole_model(result.spec.predictions)
   lines += _table_and_verdicts(by_norm, {"learning rate": rates}, predicted, seeds, ran)
+  lines += layer_report.section(result)
   for i, level in enumerate(result.spec.matched_losses):
     at = {norm: r.matched[i] for norm, r in result.norms.items()}
     reached = {

@@ -48,7 +48,7 @@ import numpy as np
 from flax import traverse_util
 
 from jaxnorm import families as families_lib
-from jaxnorm import manifests, plotting, predictions, report, runfolder, summary
+from jaxnorm import layer_plots, manifests, plotting, predictions, report, runfolder, summary
 from jaxnorm.config import Config
 from jaxnorm.families import MeasureConfig
 from jaxnorm.result import ExperimentResult, Matched, NormResult, SweepResult, rate_folder
@@ -129,6 +129,7 @@ def write_figures(staging: runfolder.Staging, result: ExperimentResult, folder: 
   """The figures of a run and its measures.md (`--replot` redraws figure2 alone)."""
   stem = staging.path / folder
   plotting.save_figure(plotting.figure2(result), stem / "figure2")
+  layer_plots.save_figures(result, stem)  # layers, isotropy_depth: with layer data only
   if result.spec.surface_points:
     plotting.save_figure(plotting.surfaces(result), stem / "surfaces", formats=("png",))
   if result.spec.curvature_iterations:

@@ -177,6 +177,14 @@ def across_seeds(values) -> dict[str, Any]:
   return out
 
 
+def cell(mean, low, high, empty: str = "n/a") -> str:
+  """A table's text of one `across_seeds` value: "mean ± half-width of the 95% interval",
+  the mean alone for one seed (`low` None), `empty` for no value (`mean` None)."""
+  if mean is None:
+    return empty
+  return f"{mean:.4g}" if low is None else f"{mean:.4g} ± {(high - low) / 2:.2g}"
+
+
 def stats(r: NormResult | Matched) -> dict[str, dict[str, Any]]:
   """`across_seeds` of every measure of `r` (`analysis.per_seed`)."""
   return {name: across_seeds(v) for name, v in analysis.per_seed(r).items()}
