@@ -228,12 +228,7 @@ def _predictions(info: dict[str, Any], name: str) -> tuple[predictions.Predictio
   """The run's own predictions; a folder written before summary.json recorded them was
   written by the experiment script of its name, with that script's predictions."""
   if "predictions" in info:
-    return tuple(
-      predictions.Prediction(
-        p["text"], tuple(p["subjects"]), p["baseline"], p["relation"], tuple(p["on"])
-      )
-      for p in info["predictions"]
-    )
+    return tuple(predictions.from_dict(p) for p in info["predictions"])
   return predictions.BY_NAME[name].predictions if name in predictions.BY_NAME else ()
 
 
