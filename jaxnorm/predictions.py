@@ -204,6 +204,13 @@ DEEP = Experiment(
       "none",
       "Without normalization, representations collapse progressively with depth",
     ),
+    Prediction(
+      "LayerNorm fits better than the L2 constraint alone",
+      ("l2",),
+      "layernorm",
+      "higher",
+      ("final_loss",),
+    ),
   ),
 )
 
