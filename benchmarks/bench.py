@@ -3,6 +3,7 @@
     python benchmarks/bench.py                          # the reference configuration
     python benchmarks/bench.py --steps 400              # shorter whole runs
     python benchmarks/bench.py --preset tiny --steps 5 --rounds 1   # a smoke run
+    python benchmarks/bench.py --skip whole,compile,measures,step --depths 1,2,4,6  # deep only
 
 Everything is measured in one run, on whatever device JAX uses (PyTorch on CUDA when JAX is
 on a GPU, else the CPU), and printed as Markdown tables (also written to --out):
@@ -22,6 +23,9 @@ on a GPU, else the CPU), and printed as Markdown tables (also written to --out):
    one seed) against the notebook's loop (`jaxnorm/torch_reference.py`: per-example batch
    generator, `loss.item()` every step), timed alternately in R rounds (jaxnorm, PyTorch,
    jaxnorm, PyTorch, ...); the minimum of the rounds.
+5. The deep model (`config.DEEP`, `--depths`; `benchmarks/bench_deep.py`): its training step
+   with the blocks as one scan and unrolled, against the deep PyTorch reference, alternately,
+   the median round; the compile time of its training and analysis programs both ways.
 
 Nothing else should run on the machine meanwhile.
 """
@@ -40,6 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import bench_deep
 import jax
 import jax.numpy as jnp
 import timing
@@ -249,7 +254,12 @@ def main() -> int:
   p.add_argument(
     "--skip",
     default="",
-    help="comma-separated sections to skip: step,compile,whole,measures",
+    help="comma-separated sections to skip: step,compile,whole,measures,deep",
+  )
+  p.add_argument(
+    "--depths",
+    default=str(config.DEEP.num_blocks),
+    help="comma-separated block counts of the deep section (default: the deep preset's)",
   )
   p.add_argument(
     "--price-steps", type=int, default=400, help="training steps before the measures are priced"
@@ -357,6 +367,11 @@ def main() -> int:
       lines.append(f"| {norm} | {jax_s * 1e3:.2f} | {torch_s * 1e3:.2f} | {torch_s / jax_s:.1f}x |")
       print(lines[-1], flush=True)
     lines.append("")
+    save(lines)
+  if "deep" not in skip:
+    deep = config.DEEP.replace(norms=cfg.norms) if args.norms else config.DEEP
+    depths = [int(d) for d in args.depths.split(",")]
+    lines += bench_deep.section(deep, depths, args.chunk, args.rounds) + [""]
     save(lines)
   save(lines)
   print("\n".join(lines))
