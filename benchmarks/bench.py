@@ -3,6 +3,7 @@
     python benchmarks/bench.py                          # the reference configuration
     python benchmarks/bench.py --steps 400              # shorter whole runs
     python benchmarks/bench.py --preset tiny --steps 5 --rounds 1   # a smoke run
+    python benchmarks/bench.py --skip whole,compile,measures,step --depths 1,2,4,6  # deep only
 
 Everything is measured in one run, on whatever device JAX uses (PyTorch on CUDA when JAX is
 on a GPU, else the CPU), and printed as Markdown tables (also written to --out):
@@ -22,6 +23,9 @@ on a GPU, else the CPU), and printed as Markdown tables (also written to --out):
    one seed) against the notebook's loop (`jaxnorm/torch_reference.py`: per-example batch
    generator, `loss.item()` every step), timed alternately in R rounds (jaxnorm, PyTorch,
    jaxnorm, PyTorch, ...); the minimum of the rounds.
+5. The deep model (`config.DEEP`, `--depths`; `benchmarks/bench_deep.py`): its training step
+   with the blocks as one scan and unrolled, against the deep PyTorch reference, alternately,
+   the median round; the compile time of its training and analysis programs both ways.
 
 Nothing else should run on the machine meanwhile.
 """
@@ -40,9 +44,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import bench_deep
 import jax
 import jax.numpy as jnp
-import numpy as np
+import timing
 
 from jaxnorm import analysis, config, families, keys, landscape, programs
 from jaxnorm import model as model_lib
@@ -67,49 +72,24 @@ def machine() -> str:
   )
 
 
-def torch_device() -> str:
-  return "cuda" if jax.devices()[0].platform == "gpu" else "cpu"
-
-
-def _sync(tree) -> None:
-  jax.block_until_ready(tree)
-
-
 def step_times(cfg: config.Config, norm: str, chunk: int, rounds: int) -> tuple[float, float]:
   """(jaxnorm, PyTorch) seconds per training step: minimum over alternating rounds."""
-  import torch
-
   from jaxnorm import torch_reference as ref
 
-  device = torch_device()
   m = model_lib.build(cfg, norm)
   k = jax.vmap(keys.run_keys)(jnp.arange(1))
   lr = jnp.full(1, cfg.learning_rate_for(norm), jnp.float32)
-  with jax.default_matmul_precision(cfg.matmul_precision):
-    state = [programs.init_states(m, cfg.task, k.train, lr)]
-    state[0], losses = programs.train_chunk(m, cfg.task, state[0], chunk)  # compile, warm up
-  _sync(losses)
-  torch_model = ref.make_model(cfg, norm, seed=0).to(device)
-  optimizer = ref.make_optimizer(torch_model, cfg.learning_rate_for(norm))
-  rng = np.random.default_rng(0)
 
-  def batches(n):
-    return (tuple(t.to(device) for t in ref.generate_batch(cfg, rng)) for _ in range(n))
-
-  ref.train_steps(torch_model, optimizer, batches(3))  # warm up
-  jax_times, torch_times = [], []
-  for _ in range(rounds):
-    start = time.perf_counter()
+  def train(states):
     with jax.default_matmul_precision(cfg.matmul_precision):
-      state[0], losses = programs.train_chunk(m, cfg.task, state[0], chunk)
-    _sync(losses)
-    jax_times.append((time.perf_counter() - start) / chunk)
-    start = time.perf_counter()
-    ref.train_steps(torch_model, optimizer, batches(chunk))
-    if device == "cuda":
-      torch.cuda.synchronize()
-    torch_times.append((time.perf_counter() - start) / chunk)
-  return min(jax_times), min(torch_times)
+      return programs.train_chunk(m, cfg.task, states, chunk)
+
+  with jax.default_matmul_precision(cfg.matmul_precision):
+    jaxnorm_run = timing.jax_chunk(train, programs.init_states(m, cfg.task, k.train, lr))
+  jaxnorm_run()  # compile, warm up
+  torch_run = timing.torch_chunk(ref.make_model(cfg, norm, seed=0), cfg, norm, chunk)
+  seconds = timing.alternate({"jaxnorm": jaxnorm_run, "torch": torch_run}, rounds)
+  return min(seconds["jaxnorm"]) / chunk, min(seconds["torch"]) / chunk
 
 
 def compile_times(cfg: config.Config, norm: str, chunk: int) -> dict[str, tuple[float, float]]:
@@ -119,30 +99,18 @@ def compile_times(cfg: config.Config, norm: str, chunk: int) -> dict[str, tuple[
   lr = jnp.full(1, cfg.learning_rate_for(norm), jnp.float32)
   alphas = landscape.alphas(cfg.landscape_points, cfg.landscape_range)
   out = {}
-
-  def timed(name, fn, *args):
-    start = time.perf_counter()
-    lowered = fn.lower(*args)
-    lowered_at = time.perf_counter()
-    lowered.compile()
-    out[name] = (lowered_at - start, time.perf_counter() - lowered_at)
-
   with jax.default_matmul_precision(cfg.matmul_precision):
     state = jax.eval_shape(lambda: programs.init_states(m, cfg.task, k.train, lr))
-    timed("init_states", programs.init_states, m, cfg.task, k.train, lr)
-    timed("train_chunk", programs.train_chunk, m, cfg.task, state, chunk)
-    timed(
-      "analyze_seeds",
-      analysis.analyze_seeds,
-      m,
-      cfg.task,
-      families.MeasureConfig(),
-      state.params,
-      state.batch_stats,
-      k,
-      alphas,
-      alphas,
-    )
+    for name, program, args in (
+      ("init_states", programs.init_states, (m, cfg.task, k.train, lr)),
+      ("train_chunk", programs.train_chunk, (m, cfg.task, state, chunk)),
+      (
+        "analyze_seeds",
+        analysis.analyze_seeds,
+        (m, cfg.task, families.MeasureConfig(), state.params, state.batch_stats, k, alphas, alphas),
+      ),
+    ):
+      out[name] = timing.lower_and_compile(program, *args)[:2]
   return out
 
 
@@ -185,7 +153,7 @@ def measure_prices(
       run_s = []
       for _ in range(rounds):
         start = time.perf_counter()
-        _sync(compiled(*args))
+        timing.sync(compiled(*args))
         run_s.append(time.perf_counter() - start)
     out[name] = (min(run_s), compile_s)
     print(f"  {norm}: {name}: run {min(run_s):.2f} s, compile {compile_s:.2f} s", flush=True)
@@ -211,9 +179,9 @@ def _curvature_price(cfg, m, state, k, chunk: int, rounds: int) -> tuple[float, 
       run_s = []
       for _ in range(rounds):
         copy = jax.tree.map(jnp.copy, state)  # the program donates its states
-        _sync(copy)
+        timing.sync(copy)
         start = time.perf_counter()
-        _sync(compiled(copy, *dynamic))
+        timing.sync(compiled(copy, *dynamic))
         run_s.append(time.perf_counter() - start)
     times[iterations] = (min(run_s), compile_s)
   return times[20][0] - times[0][0], times[20][1] - times[0][1]
@@ -251,7 +219,7 @@ def whole_runs(args, tmp: Path, logs: Path | None) -> dict[str, float | str]:
   env = {**os.environ, "PYTHONUNBUFFERED": "1"}
   exp2 = [sys.executable, "experiments/exp2.py", "--no-progress", "--steps", str(args.steps)]
   exp2 += ["--preset", args.preset] + (["--norms", args.norms] if args.norms else [])
-  reference = [sys.executable, "benchmarks/reference_exp2.py", "--device", torch_device()]
+  reference = [sys.executable, "benchmarks/reference_exp2.py", "--device", timing.torch_device()]
   reference += ["--steps", str(args.steps), "--preset", args.preset]
   reference += ["--norms", args.norms] if args.norms else []
   t = args.timeout
@@ -284,7 +252,14 @@ def main() -> int:
   p.add_argument("--seeds", type=int, default=8, help="K of the --seeds K whole run (0: none)")
   p.add_argument("--timeout", type=float, default=900, help="seconds allowed per whole run")
   p.add_argument(
-    "--skip", default="", help="comma-separated sections to skip: step,compile,whole,measures"
+    "--skip",
+    default="",
+    help="comma-separated sections to skip: step,compile,whole,measures,deep",
+  )
+  p.add_argument(
+    "--depths",
+    default=str(config.DEEP.num_blocks),
+    help="comma-separated block counts of the deep section (default: the deep preset's)",
   )
   p.add_argument(
     "--price-steps", type=int, default=400, help="training steps before the measures are priced"
@@ -304,7 +279,7 @@ def main() -> int:
       Path(args.out).write_text("\n".join(lines) + "\n")
 
   lines = [
-    f"Machine: {machine()}; PyTorch device: {torch_device()}.",
+    f"Machine: {machine()}; PyTorch device: {timing.torch_device()}.",
     "",
     f"Command: `python benchmarks/bench.py {' '.join(sys.argv[1:])}`; preset {args.preset} "
     f"(batch {cfg.batch_size}, D = {cfg.embed_dim}, L = {cfg.seq_len}), "
@@ -392,6 +367,11 @@ def main() -> int:
       lines.append(f"| {norm} | {jax_s * 1e3:.2f} | {torch_s * 1e3:.2f} | {torch_s / jax_s:.1f}x |")
       print(lines[-1], flush=True)
     lines.append("")
+    save(lines)
+  if "deep" not in skip:
+    deep = config.DEEP.replace(norms=cfg.norms) if args.norms else config.DEEP
+    depths = [int(d) for d in args.depths.split(",")]
+    lines += bench_deep.section(deep, depths, args.chunk, args.rounds) + [""]
     save(lines)
   save(lines)
   print("\n".join(lines))
