@@ -34,15 +34,13 @@ class ManualL2Norm(nn.Module):
     return torch.nn.functional.normalize(x, p=2, dim=-1, eps=1e-9)
 
 
-class Permuted(nn.Module):
-  """`BatchNorm1d` over the feature axis of (B, L, D), as the notebook applies it."""
-
-  def __init__(self, norm: nn.Module):
-    super().__init__()
-    self.norm = norm
+class TokenBatchNorm(nn.BatchNorm1d):
+  """`BatchNorm1d` over the feature axis of (B, L, D), as the notebook applies it (statistics
+  per feature over batch x sequence); its names are BatchNorm1d's own (`weight`,
+  `running_mean`, ...), with no wrapper in between."""
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
-    return self.norm(x.permute(0, 2, 1)).permute(0, 2, 1)
+    return super().forward(x.permute(0, 2, 1)).permute(0, 2, 1)
 
 
 def make_norm(norm: str, embed_dim: int) -> nn.Module:
@@ -50,7 +48,7 @@ def make_norm(norm: str, embed_dim: int) -> nn.Module:
   if norm == "layernorm":
     return nn.LayerNorm(embed_dim)
   if norm == "batchnorm":
-    return Permuted(nn.BatchNorm1d(embed_dim))
+    return TokenBatchNorm(embed_dim)
   if norm == "l2":
     return ManualL2Norm()
   if norm == "none":
@@ -135,7 +133,12 @@ class DeepBlock(nn.Module):
 
 class DeepTransformerModel(nn.Module):
   """The paper's Experiment 4 encoder: embedding (no positional encoding), `num_blocks`
-  blocks, (pre-norm: a final norm), a linear readout of position `readout_index`."""
+  blocks, (pre-norm: a final norm), a linear readout of position `readout_index`.
+
+  Named as jaxnorm's `Transformer`: one block is `transformer_block`, as in the notebook
+  (one post-norm block read out last is then `TransformerModel`, with the same names and,
+  from the same seed, the same weights); several are the list `blocks`.
+  """
 
   def __init__(
     self,
@@ -151,16 +154,22 @@ class DeepTransformerModel(nn.Module):
     super().__init__()
     self.readout_index = readout_index
     self.token_embeddings = nn.Embedding(vocab_size, embed_dim)
-    self.blocks = nn.ModuleList(
-      DeepBlock(embed_dim, num_heads, norm, placement) for _ in range(num_blocks)
-    )
+    blocks = [DeepBlock(embed_dim, num_heads, norm, placement) for _ in range(num_blocks)]
+    if num_blocks == 1:
+      self.transformer_block = blocks[0]
+    else:
+      self.blocks = nn.ModuleList(blocks)
     self.final_norm = make_norm(norm, embed_dim) if placement == "pre" else None
     self.to_vocab = nn.Linear(embed_dim, vocab_size if num_classes is None else num_classes)
+
+  def block_list(self) -> list[DeepBlock]:
+    """The blocks in order."""
+    return list(self.blocks) if hasattr(self, "blocks") else [self.transformer_block]
 
   def layer_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
     """The embedding output and every block's output: num_blocks + 1 tensors (B, L, D)."""
     outputs = [self.token_embeddings(x)]
-    for block in self.blocks:
+    for block in self.block_list():
       outputs.append(block(outputs[-1]))
     return outputs
 

@@ -29,18 +29,20 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 
 
 @functools.cache
-def _random_setup(norm, seed=0):
-  """On TINY: a model, a TrainState (at the norm's learning rate) with perturbed parameters
-  and statistics, and random tokens (uniform over the whole vocabulary, so with repeats)
-  and labels."""
-  cfg = config.TINY
+def _random_setup(norm, seed=0, placement="post", readout="last", num_blocks=1):
+  """On TINY (with that layout): a model, a TrainState (at the norm's learning rate) with
+  perturbed parameters and statistics, and random tokens (uniform over the whole
+  vocabulary, so with repeats) and labels."""
+  cfg = config.TINY.replace(norm_placement=placement, readout=readout, num_blocks=num_blocks)
   m = model.build(cfg, norm)
   return (m, *_random_arrays(m, cfg, cfg.learning_rate_for(norm), jax.random.key(seed)))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _random_arrays(m, cfg, learning_rate, key):
-  keys = iter(jax.random.split(key, 8))
+  # 16 keys: room for pre-norm's six statistics; split's first keys do not depend on
+  # the count, so the one-block post-norm models draw what they drew with 8.
+  keys = iter(jax.random.split(key, 16))
   state = train.init_state(m, cfg.task, next(keys), learning_rate)
   leaves, treedef = jax.tree.flatten(state.params)
   noise = [
@@ -67,13 +69,11 @@ def _apply(m, variables, tokens, train_mode):
 def _all_logits(m, variables, tokens, train_mode):
   """(logits, batch-stats updates) of every path that is exact for this norm and mode."""
   apply = lambda **kw: m.apply(variables, tokens, train=train_mode, mutable=["batch_stats"], **kw)
-  outs = {
-    "full": apply(),
-    "fast": apply(method=model.Transformer.fast_logits),
-    "table": apply(project_table=True),
-  }
+  outs = {"full": apply(), "fast": apply(method=model.Transformer.fast_logits)}
+  if m.table_is_exact(train_mode):
+    outs["table"] = apply(project_table=True)
   if m.readout_token_is_exact(train_mode):
-    outs["last"] = apply(method=model.Transformer.readout_token_logits)
+    outs["readout"] = apply(method=model.Transformer.readout_token_logits)
   return outs
 
 
@@ -104,10 +104,58 @@ def test_fast_logits_equal_call(norm, train_mode):
   m, state, tokens, _ = _random_setup(norm)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   outs = _all_logits(m, variables, tokens, train_mode)
-  assert ("last" in outs) == model.per_token(norm, train_mode)
+  assert "table" in outs  # post-norm: attention projects the embeddings themselves
+  assert ("readout" in outs) == model.per_token(norm, train_mode)
   full = outs.pop("full")
   for name, out in outs.items():
     chex.assert_trees_all_close(out, full, **TOL, custom_message=name)
+
+
+# One block's other layouts (the default, post-norm read out last, is tested above).
+ONE_BLOCK_LAYOUTS = [("pre", "last"), ("post", "first"), ("pre", "first")]
+
+
+@pytest.mark.parametrize("placement, readout", ONE_BLOCK_LAYOUTS)
+@pytest.mark.parametrize("norm", NORMS)
+def test_one_block_fast_logits_equal_call_in_every_layout(norm, placement, readout):
+  """With one block, whatever the norms' placement and the read-out position, each path
+  that is exact in this mode gives `__call__`'s logits and statistics."""
+  m, state, tokens, _ = _random_setup(norm, placement=placement, readout=readout)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  for train_mode in (False, True):
+    outs = _all_logits(m, variables, tokens, train_mode)
+    per_token = model.per_token(norm, train_mode)
+    assert ("readout" in outs) == per_token
+    assert ("table" in outs) == (placement == "post" or per_token)
+    full = outs.pop("full")
+    for name, out in outs.items():
+      chex.assert_trees_all_close(out, full, **TOL, custom_message=f"{name}, train={train_mode}")
+
+
+def test_project_table_refuses_pre_norm_batchnorm_training():
+  """Pre-norm, attention projects norm1 of the embeddings, which BatchNorm in training
+  computes with the batch's statistics: no table of the vocabulary holds it."""
+  m, state, tokens, _ = _random_setup("batchnorm", placement="pre")
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  assert not m.table_is_exact(True) and m.table_is_exact(False)
+  with pytest.raises(ValueError, match="project_table is not exact.*placement='pre'"):
+    m.apply(variables, tokens, train=True, mutable=["batch_stats"], project_table=True)
+
+
+@pytest.mark.parametrize("placement, readout", [("post", "last"), ("pre", "first")])
+@pytest.mark.parametrize("norm", ["layernorm", "batchnorm"])
+def test_deep_fast_logits_are_call_and_the_one_block_paths_refuse(norm, placement, readout):
+  """With several blocks no shortcut is exact (later blocks need every position):
+  `fast_logits` is `__call__`, and the one-block paths raise."""
+  m, state, tokens, _ = _random_setup(norm, placement=placement, readout=readout, num_blocks=2)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  for train_mode in (False, True):
+    outs = _all_logits(m, variables, tokens, train_mode)
+    assert set(outs) == {"full", "fast"}
+    chex.assert_trees_all_close(outs["fast"], outs["full"], **TOL)
+    for kwargs in ({"method": model.Transformer.readout_token_logits}, {"project_table": True}):
+      with pytest.raises(ValueError, match="not exact for num_blocks=2"):
+        m.apply(variables, tokens, train=train_mode, mutable=["batch_stats"], **kwargs)
 
 
 def test_last_token_path_refuses_batchnorm_training():

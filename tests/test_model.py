@@ -175,3 +175,153 @@ def test_token_ids_are_not_checked_inside_jit(key):
   m, variables, tokens = _variables(config.TINY, "layernorm", key)
   logits = jax.jit(lambda t: m.apply(variables, t, train=False))(tokens.at[0, 0].set(-1))
   assert logits.shape == (config.TINY.batch_size, config.TINY.vocab_size)
+
+
+# The deep model: several blocks are one nn.scan over stacked parameters.
+
+
+def _deep(num_blocks=3, placement="post", readout="last", cfg=config.TINY):
+  return cfg.replace(num_blocks=num_blocks, norm_placement=placement, readout=readout)
+
+
+def _stats_variables(m, cfg, key):
+  """Variables whose BatchNorm statistics (if any) are not the initial ones: one training
+  forward on another batch."""
+  tokens, _ = data.batch(jax.random.fold_in(key, 1), cfg)
+  variables = m.init(key, tokens, train=False)
+  _, updates = m.apply(variables, tokens, train=True, mutable=["batch_stats"])
+  return {**variables, **updates}
+
+
+def _loop_of_blocks(cfg, norm, variables, tokens, train):
+  """`model.Block` applied N times in Python, block i holding the i-th slice of the stacked
+  variables: the layers (N + 1, B, L, D) and the stacked batch_stats updates."""
+  block = model.Block(cfg.embed_dim, cfg.num_heads, norm, cfg.matmul_precision, cfg.norm_placement)
+  x_BxLxD = jnp.take(variables["params"]["token_embeddings"]["embedding"], tokens, axis=0)
+  layers, updates = [x_BxLxD], []
+  for i in range(cfg.num_blocks):
+    block_i = {k: jax.tree.map(lambda a, i=i: a[i], v["blocks"]) for k, v in variables.items()}
+    x_BxLxD, update = block.apply(block_i, x_BxLxD, train, mutable=["batch_stats"])
+    layers.append(x_BxLxD)
+    updates.append(update)
+  return jnp.stack(layers), jax.tree.map(lambda *a: jnp.stack(a), *updates)
+
+
+ROUNDING = dict(rtol=1e-6, atol=1e-6)  # float32 rounding of differently compiled sums
+
+
+def _apply(m, variables, tokens, train, method=model.Transformer.__call__):
+  """`method`'s output and the batch_stats updates, jitted."""
+  run = lambda v, t: m.apply(v, t, train, method=method, mutable=["batch_stats"])  # noqa: E731
+  return jax.jit(run)(variables, tokens)
+
+
+@pytest.mark.parametrize("placement", ["post", "pre"])
+@pytest.mark.parametrize("norm", ["layernorm", "batchnorm"])
+def test_block_scan_equals_unrolled_scan_and_a_loop_of_blocks(norm, placement, key):
+  """The scan, the scan unrolled (scan_unroll = N) and a Python loop of `Block`s compute
+  the same layers, logits and BatchNorm statistics, in both modes."""
+  cfg = _deep(placement=placement)
+  scanned, unrolled = model.build(cfg, norm), model.build(cfg, norm, scan_unroll=cfg.num_blocks)
+  variables = _stats_variables(scanned, cfg, key)
+  tokens, _ = data.batch(key, cfg)
+  layer_features = model.Transformer.layer_features
+  for train in (False, True):
+    layers, stats = _apply(scanned, variables, tokens, train, layer_features)
+    logits, _ = _apply(scanned, variables, tokens, train)
+    unrolled_out = (
+      _apply(unrolled, variables, tokens, train, layer_features),
+      _apply(unrolled, variables, tokens, train)[0],
+    )
+    chex.assert_trees_all_close(unrolled_out, ((layers, stats), logits), **ROUNDING)
+    layers_loop, stats_loop = _loop_of_blocks(cfg, norm, variables, tokens, train)
+    chex.assert_trees_all_close(layers_loop, layers, **ROUNDING)
+    assert bool(stats) == (norm == "batchnorm")
+    if stats:  # the loop's per-block updates, stacked, are the scan's
+      chex.assert_trees_all_close(
+        stats_loop["batch_stats"], stats["batch_stats"]["blocks"], **ROUNDING
+      )
+
+
+@pytest.mark.parametrize("num_blocks", [1, 3])
+@pytest.mark.parametrize("placement", ["post", "pre"])
+@pytest.mark.parametrize("norm", ["layernorm", "batchnorm"])
+def test_layer_features_are_the_embedding_and_each_blocks_output(norm, placement, num_blocks, key):
+  """(N + 1, B, L, D); layer 0 is the embedding lookup; what the readout reads is the last
+  layer (post-norm) or the final norm of it (pre-norm)."""
+  cfg = _deep(num_blocks, placement)
+  m = model.build(cfg, norm)
+  variables = _stats_variables(m, cfg, key)
+  tokens, _ = data.batch(key, cfg)
+  final_norm = lambda module, x, train: module.final_norm(x, train)  # noqa: E731
+  embedding = variables["params"]["token_embeddings"]["embedding"]
+  for train in (False, True):
+    layers, _ = _apply(m, variables, tokens, train, model.Transformer.layer_features)
+    chex.assert_shape(layers, (num_blocks + 1, cfg.batch_size, cfg.seq_len, cfg.embed_dim))
+    np.testing.assert_array_equal(layers[0], jnp.take(embedding, tokens, axis=0))
+    features, _ = _apply(m, variables, tokens, train, model.Transformer.features)
+    read = (
+      layers[-1] if placement == "post" else _apply(m, variables, layers[-1], train, final_norm)[0]
+    )
+    np.testing.assert_allclose(features, read, **ROUNDING)
+    # Each layer is a different representation (no block is skipped or repeated).
+    for i in range(num_blocks):
+      assert not np.allclose(layers[i], layers[i + 1], atol=1e-3)
+
+
+def test_blocks_are_initialized_independently_each_as_pytorch(key):
+  """Every stacked parameter has the block axis first; each block's slice follows
+  PyTorch's default init (as test_initial_parameters_follow_pytorch_defaults for one
+  block), and no two blocks hold the same or correlated values."""
+  cfg = _deep(num_blocks=3, placement="pre", cfg=config.PAPER.replace(num_heads=4))
+  m = model.build(cfg, "layernorm")
+  params = m.init(key, jnp.zeros((1, cfg.seq_len), jnp.int32), train=False)["params"]
+  blocks, d = params["blocks"], cfg.embed_dim
+  bounds = {
+    ("attention", "in_proj", "kernel"): math.sqrt(6 / (d + 3 * d)),
+    ("attention", "out_proj", "kernel"): 1 / math.sqrt(d),
+    ("ffn", "up", "kernel"): 1 / math.sqrt(d),
+    ("ffn", "down", "kernel"): 1 / math.sqrt(4 * d),
+  }
+  constants = {("attention", "in_proj", "bias"): 0.0, ("attention", "out_proj", "bias"): 0.0}
+  constants |= {
+    (f"norm{i}", name): float(name == "scale") for i in (1, 2) for name in ("scale", "bias")
+  }
+  flat = {
+    tuple(k.key for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(blocks)
+  }
+  assert set(flat) == set(bounds) | set(constants) | {
+    ("ffn", "up", "bias"),
+    ("ffn", "down", "bias"),
+  }
+  for path, stacked in flat.items():
+    assert stacked.shape[0] == cfg.num_blocks, path
+    slices = [np.asarray(stacked[i]).ravel().astype(np.float64) for i in range(cfg.num_blocks)]
+    if path in constants:
+      np.testing.assert_array_equal(stacked, constants[path])
+      continue
+    for i, w in enumerate(slices):
+      if path in bounds:
+        _uniform_bound_ok(w, bounds[path])
+      for other in slices[:i]:
+        assert abs(np.corrcoef(w, other)[0, 1]) < 5 / math.sqrt(w.size), path
+
+
+@pytest.mark.parametrize("readout", ["last", "first"])
+@pytest.mark.parametrize("norm", ["layernorm", "batchnorm"])
+def test_readout_reads_its_position(norm, readout, key):
+  """Without positional encoding or mask, a deep model's logits are invariant to permuting
+  the positions it does not read out (BatchNorm's statistics too: a permutation keeps each
+  example's tokens), and change when the read-out token trades places with another."""
+  cfg = _deep(num_blocks=2, readout=readout)
+  m = model.build(cfg, norm)
+  variables = _stats_variables(m, cfg, key)
+  tokens, _ = data.batch(key, cfg)
+  read = {"last": cfg.seq_len - 1, "first": 0}[readout]  # the position read out
+  others = np.array([p for p in range(cfg.seq_len) if p != read])
+  shuffled = tokens.at[:, others].set(tokens[:, np.random.default_rng(0).permutation(others)])
+  swapped = tokens.at[:, [read, others[3]]].set(tokens[:, [others[3], read]])
+  for train in (False, True):
+    logits = [_apply(m, variables, t, train)[0] for t in (tokens, shuffled, swapped)]
+    np.testing.assert_allclose(logits[1], logits[0], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(logits[2], logits[0], rtol=1e-3, atol=1e-3)

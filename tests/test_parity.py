@@ -6,9 +6,9 @@ same batches (from `jaxnorm.data.batch`). Tolerances, and what was measured on C
 * logits and losses, training and evaluation mode: max abs diff <= 1e-5 (measured <= 1.3e-6
   at PAPER sizes: float32 rounding of sums over D = 128 and 4D = 512 terms).
 * gradients, per tensor: ||g_jax - g_torch|| / ||g_torch|| <= 1e-4 (measured <= 2.1e-6),
-  over the components the loss depends on. The others (`flat_components`) have exact
-  gradient 0, and both frameworks return rounding noise there: <= 1e-6 of the global
-  gradient norm (measured <= 9.2e-9).
+  over the components the loss depends on. The others (`parity_checks.flat_components`)
+  have exact gradient 0, and both frameworks return rounding noise there: <= 1e-6 of the
+  global gradient norm (measured <= 9.2e-9).
 * BatchNorm running statistics after a training forward: running_var rtol 1e-6 (measured
   1.2e-7, one ulp: both store the unbiased variance, which differs from the biased one by
   1/(n-1) = 1.9e-4 at PAPER sizes), running_mean atol 1e-7 (measured 6.5e-9).
@@ -21,21 +21,20 @@ same batches (from `jaxnorm.data.batch`). Tolerances, and what was measured on C
   (measured 5.4e-7 of it, 8.4e-5 absolute).
 """
 
-import copy
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import scipy.stats
 
 torch = pytest.importorskip(
   "torch", reason="the parity tests need PyTorch: pip install -e '.[parity]'"
 )
 
-from jaxnorm import torch_reference as ref  # noqa: E402  (after the skip: it imports torch)
+import parity_checks as parity  # noqa: E402  (after the skip: these import torch)
+
+from jaxnorm import torch_reference as ref  # noqa: E402
 
 # One intra-op thread: reproducible reductions, and no spinning thread pool competing with
 # XLA for the (few) cores; it does not change any tolerance.
@@ -50,7 +49,6 @@ from jaxnorm import (  # noqa: E402
   norms,
   spectrum,
   torch_compat,
-  train,
 )
 
 NORMS = ("layernorm", "batchnorm", "none")
@@ -65,90 +63,15 @@ def _pair(cfg, norm, seed=0):
   return torch_model, model.build(cfg, norm), variables
 
 
-def _load(torch_model, variables, norm, **kwargs):
-  state_dict = torch_compat.to_torch(variables, norm, **kwargs)
-  torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()}, strict=True)
-
-
-def _numpy_state(torch_model):
-  return {k: v.detach().numpy().copy() for k, v in torch_model.state_dict().items()}
-
-
-def flat_components(cfg, norm):
-  """Masks (by PyTorch name) of the parameters the training loss does not depend on.
-
-  * the key bias (in_proj_bias[D:2D]): it adds q . b_k to every logit of a query, and
-    softmax ignores a shift shared by all keys;
-  * with BatchNorm (training mode), every bias added uniformly to all positions right
-    before a BatchNorm, which subtracts the batch mean: out_proj.bias, ffn.2.bias and the
-    value bias in_proj_bias[2D:] (attention rows sum to 1, so it adds W_o b_v everywhere).
-
-  Their gradients are rounding noise in both frameworks (checked below); Adam divides by
-  sqrt(v) ~ |noise|, so these components move by up to ~lr per step, differently in each
-  framework, without changing the loss.
-  """
-  d = cfg.embed_dim
-  in_proj = np.zeros(3 * d, bool)
-  in_proj[d : 2 * d] = True
-  masks = {"transformer_block.attention.in_proj_bias": in_proj}
-  if norm == "batchnorm":
-    in_proj[2 * d :] = True
-    masks["transformer_block.attention.out_proj.bias"] = np.ones(d, bool)
-    masks["transformer_block.ffn.2.bias"] = np.ones(d, bool)
-  return masks
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _jax_forward_backward(m, variables, tokens, labels):
-  """Eval logits and loss, train logits and loss, grads, updated batch_stats, eval logits
-  with those statistics."""
-  eval_logits = m.apply(variables, tokens, train=False)
-  eval_loss = loss.eval_loss(m, variables["params"], variables["batch_stats"], tokens, labels)
-
-  def loss_fn(params):  # as loss.training_loss (what train.train_step differentiates)
-    logits, updates = m.apply(
-      {"params": params, "batch_stats": variables["batch_stats"]},
-      tokens,
-      train=True,
-      mutable=["batch_stats"],
-    )
-    return loss.cross_entropy(logits, labels), (logits, updates.get("batch_stats", {}))
-
-  (train_loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-    variables["params"]
-  )
-  eval_after = m.apply({"params": variables["params"], "batch_stats": stats}, tokens, train=False)
-  return eval_logits, eval_loss, logits, train_loss, grads, stats, eval_after
-
-
-def _torch_forward_backward(torch_model, X, Y):
-  criterion = torch.nn.CrossEntropyLoss()
-  torch_model.eval()
-  with torch.no_grad():
-    eval_logits = torch_model(X)
-    eval_loss = criterion(eval_logits, Y).item()
-  torch_model.train()
-  torch_model.zero_grad()
-  logits = torch_model(X)
-  loss = criterion(logits, Y)
-  loss.backward()
-  grads = {n: p.grad.numpy().copy() for n, p in torch_model.named_parameters()}
-  torch_model.eval()
-  with torch.no_grad():
-    eval_after = torch_model(X)
-  logits = logits.detach().numpy()
-  return eval_logits.numpy(), eval_loss, logits, loss.item(), grads, eval_after.numpy()
-
-
 @pytest.mark.parametrize("norm", NORMS)
 def test_state_dict_names_and_shapes_match_the_reference(norm):
   cfg = config.TINY
   torch_model, _, variables = _pair(cfg, norm)
   assert set(torch_compat.torch_names(norm)) == set(torch_model.state_dict())
   fresh = ref.make_model(cfg, norm, seed=1)
-  _load(fresh, variables, norm, num_batches_tracked=7)  # strict: every name and shape
-  for name, value in _numpy_state(fresh).items():
-    expected = 7 if name.endswith("num_batches_tracked") else _numpy_state(torch_model)[name]
+  parity.load(fresh, variables, cfg, norm, num_batches_tracked=7)  # strict: every name and shape
+  for name, value in parity.numpy_state(fresh).items():
+    expected = 7 if name.endswith("num_batches_tracked") else parity.numpy_state(torch_model)[name]
     np.testing.assert_array_equal(value, expected, err_msg=name)
 
 
@@ -158,45 +81,7 @@ def test_forward_gradients_and_running_stats_match(norm, cfg_name):
   cfg = CONFIGS[cfg_name]
   torch_model, m, variables = _pair(cfg, norm)
   tokens, labels = data.batch(jax.random.key(1), cfg)
-  X, Y = ref.as_torch_batch(tokens, labels)
-  out_j = jax.device_get(_jax_forward_backward(m, variables, tokens, labels))
-  eval_j, eval_loss_j, logits_j, loss_j, grads_j, stats_j, eval_after_j = out_j
-  out_t = _torch_forward_backward(torch_model, X, Y)
-  eval_t, eval_loss_t, logits_t, loss_t, grads_t, eval_after_t = out_t
-
-  # Logits and loss, evaluation mode (initial statistics) and training mode.
-  np.testing.assert_allclose(eval_j, eval_t, rtol=0, atol=1e-5)
-  np.testing.assert_allclose(eval_loss_j, eval_loss_t, rtol=0, atol=1e-5)
-  np.testing.assert_allclose(logits_j, logits_t, rtol=0, atol=1e-5)
-  np.testing.assert_allclose(loss_j, loss_t, rtol=0, atol=1e-5)
-  # Evaluation after the training forward: BatchNorm uses its updated running statistics.
-  np.testing.assert_allclose(eval_after_j, eval_after_t, rtol=0, atol=1e-5)
-
-  # Gradients, per tensor: ||g_jax - g_torch|| / ||g_torch|| over its components that the
-  # loss depends on. The others' exact gradient is 0; both frameworks give rounding noise.
-  grads_j = torch_compat.params_to_torch(grads_j, norm)
-  assert set(grads_j) == set(grads_t)
-  global_norm = math.sqrt(sum(np.sum(g**2) for g in grads_t.values()))
-  flat = flat_components(cfg, norm)
-  for name, g_t in grads_t.items():
-    live = ~flat.get(name, np.zeros(g_t.shape, bool))
-    if live.any():
-      err = np.linalg.norm(grads_j[name][live] - g_t[live]) / np.linalg.norm(g_t[live])
-      assert err <= 1e-4, f"{name}: relative gradient difference {err:.2e}"
-    for g in (grads_j[name], g_t):
-      assert np.abs(g[~live]).max(initial=0) <= 1e-6 * global_norm, f"{name}: not flat"
-
-  # Running statistics after the training forward: same update, unbiased variance.
-  state_t = _numpy_state(torch_model)
-  state_j = torch_compat.to_torch({"params": variables["params"], "batch_stats": stats_j}, norm)
-  for i in (1, 2) if norm == "batchnorm" else ():
-    prefix = f"transformer_block.norm{i}."
-    np.testing.assert_allclose(
-      state_j[prefix + "running_mean"], state_t[prefix + "running_mean"], rtol=0, atol=1e-7
-    )
-    np.testing.assert_allclose(
-      state_j[prefix + "running_var"], state_t[prefix + "running_var"], rtol=1e-6, atol=0
-    )
+  parity.assert_forward_backward_match(cfg, norm, torch_model, m, variables, tokens, labels)
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -204,52 +89,7 @@ def test_adam_training_trajectories_match(norm):
   """50 Adam steps, the library's scanned loop vs the notebook's loop, same batches."""
   cfg = config.TINY
   torch_model, m, variables = _pair(cfg, norm, seed=1)
-  # A fresh Adam state at the norm's learning rate, holding the reference's weights.
-  state = train.init_state(m, cfg.task, jax.random.key(2), cfg.learning_rate_for(norm))
-  state = state._replace(
-    params=variables["params"], batch_stats=variables["batch_stats"], data_key=jax.random.key(2)
-  )
-  # The batches train.train_steps draws: batch t from fold_in(data_key, t).
-  batches = [
-    ref.as_torch_batch(*data.batch(jax.random.fold_in(state.data_key, t), cfg))
-    for t in range(ADAM_STEPS)
-  ]
-  train_steps = jax.jit(train.train_steps, static_argnums=(0, 1, 3, 4))
-  state, losses_j = train_steps(m, cfg.task, state, ADAM_STEPS, True)
-
-  optimizer = ref.make_optimizer(torch_model, cfg.learning_rate_for(norm))
-  losses_t = ref.train_steps(torch_model, optimizer, batches)
-  np.testing.assert_allclose(losses_j, losses_t, rtol=1e-4, atol=0)
-
-  final_j = torch_compat.to_torch(
-    {"params": state.params, "batch_stats": state.batch_stats}, norm, num_batches_tracked=50
-  )
-  final_t = _numpy_state(torch_model)
-  flat = flat_components(cfg, norm)
-  for name, _ in torch_model.named_parameters():
-    keep = ~flat.get(name, np.zeros(final_t[name].shape, bool))
-    np.testing.assert_allclose(final_j[name][keep], final_t[name][keep], rtol=0, atol=1e-4)
-  if norm == "batchnorm":
-    # Variance ignores the drift of the flat biases; the mean tracks it (not compared).
-    for i in (1, 2):
-      name = f"transformer_block.norm{i}.running_var"
-      np.testing.assert_allclose(final_j[name], final_t[name], rtol=1e-4, atol=0)
-
-  # Along the flat components the two models differ, but the loss does not: moving the
-  # PyTorch model's flat components to jaxnorm's values leaves its training loss unchanged.
-  moved = copy.deepcopy(torch_model)
-  with torch.no_grad():
-    for name, p in moved.named_parameters():
-      if name in flat:
-        mask = torch.from_numpy(flat[name])
-        p[mask] = torch.from_numpy(final_j[name][flat[name]])
-  X, Y = batches[-1]
-  torch_model.train()
-  moved.train()
-  with torch.no_grad():
-    loss = torch.nn.functional.cross_entropy(torch_model(X), Y).item()
-    loss_moved = torch.nn.functional.cross_entropy(moved(X), Y).item()
-  np.testing.assert_allclose(loss_moved, loss, rtol=1e-6, atol=0)
+  parity.assert_adam_trajectories_match(cfg, norm, torch_model, m, variables, ADAM_STEPS)
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -262,7 +102,7 @@ def test_landscape_slice_matches(norm):
   torch_model.train()
   with torch.no_grad():
     torch_model(X)  # non-trivial BatchNorm running statistics
-  before = _numpy_state(torch_model)
+  before = parity.numpy_state(torch_model)
   variables = torch_compat.from_torch(before, norm)
   # A unit-norm Gaussian direction, as landscape.random_direction draws (drawn with NumPy
   # here: JAX would compile a generator per parameter shape).
@@ -282,7 +122,7 @@ def test_landscape_slice_matches(norm):
       torch_model, direction_t, X, Y, np.asarray(alphas).tolist(), cumulative=cumulative
     )
     np.testing.assert_allclose(losses_j, losses_t, rtol=0, atol=1e-5)
-  jax.tree.map(np.testing.assert_array_equal, _numpy_state(torch_model), before)  # restored
+  jax.tree.map(np.testing.assert_array_equal, parity.numpy_state(torch_model), before)  # restored
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -354,21 +194,6 @@ def test_batchnorm_layer_matches_torch_over_steps(offset, scale, atol):
     np.testing.assert_allclose(stats["var"], layer.running_var.numpy(), rtol=1e-6, atol=0)
 
 
-def _pytorch_uniform_bounds(cfg):
-  """PyTorch's init bounds: Linear U(+-1/sqrt(fan_in)), in_proj Xavier over (3D, D)."""
-  d, prefix = cfg.embed_dim, "transformer_block."
-  return {
-    prefix + "attention.in_proj_weight": math.sqrt(6 / (d + 3 * d)),
-    prefix + "attention.out_proj.weight": 1 / math.sqrt(d),
-    prefix + "ffn.0.weight": 1 / math.sqrt(d),
-    prefix + "ffn.0.bias": 1 / math.sqrt(d),
-    prefix + "ffn.2.weight": 1 / math.sqrt(4 * d),
-    prefix + "ffn.2.bias": 1 / math.sqrt(4 * d),
-    "to_vocab.weight": 1 / math.sqrt(d),
-    "to_vocab.bias": 1 / math.sqrt(d),
-  }
-
-
 def test_initialization_matches_pytorch_in_distribution():
   """Each initial tensor (PAPER sizes, fixed seeds) follows PyTorch's default distribution:
   same support, a two-sample KS test, mean and std within 5 standard errors.
@@ -381,31 +206,14 @@ def test_initialization_matches_pytorch_in_distribution():
   m = model.build(cfg, norm)
   variables = m.init(jax.random.key(0), jnp.zeros((1, cfg.seq_len), jnp.int32), train=False)
   init_j = torch_compat.to_torch(variables, norm)
-  init_t = _numpy_state(torch_model)
+  init_t = parity.numpy_state(torch_model)
   # LayerNorm's initial scale and bias: PyTorch's ones and zeros.
   x = jnp.zeros((1, 1, cfg.embed_dim))
   ln_j = norms.LayerNorm().init(jax.random.key(0), x, train=False)["params"]
   ln_t = torch.nn.LayerNorm(cfg.embed_dim)
   np.testing.assert_array_equal(ln_j["scale"], ln_t.weight.detach().numpy())
   np.testing.assert_array_equal(ln_j["bias"], ln_t.bias.detach().numpy())
-  bounds = _pytorch_uniform_bounds(cfg)
-  for name, w_t in init_t.items():
-    w_j = init_j[name]
-    assert w_j.shape == w_t.shape, name
-    if np.all(w_t == w_t.flat[0]):  # constants: zero biases, unit scales, initial statistics
-      np.testing.assert_array_equal(w_j, w_t, err_msg=name)
-      continue
-    a, b = w_j.ravel().astype(np.float64), w_t.ravel().astype(np.float64)
-    n = a.size
-    if name in bounds:  # same support: inside the bound, and reaching it
-      for w in (a, b):
-        assert np.abs(w).max() <= bounds[name] and np.abs(w).max() >= bounds[name] * (1 - 20 / n)
-    p = scipy.stats.ks_2samp(a, b).pvalue
-    assert p > 1e-3, f"{name}: KS p = {p:.1e}"
-    assert abs(a.mean() - b.mean()) <= 5 * math.sqrt((a.var() + b.var()) / n), name
-    kurt = scipy.stats.kurtosis(b, fisher=False)
-    se_std = b.std() * math.sqrt((kurt - 1) / (4 * n))  # standard error of a std estimate
-    assert abs(a.std() - b.std()) <= 5 * math.sqrt(2) * se_std, name
+  parity.assert_drawn_alike(init_j, init_t, parity.pytorch_uniform_bounds(cfg))
 
 
 def test_reference_data_has_the_same_structure_as_jaxnorm_data():
