@@ -11,7 +11,15 @@ one evaluation loss (`loss.eval_loss_fn` on the landscape batch, evaluation mode
     `slice_directions` random directions with their spread; adaptive sharpness; Hessian
     lambda_max, trace and eigenvalue density; BatchNorm's batch-statistics forms), from the
     same activations and loss;
-  * with a grid: the 2D slice along two filter-normalized directions (Li et al. 2018).
+  * with a grid: the 2D slice along two filter-normalized directions (Li et al. 2018);
+  * the layer-wise dissection (`jaxnorm.layerwise`): the singular values of every depth's
+    representation (always), with "isotropy" every layer's isotropy measures and every
+    block's weight norms, with "hessian" every block's curvature (`layer_measures`).
+
+With several blocks the scalar measures describe what the readout reads: the isotropy
+that of `Transformer.features` (the last block's output, after the final norm with
+pre-norm), the weight norms (and effective learning rates) the last block's; the other
+depths are in `layer_measures`.
 
 `analyze_seeds` is the same vmapped over a leading seed axis and jitted: the model, the
 task and the measure settings are static; the slice offsets and the grid are arrays, so
@@ -31,7 +39,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnorm import curvature, data, density, directions, isotropy, landscape, loss, norms, spectrum
+from jaxnorm import (
+  curvature,
+  data,
+  density,
+  directions,
+  landscape,
+  layerwise,
+  loss,
+  norms,
+  spectrum,
+)
 from jaxnorm import families as families_lib
 from jaxnorm import keys as keys_lib
 from jaxnorm import measures as measures_lib
@@ -54,6 +72,11 @@ class Analysis(NamedTuple):
   # The Hessian's eigenvalue density (SLQ quadrature of the lambda_max Lanczos run, one
   # probe): (nodes (m,), weights (m,)); None without the "hessian" family.
   hessian_density: tuple[jax.Array, jax.Array] | None = None
+  # (N + 1, K) singular values of every depth's representation (`layerwise`), always.
+  layer_spectra: jax.Array | None = None
+  # name -> (N + 1,) per layer (isotropy) or (N,) per block (weight norms, curvature),
+  # the names of `families.layer_analyzed(its families)`; {} without measures.
+  layer_measures: dict[str, jax.Array] | None = None
 
 
 def analyze(
@@ -80,7 +103,11 @@ def analyze(
   )
   spectrum_tokens_BxL, _ = data.batch(keys.spectrum_batch, task)
   acts_NxD = spectrum.block_activations(model, params, batch_stats, spectrum_tokens_BxL)
-  s_K = spectrum.singular_values(acts_NxD)
+  # Every depth too (N1 = N + 1 layers of M = B L rows), every spectrum in one SVD call.
+  layer_acts_N1xMxD = spectrum.layer_activations(model, params, batch_stats, spectrum_tokens_BxL)
+  isotropic = measure_config is not None and "isotropy" in measure_config.families
+  spectra = layerwise.spectra(acts_NxD, layer_acts_N1xMxD, centered=isotropic)
+  s_K = spectra.features
   measured, hessian_density = {}, None
   if measure_config is not None:
     families = measure_config.families
@@ -104,7 +131,11 @@ def analyze(
         },
       }
     if "isotropy" in families:
-      measured = {**measured, **_isotropy(acts_NxD, s_K), **_weight_norms(params)}
+      isotropy_ = _isotropy(acts_NxD, s_K, spectra.features_centered)
+      measured = {**measured, **isotropy_, **_weight_norms(params)}
+  layer_measured = layerwise.layer_measures(
+    params, spectra, acts_NxD.shape, loss_fn, keys.direction, measure_config
+  )
   surface = None
   if surface_grid_A is not None:
     surface = perturbed["surface"].reshape(surface_grid_A.shape[0], surface_grid_A.shape[0])
@@ -115,6 +146,8 @@ def analyze(
     measured,
     surface,
     hessian_density,
+    spectra.layers,
+    layer_measured,
   )
 
 
@@ -253,30 +286,16 @@ def _flatness(
   return out, density_M
 
 
-def _isotropy(acts_NxD: jax.Array, s_K: jax.Array) -> dict[str, jax.Array]:
-  """The isotropy measures of the block output, raw (from its singular values) and
-  centered; every one NaN where the activations have a NaN or inf entry (whatever the SVD
-  made of them) or are all zero (`jaxnorm.isotropy`)."""
-  s_K = jnp.where(jnp.all(jnp.isfinite(acts_NxD)), s_K, jnp.nan)
-  raw = isotropy.from_spectrum(s_K, isotropy.default_rtol(acts_NxD.shape, acts_NxD.dtype))
-  centered = isotropy.measures(acts_NxD, center=True)
-  out = {}
-  for prefix, m in (("", raw), ("centered_", centered)):
-    for name in measures_lib.ISOTROPY_FIELDS:
-      out[prefix + name] = getattr(m, name)
-  return out
+def _isotropy(acts_NxD: jax.Array, s_K: jax.Array, centered_K: jax.Array) -> dict[str, jax.Array]:
+  """The isotropy measures of the features the readout reads, from their raw and centered
+  singular values (`layerwise.isotropy_measures`)."""
+  return layerwise.isotropy_measures(acts_NxD, s_K, centered_K)
 
 
 def _weight_norms(params: PyTree) -> dict[str, jax.Array]:
-  """Frobenius norms of the kernels whose outputs feed norm1 (attention's output
-  projection) and norm2 (the FFN's down projection): a scale-invariant layer after them
-  turns a learning rate eta into the effective rate eta / ||W||^2 (van Laarhoven 2017;
-  Arora et al. 2019; `per_seed`)."""
-  block = params["transformer_block"]
-  return {
-    "weight_norm_norm1_input": jnp.linalg.norm(block["attention"]["out_proj"]["kernel"]),
-    "weight_norm_norm2_input": jnp.linalg.norm(block["ffn"]["down"]["kernel"]),
-  }
+  """The weight norms of the last block (the one block's; `layerwise.weight_norms`), whose
+  effective learning rates `per_seed` derives."""
+  return layerwise.weight_norms(layerwise.last_block(params))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))

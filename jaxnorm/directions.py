@@ -25,6 +25,11 @@ What a "filter" is here (one output unit, Li et al.'s convention for Dense layer
 | scale and bias)                     | not perturbed) or "filter" (the whole vector   |
 |                                     | is one filter, scaled to the parameter's norm) |
 
+A deep model's blocks are one `nn.scan` whose parameters, under `STACKED_MODULES`
+("blocks"), have a leading block axis N: such a (N, ...) leaf is N layers' leaves, each
+with its own filters by the table (a stacked kernel (N, in, out) has N * out filters, a
+stacked bias (N, out) is N 1-D leaves), never one bigger tensor.
+
 Li et al.'s code offers a third 1-D option, copying the weights into the direction;
 it is not provided here.
 
@@ -47,6 +52,8 @@ LossFn = Callable[[PyTree], jax.Array]
 
 POLICIES_1D = ("zero", "filter")
 EMBEDDING_NAMES = ("embedding",)  # leaves whose filters are rows (one per token)
+# Modules whose leaves stack N layers along a leading axis (`model.Transformer`'s blocks).
+STACKED_MODULES = ("blocks",)
 FILTER_EPS = 1e-10  # guards ||d_f|| = 0 in the rescaling, as in Li et al.'s code
 
 
@@ -58,11 +65,20 @@ def _leaf_name(path) -> str | None:
   return getattr(last, "key", getattr(last, "name", None))
 
 
+def layer_axes(path) -> int:
+  """How many leading axes of a leaf index layers rather than weights: 1 under a module
+  of `STACKED_MODULES`, else 0."""
+  modules = [getattr(k, "key", getattr(k, "name", None)) for k in path[:-1]]
+  return int(any(m in STACKED_MODULES for m in modules))
+
+
 def filter_axis(path, leaf: jax.Array) -> int | None:
-  """The axis that indexes filters of a leaf (see the module table); None for 1-D/0-D."""
-  if leaf.ndim <= 1:
+  """The axis that indexes filters of a leaf (see the module table); None for a 1-D/0-D
+  leaf (one layer's: a stacked (N, out) bias counts as 1-D)."""
+  lead = layer_axes(path)
+  if leaf.ndim - lead <= 1:
     return None
-  return 0 if _leaf_name(path) in EMBEDDING_NAMES else leaf.ndim - 1
+  return lead if _leaf_name(path) in EMBEDDING_NAMES else leaf.ndim - 1
 
 
 def filter_normalize(direction: PyTree, params: PyTree, *, policy_1d: str = "zero") -> PyTree:
@@ -70,18 +86,21 @@ def filter_normalize(direction: PyTree, params: PyTree, *, policy_1d: str = "zer
 
   d_f <- d_f * ||w_f||_2 / (||d_f||_2 + 1e-10) (Li et al. 2018, Sec. 4), filters as in the
   module table. 1-D and 0-D leaves: policy_1d="zero" sets them to 0; "filter" rescales
-  the whole leaf as one filter, d <- d * ||w|| / (||d|| + 1e-10).
+  the whole leaf as one filter, d <- d * ||w|| / (||d|| + 1e-10). A stacked leaf (N, ...)
+  is N layers' leaves, normalized layer by layer (the module docstring).
   """
   if policy_1d not in POLICIES_1D:
     raise ValueError(f"policy_1d={policy_1d!r} is invalid; choose from {POLICIES_1D}")
 
   def normalize(path, d, w):
-    axis = filter_axis(path, w)
+    axis, lead = filter_axis(path, w), layer_axes(path)
     if axis is None:
       if policy_1d == "zero":
         return jnp.zeros_like(d)
-      return d * (jnp.linalg.norm(w) / (jnp.linalg.norm(d) + FILTER_EPS))
-    others = tuple(i for i in range(w.ndim) if i != axis)
+      if not lead:
+        return d * (jnp.linalg.norm(w) / (jnp.linalg.norm(d) + FILTER_EPS))
+    # Each filter's norm: over every axis but the filter axis and the layer axis.
+    others = tuple(i for i in range(lead, w.ndim) if i != axis)
     w_norm = jnp.sqrt(jnp.sum(jnp.square(w), axis=others, keepdims=True))
     d_norm = jnp.sqrt(jnp.sum(jnp.square(d), axis=others, keepdims=True))
     return d * (w_norm / (d_norm + FILTER_EPS))

@@ -47,6 +47,25 @@ FAMILY_MEASURES: dict[str, tuple[str, ...]] = {
   "batch_stats": (),
 }
 FAMILIES = tuple(FAMILY_MEASURES)
+# The layer-wise dissection's measures (`jaxnorm.layerwise`; `NormResult.layer_measures`),
+# family -> names: every layer's isotropy (N + 1 values, the scalar measures' names),
+# every block's weight norms and Hessian restricted to the block (N values).
+LAYER_FAMILY_MEASURES: dict[str, tuple[str, ...]] = {
+  "isotropy": FAMILY_MEASURES["isotropy"],
+  "hessian": (
+    "block_hessian_top_eigenvalue",
+    "block_hessian_top_relative_residual",
+    "block_hessian_top_converged",
+    "block_hessian_trace",
+    "block_hessian_trace_stderr",
+  ),
+}
+# The layer measures with one value per block (N) rather than per depth (N + 1).
+PER_BLOCK_MEASURES = (
+  "weight_norm_norm1_input",
+  "weight_norm_norm2_input",
+  *LAYER_FAMILY_MEASURES["hessian"],
+)
 # Named selections (`--measures LEVEL`), each one's families. The default, "standard", is
 # every family the paper's predictions are judged on; "all" adds the Hessian estimates (never
 # judged: not comparable across normalizations) and BatchNorm's batch-statistics measures
@@ -92,6 +111,11 @@ def analyzed(families) -> tuple[str, ...]:
   """The `measures.ANALYZED` measures `families` give, in `MEASURES` order."""
   names = {n for f in families for n in FAMILY_MEASURES[f]} | set(batch_stats_measures(families))
   return tuple(n for n in measures.ANALYZED if n in names)
+
+
+def layer_analyzed(families) -> tuple[str, ...]:
+  """The layer measures `families` give (`LAYER_FAMILY_MEASURES`), in its order."""
+  return tuple(n for f in LAYER_FAMILY_MEASURES if f in families for n in LAYER_FAMILY_MEASURES[f])
 
 
 def parse_families(text: str) -> tuple[str, ...] | None:

@@ -13,6 +13,8 @@ learning rate). The derivation, fixed so that a seed always means the same run:
     curvature = fold_in(direction, CURVATURE)
     global_1..global_D, filter_1..filter_D = split(fold_in(direction, DIRECTIONS), 2 D)
                                                             (`slice_direction_keys`)
+    lanczos_1..lanczos_N, trace_1..trace_N = split(fold_in(direction, BLOCKS), 2 N)
+                                                            (`block_curvature_keys`)
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ MEASURES = 1
 SURFACE = 2
 DIRECTIONS = 3
 CURVATURE = 4
+BLOCKS = 5
 
 
 class RunKeys(NamedTuple):
@@ -71,3 +74,10 @@ def slice_direction_keys(direction: jax.Array, num: int) -> tuple[jax.Array, jax
   from a run's direction key (the slices averaged over directions). Traceable."""
   both = jax.random.split(jax.random.fold_in(direction, DIRECTIONS), 2 * num)
   return both[:num], both[num:]
+
+
+def block_curvature_keys(direction: jax.Array, num_blocks: int) -> tuple[jax.Array, jax.Array]:
+  """The Lanczos and Hutchinson keys of the curvature restricted to each of `num_blocks`
+  blocks, each (num_blocks,), from a run's direction key. Traceable."""
+  both = jax.random.split(jax.random.fold_in(direction, BLOCKS), 2 * num_blocks)
+  return both[:num_blocks], both[num_blocks:]

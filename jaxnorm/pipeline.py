@@ -357,12 +357,23 @@ def _assemble(
     first_nonfinite_step=first_bad,
     seconds=seconds,
     matched=tuple(
-      Matched(level, step, a.landscape, a.base_loss, a.spectrum, a.measures)
+      Matched(
+        level,
+        step,
+        a.landscape,
+        a.base_loss,
+        a.spectrum,
+        a.measures,
+        layer_spectra=a.layer_spectra,
+        layer_measures=a.layer_measures,
+      )
       for level, (step, a) in zip(spec.matched_losses, matched, strict=True)
     ),
     hessian_density=result.hessian_density,
     trajectory_steps=None if trajectory is None else ends,
     trajectory=trajectory,
+    layer_spectra=result.layer_spectra,
+    layer_measures=_without_diverged(result.layer_measures, first_bad >= 0),
   )
 
 
@@ -372,10 +383,13 @@ def _first_or_minus_one(step: int | None) -> int:
 
 def _without_diverged(measured: dict[str, np.ndarray], diverged_S: np.ndarray) -> dict:
   """A diverged seed's measures are NaN (reported as null), never numbers computed from
-  NaN weights (an effective rank of a NaN spectrum is not a finding)."""
+  NaN weights (an effective rank of a NaN spectrum is not a finding): measures (S,) and
+  layer measures (S, N + 1) or (S, N) alike."""
   if not diverged_S.any():
     return measured
   return {
-    name: np.where(diverged_S, np.nan, values.astype(np.float64))
+    name: np.where(
+      diverged_S.reshape(-1, *([1] * (values.ndim - 1))), np.nan, values.astype(np.float64)
+    )
     for name, values in measured.items()
   }

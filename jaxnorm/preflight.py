@@ -4,17 +4,22 @@
 axis); what is left is the whole run against the machine. `memory_estimate` adds up the
 largest arrays a run holds at once, from the sizes alone:
 
-  n     parameters: 2 V D + 12 D^2 + 13 D + V (embedding, attention, FFN, norms, readout)
+  n     parameters: 2 V D + N (12 D^2 + 13 D) + V (embedding, N blocks' attention, FFN
+                   and norms, readout; counted from the models' shapes)
   train per seed:  6 n (parameters, gradients, Adam's two moments, the donated copy)
-                   + 2 B L (19 D + 2 H L) (activations kept for the backward pass)
-                   + 2 B K (the uniforms a batch is drawn from)
+                   + 2 N B L (19 D + 2 H L) (activations kept for the backward pass, per
+                   block) + 2 B K (the uniforms a batch is drawn from)
   analysis per seed: c (n + B L (4 D + H L)) (c = `landscape.DEFAULT_CHUNK` perturbed
                    models evaluated together, each holding its FFN or attention
                    activations) + (lanczos + 2) n (Lanczos basis; "hessian" family)
-                   + (2 D + 2) n (the slices' directions, D = slice_directions; "slices");
+                   + (2 D + 2) n (the slices' directions, D = slice_directions; "slices")
+                   + 3 (N + 1) B L D (every depth's activations for the layer spectra);
                    with "batch_stats" and a normalization whose training mode mixes tokens
                    (BatchNorm: the batch-statistics measures run every position of every
-                   perturbed model, not the last), c (n + B L (48 D + 2 H L)) instead
+                   perturbed model, not the last), or with several blocks (every position
+                   feeds the next block), c (n + B L (48 D + 2 H L)) instead; with several
+                   blocks and "hessian", + 2 N B L (19 D + 2 H L) (the Hessian-vector
+                   products' linearization keeps every block's activations)
   results:         S (steps + P + A^2) (loss history, slice, 2D slice), twice (device and
                    host copies), and S n for the trained variables
 
@@ -91,17 +96,25 @@ def memory_estimate(
   num_runs = spec.num_seeds * runs_per_seed
   per_call = min(spec.seeds_per_call or spec.num_seeds, num_runs)  # as `sweep.run`
   seeds_here = math.ceil(per_call / num_devices)
-  train = 6 * n + 2 * b * seq * (19 * d + 2 * h * seq) + 2 * b * k
+  blocks = cfg.num_blocks
+  kept_per_block = 2 * b * seq * (19 * d + 2 * h * seq)  # a block's activations for a backward
+  train = 6 * n + blocks * kept_per_block + 2 * b * k
   analysis = b * seq * 3 * d  # the spectrum's activations
+  analysis += (blocks + 1) * b * seq * 3 * d  # every depth's, for the layer spectra
   chunk = landscape.DEFAULT_CHUNK
   families = () if spec.measures is None else spec.measures.families
-  every_position = "batch_stats" in families and any(
-    not norms.REGISTRY[norm].per_token_in_train for norm in cfg.norms if norm in norms.REGISTRY
+  every_position = blocks > 1 or (
+    "batch_stats" in families
+    and any(
+      not norms.REGISTRY[norm].per_token_in_train for norm in cfg.norms if norm in norms.REGISTRY
+    )
   )
   per_model = b * seq * (48 * d + 2 * h * seq) if every_position else b * seq * (4 * d + h * seq)
   analysis += chunk * (n + per_model)
   if "hessian" in families:
     analysis += (spec.measures.lanczos_iterations + 2) * n
+    if blocks > 1:
+      analysis += blocks * kept_per_block
   if "slices" in families:
     analysis += (2 * spec.measures.slice_directions + 2) * n  # the slices' directions
   points = cfg.landscape_points + (spec.surface_points or 0) ** 2

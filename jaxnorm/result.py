@@ -24,6 +24,9 @@ class Matched(NamedTuple):
   base_loss: np.ndarray  # (S,) eval loss at the checkpoint
   spectrum: np.ndarray  # (S, K)
   measures: dict[str, np.ndarray]  # (S,) each; {} when not measured
+  # As `NormResult`'s: (S, N + 1, K) and name -> (S, N + 1) or (S, N); None for older folders.
+  layer_spectra: np.ndarray | None = None
+  layer_measures: dict[str, np.ndarray] | None = None
 
 
 class NormResult(NamedTuple):
@@ -58,9 +61,11 @@ class NormResult(NamedTuple):
   # representation at every depth, (S, N + 1, K), layer 0 the embedding output and layer l
   # block l's output; None for folders written before it existed.
   layer_spectra: np.ndarray | None = None
-  # Per-layer measures: each isotropy measure name -> (S, N + 1) (with the "isotropy"
-  # family), each per-block curvature name ("block_hessian_...") -> (S, N) (with
-  # "hessian"); {} when none was measured, None for older folders.
+  # Per-layer measures (`families.LAYER_FAMILY_MEASURES`): each isotropy measure name ->
+  # (S, N + 1) and each block's weight norms "weight_norm_norm{1,2}_input" -> (S, N) (with
+  # the "isotropy" family), each per-block curvature name ("block_hessian_...") -> (S, N)
+  # (with "hessian"; `families.PER_BLOCK_MEASURES` names the (S, N) ones); {} when none
+  # was measured, None for older folders.
   layer_measures: dict[str, np.ndarray] | None = None
 
   @property
@@ -98,7 +103,15 @@ PER_SEED = (
   "layer_spectra",
   "layer_measures",
 )
-MATCHED_PER_SEED = ("step", "landscape", "base_loss", "spectrum", "measures")
+MATCHED_PER_SEED = (
+  "step",
+  "landscape",
+  "base_loss",
+  "spectrum",
+  "measures",
+  "layer_spectra",
+  "layer_measures",
+)
 
 
 class ExperimentResult(NamedTuple):

@@ -1,9 +1,11 @@
-"""Singular-value spectrum of the block's output activations.
+"""Singular-value spectrum of the block's output activations, and of every layer's.
 
 The reference hooks the Transformer block's output for one fresh batch in evaluation
 mode, reshapes it to (batch x sequence, D) and takes its singular values. Here the
 activation comes from `Transformer.features`, a method of the model, with no global state.
-The activations are not centered, as in the reference. Not jitted: traced inside the
+The activations are not centered, as in the reference. `layer_spectra` does the same at
+every depth of a deep model (`Transformer.layer_features`: the embedding output and each
+block's output). Not jitted: traced inside the
 caller's compiled program, or jit it yourself (the model is then a static argument).
 """
 
@@ -38,3 +40,15 @@ def activation_spectrum(
 ) -> jax.Array:
   """Singular values, descending, of the (B * L, D) block output: (min(B * L, D),)."""
   return singular_values(block_activations(model, params, batch_stats, tokens_BxL))
+
+
+def layer_activations(
+  model: model_lib.Transformer, params: PyTree, batch_stats: PyTree, tokens_BxL: jax.Array
+) -> jax.Array:
+  """Evaluation-mode representation at every depth, (N + 1, B * L, D): layer 0 the
+  embedding output, layer l block l's output (`Transformer.layer_features`)."""
+  variables = {"params": params, "batch_stats": batch_stats}
+  x_N1xBxLxD = model.apply(
+    variables, tokens_BxL, train=False, method=model_lib.Transformer.layer_features
+  )
+  return x_N1xBxLxD.reshape(x_N1xBxLxD.shape[0], -1, x_N1xBxLxD.shape[-1])

@@ -29,10 +29,20 @@ def _finite_mean(values_SxC: np.ndarray) -> list[float | None]:
   return [float(t / c) if c else None for t, c in zip(total, count, strict=True)]
 
 
+def layer_means(layer_measures: dict[str, np.ndarray]) -> dict[str, list[float | None]]:
+  """Each layer measure (S, N + 1) or (S, N) as its mean over the seeds with a finite
+  value, per layer (None where none has one: a diverged or dead layer)."""
+  return {
+    name: _finite_mean(np.asarray(values, np.float64)) for name, values in layer_measures.items()
+  }
+
+
 def summary_dict(result: ExperimentResult) -> dict[str, Any]:
   """summary.json: the config, per normalization every measure across seeds, the
-  learning rate, divergence, wall times; per matched-loss level the step each seed reached
-  it at (null: never) and every measure there; the versions and devices."""
+  learning rate, divergence, wall times, and with layer measures their per-layer means
+  ("layer_measures": name -> one mean over seeds per layer, N + 1 or N of them); per
+  matched-loss level the step each seed reached it at (null: never) and every measure
+  there; the versions and devices."""
   spec = result.spec
   norms = {}
   for norm, r in result.norms.items():
@@ -45,6 +55,8 @@ def summary_dict(result: ExperimentResult) -> dict[str, Any]:
       "first_nonfinite_step": steps,
       "seconds": dict(r.seconds),
     }
+    if r.layer_measures:
+      norms[norm]["layer_measures"] = layer_means(r.layer_measures)
     if r.trajectory is not None:
       norms[norm]["curvature_over_training"] = {
         "steps": [int(x) for x in r.trajectory_steps],

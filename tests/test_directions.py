@@ -102,6 +102,44 @@ def test_filter_normalization_of_the_model_uses_columns_and_token_rows(key):
       np.testing.assert_array_equal(leaf, 0.0, err_msg=str(path))
 
 
+@pytest.mark.parametrize("policy_1d", directions.POLICIES_1D)
+def test_a_stacked_leaf_is_normalized_as_its_layers_separately(key, policy_1d):
+  """A deep model's blocks (under "blocks", a leading layer axis N): the direction of the
+  stack is, layer by layer, the direction of each layer's own leaves (unstacked) for the
+  same Gaussian draw, not one tensor's (whose filters would span the layers)."""
+  n = 3
+  layers = [_toy_params(jax.random.fold_in(key, i))["dense"] for i in range(n)]
+  layers[1] = jax.tree.map(lambda x: 10 * x, layers[1])  # layers of unequal scales
+  stacked = {"blocks": jax.tree.map(lambda *xs: jnp.stack(xs), *layers)}
+  g = directions.gaussian_direction(jax.random.key(1), stacked)
+  d = directions.filter_normalize(g, stacked, policy_1d=policy_1d)
+  for i in range(n):
+    g_i = jax.tree.map(lambda x, i=i: x[i], g["blocks"])
+    alone = directions.filter_normalize(g_i, layers[i], policy_1d=policy_1d)
+    chex.assert_trees_all_close(jax.tree.map(lambda x, i=i: x[i], d["blocks"]), alone, rtol=1e-6)
+  if policy_1d == "filter":  # each layer's bias is one filter of its own norm
+    np.testing.assert_allclose(
+      jnp.linalg.norm(d["blocks"]["bias"], axis=1),
+      [jnp.linalg.norm(layer["bias"]) for layer in layers],
+      rtol=1e-5,
+    )
+
+
+def test_filter_normalization_of_a_deep_model_is_per_block(key):
+  cfg = config.TINY.replace(num_blocks=3)
+  m = model.build(cfg, "layernorm")
+  params = _init(m, key, data.batch(key, cfg)[0])["params"]
+  d = jax.jit(directions.filter_normalized_direction)(jax.random.key(1), params)
+  in_proj = params["blocks"]["attention"]["in_proj"]["kernel"]  # (N, D, 3D)
+  d_in_proj = d["blocks"]["attention"]["in_proj"]["kernel"]
+  np.testing.assert_allclose(
+    jnp.linalg.norm(d_in_proj, axis=1), jnp.linalg.norm(in_proj, axis=1), rtol=1e-5
+  )
+  for leaf in jax.tree.leaves(d["blocks"]):
+    if leaf.ndim == 2:  # a stacked bias or norm parameter: 1-D per block, zero by default
+      np.testing.assert_array_equal(leaf, 0.0)
+
+
 def test_gaussian_direction_matches_the_reference_global_direction(key):
   params = _toy_params(key)
   g = directions.gaussian_direction(jax.random.key(3), params)

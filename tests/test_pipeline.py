@@ -244,6 +244,7 @@ def test_a_diverged_seed_has_no_measures(measured):
   assert r.diverged.tolist() == [True, True]
   chex.assert_shape((r.losses, r.base_loss), ((2, 8), (2,)))
   assert all(v.shape == (2,) and np.isnan(v).all() for v in r.measures.values())
+  assert r.layer_measures and all(np.isnan(v).all() for v in r.layer_measures.values())
   by_name = stats.stats(r)
   assert by_name["effective_rank"]["n"] == 0 and by_name["effective_rank"]["mean"] is None
 
@@ -348,3 +349,45 @@ def test_curvature_tracked_in_training_equals_lanczos_at_the_same_step(tmp_path)
   info = summary.summary_dict(result)["norms"]["layernorm"]["curvature_over_training"]
   assert info["stability_threshold"] == pytest.approx(38 / cfg.learning_rate)
   assert len(plotting.curvature_over_training(result).axes) == 2
+
+
+def test_a_deep_model_runs_end_to_end_with_one_analysis_program_per_model(tmp_path):
+  """Two blocks, BatchNorm (its statistics stacked per block too) and manual L2, two seeds,
+  every measure family: every layer array has the seed and the layer axis, is finite, is
+  saved and loaded back, and each model's analysis is one compiled program."""
+  from jaxnorm import families
+
+  cfg = CFG.replace(num_blocks=2, norms=("batchnorm", "l2"), steps=6)
+  spec = ExperimentSpec(cfg, num_seeds=2, measures=MCFG, name="t")
+  compiled = []
+
+  def listener(event, seconds, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiled.append(kwargs.get("fun_name", "?"))
+
+  jax.clear_caches()
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    result = pipeline.run(spec, progress=False)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert compiled.count("jit(analyze_seeds)") == len(cfg.norms), compiled
+  for norm, r in result.norms.items():
+    assert r.variables["batch_stats"] == {} or all(
+      x.shape[:2] == (2, 2) for x in jax.tree.leaves(r.variables["batch_stats"])
+    )
+    chex.assert_shape(r.layer_spectra, (2, 3, cfg.embed_dim))
+    assert set(r.layer_measures) == set(families.layer_analyzed(MCFG.families))
+    for name, values in r.layer_measures.items():
+      assert values.shape == (2, 2 if name in families.PER_BLOCK_MEASURES else 3), name
+      assert np.isfinite(values.astype(np.float64)).all(), (norm, name)
+    assert set(r.measures) == set(measures.ANALYZED)
+  assert result.norms["batchnorm"].variables["batch_stats"] != {}
+  results.save(result, tmp_path)
+  again = results.load(tmp_path)
+  for norm, r in result.norms.items():
+    np.testing.assert_array_equal(again.norms[norm].layer_spectra, r.layer_spectra)
+    for name, values in r.layer_measures.items():
+      np.testing.assert_array_equal(again.norms[norm].layer_measures[name], values)
+  info = summary.summary_dict(result)["norms"]["l2"]["layer_measures"]
+  assert len(info["effective_rank"]) == 3 and len(info["block_hessian_trace"]) == 2

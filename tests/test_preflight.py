@@ -60,3 +60,14 @@ def test_a_run_that_cannot_fit_is_refused_in_one_line(monkeypatch):
   preflight.check(spec)  # fits exactly
   monkeypatch.setattr(preflight, "available_memory", lambda device: None)
   preflight.check(spec)  # unknown: not refused
+
+
+def test_the_estimate_grows_with_the_number_of_blocks():
+  """Every block adds the same parameters and the activations a backward pass keeps; the
+  analysis of several blocks runs every position (no read-out-only path)."""
+  spec = ExperimentSpec(config.TINY, num_seeds=2, measures=MeasureConfig(families=("hessian",)))
+  deep = {n: dataclasses.replace(spec, config=config.TINY.replace(num_blocks=n)) for n in (1, 2, 4)}
+  count = {n: preflight.num_parameters(s) for n, s in deep.items()}
+  assert count[4] - count[1] == 3 * (count[2] - count[1]) > 0
+  one, four = preflight.memory_estimate(deep[1]), preflight.memory_estimate(deep[4])
+  assert four.train > 3 * one.train and four.analysis > 3 * one.analysis

@@ -27,3 +27,21 @@ def test_take_slices_every_per_seed_array_and_nothing_else(measured_result):
       np.testing.assert_array_equal(part, np.asarray(whole)[1:2])
   np.testing.assert_array_equal(second.alphas, r.alphas)
   assert second.seconds == r.seconds
+
+
+def test_take_slices_the_layer_arrays_and_keeps_their_absence():
+  from helpers import norm_result
+
+  r = norm_result("layernorm", seeds=3)
+  assert r.take(slice(1, 2)).layer_spectra is None and r.take([0]).layer_measures is None
+  layered = r._replace(
+    layer_spectra=np.arange(3 * 4 * 2.0).reshape(3, 4, 2),
+    layer_measures={"effective_rank": np.arange(12.0).reshape(3, 4), "block_x": np.ones((3, 3))},
+  )
+  part = layered.take(np.array([2, 0]))
+  np.testing.assert_array_equal(part.layer_spectra, layered.layer_spectra[[2, 0]])
+  np.testing.assert_array_equal(
+    part.layer_measures["effective_rank"], layered.layer_measures["effective_rank"][[2, 0]]
+  )
+  assert part.layer_measures["block_x"].shape == (2, 3)
+  assert layered._replace(layer_measures={}).take([1]).layer_measures == {}

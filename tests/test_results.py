@@ -6,11 +6,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from helpers import CHEAP_MEASURES
+from helpers import CHEAP_MEASURES, norm_result
 
 from jaxnorm import (
   cli,
   config,
+  loading,
   manifests,
   model,
   options,
@@ -21,6 +22,8 @@ from jaxnorm import (
   runfolder,
 )
 from jaxnorm import families as families_lib
+from jaxnorm.result import ExperimentResult, Matched
+from jaxnorm.spec import ExperimentSpec
 
 DATA = Path(__file__).parent / "data"
 
@@ -52,6 +55,10 @@ def test_save_and_load_round_trip(tmp_path, result):
     for name in r.measures:
       np.testing.assert_array_equal(again.measures[name], r.measures[name])
     assert again.learning_rate == r.learning_rate
+    np.testing.assert_array_equal(again.layer_spectra, r.layer_spectra)
+    assert again.layer_measures.keys() == r.layer_measures.keys() != set()
+    for name in r.layer_measures:
+      np.testing.assert_array_equal(again.layer_measures[name], r.layer_measures[name])
   assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
 
 
@@ -87,20 +94,92 @@ def test_folders_of_format_1_still_load(folder, seeds):
   assert r.first_nonfinite_step.tolist() == [-1] * seeds
 
 
+def _layered(seeds: int, blocks: int, rng) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """Random layer arrays: spectra (S, N + 1, 16), one per-layer, one per-block and one
+  boolean per-block measure."""
+  return np.sort(rng.uniform(0.1, 5, (seeds, blocks + 1, 16)))[..., ::-1], {
+    "effective_rank": rng.uniform(1, 16, (seeds, blocks + 1)),
+    "block_hessian_trace": rng.normal(size=(seeds, blocks)),
+    "block_hessian_top_converged": rng.uniform(size=(seeds, blocks)) > 0.5,
+  }
+
+
+def _one_norm_run(r, level=0.5) -> ExperimentResult:
+  spec = ExperimentSpec(
+    config.TINY.replace(norms=("layernorm",)),
+    num_seeds=len(r.seeds),
+    measures=families_lib.MeasureConfig(families=("isotropy", "hessian")),
+    matched_losses=(level,) if r.matched else (),
+    name="t",
+  )
+  return ExperimentResult(spec, {"layernorm": r}, 0.0, {})
+
+
+def test_the_layer_arrays_round_trip_with_their_keys(tmp_path):
+  rng = np.random.default_rng(0)
+  spectra, layer = _layered(2, 3, rng)
+  m_spectra, m_layer = _layered(2, 3, rng)
+  base = norm_result("layernorm", seeds=2, rng=rng)
+  matched = Matched(0.5, np.array([10, -1]), base.landscape, base.base_loss, base.spectrum, {})
+  r = base._replace(
+    layer_spectra=spectra,
+    layer_measures=layer,
+    matched=(matched._replace(layer_spectra=m_spectra, layer_measures=m_layer),),
+  )
+  results.save(_one_norm_run(r), tmp_path)
+  with np.load(tmp_path / "results.npz") as npz:
+    names = set(npz.files)
+  assert {"layernorm/layer_spectra", "layernorm/matched/0/layer_spectra"} <= names
+  assert {f"layernorm/layer_measure/{n}" for n in layer} <= names
+  assert {f"layernorm/matched/0/layer_measure/{n}" for n in m_layer} <= names
+  again = results.load(tmp_path).norms["layernorm"]
+  for got, want in ((again, r), (again.matched[0], r.matched[0])):
+    np.testing.assert_array_equal(got.layer_spectra, want.layer_spectra)
+    assert got.layer_measures.keys() == want.layer_measures.keys()
+    for name, value in want.layer_measures.items():
+      assert got.layer_measures[name].dtype == value.dtype, name
+      np.testing.assert_array_equal(got.layer_measures[name], value)
+  info = json.loads((tmp_path / "summary.json").read_text())["norms"]["layernorm"]
+  np.testing.assert_allclose(
+    info["layer_measures"]["effective_rank"], layer["effective_rank"].mean(0)
+  )
+
+
+def test_a_folder_without_layer_arrays_loads_them_as_none(tmp_path):
+  """What a run saved before the layer-wise dissection holds: no layer arrays, so None
+  (not an empty dict, which is a run that measured none)."""
+  base = norm_result("layernorm", seeds=2)
+  matched = Matched(0.5, np.array([10, -1]), base.landscape, base.base_loss, base.spectrum, {})
+  results.save(_one_norm_run(base._replace(matched=(matched,))), tmp_path)
+  with np.load(tmp_path / "results.npz") as npz:
+    assert not [n for n in npz.files if "/layer_" in n or "layer_measure/" in n]
+  again = results.load(tmp_path).norms["layernorm"]
+  assert again.layer_spectra is None and again.layer_measures is None
+  assert again.matched[0].layer_spectra is None and again.matched[0].layer_measures is None
+  for folder in ("format1_one_seed", "format1_two_seeds"):
+    with pytest.warns(manifests.UncheckedWarning):
+      old = results.load(DATA / folder).norms["none"]
+    assert old.layer_spectra is None and old.layer_measures is None
+  unmeasured = base._replace(layer_spectra=np.ones((2, 2, 3)), layer_measures={})
+  results.save(_one_norm_run(unmeasured), tmp_path / "unmeasured")
+  again = results.load(tmp_path / "unmeasured").norms["layernorm"]
+  assert again.layer_measures == {} and again.layer_spectra.shape == (2, 2, 3)
+
+
 def test_a_runs_measure_families_are_read_back_and_older_runs_had_them_all():
   """summary.json's measure_config: a run of today gives back its families; one written
   before families existed (no "families", or no measure_config at all but measures in
   results.npz) measured every family; null means the reference's measures only."""
   today = families_lib.MeasureConfig(families=("hessian",), trace_probes=4)
   saved = json.loads(json.dumps(dataclasses.asdict(today)))  # as summary.json holds it
-  assert results._measure_config({"measure_config": saved}, measured=True) == today
+  assert loading._measure_config({"measure_config": saved}, measured=True) == today
   del saved["families"]
   older = families_lib.MeasureConfig(families=families_lib.FAMILIES, trace_probes=4)
-  assert results._measure_config({"measure_config": saved}, measured=True) == older
+  assert loading._measure_config({"measure_config": saved}, measured=True) == older
   every = families_lib.MeasureConfig(families=families_lib.FAMILIES)
-  assert results._measure_config({}, measured=True) == every
-  assert results._measure_config({}, measured=False) is None
-  assert results._measure_config({"measure_config": None}, measured=False) is None
+  assert loading._measure_config({}, measured=True) == every
+  assert loading._measure_config({}, measured=False) is None
+  assert loading._measure_config({"measure_config": None}, measured=False) is None
 
 
 def test_load_from_an_empty_folder_says_what_is_missing(tmp_path):

@@ -42,3 +42,23 @@ def test_curvature_over_training_of_diverged_seeds_is_null_not_nan(measured_resu
   assert curvature["lambda_max"] == [2.0, None]
   assert curvature["preconditioned_sharpness"] == [3.0, None]
   json.dumps(info, allow_nan=False)
+
+
+def test_layer_measures_are_summarized_as_per_layer_means_of_the_finite_seeds(measured_result):
+  """Per layer, the mean over the seeds with a finite value (booleans as 0 / 1), null where
+  none has one; the lengths are the layers' (N + 1) or the blocks' (N)."""
+  r = measured_result.norms["none"]
+  layer = {
+    "effective_rank": np.array([[1.0, 2.0, np.nan], [3.0, np.inf, np.nan]]),
+    "block_hessian_top_converged": np.array([[True, False], [True, True]]),
+  }
+  info = summary.summary_dict(
+    measured_result._replace(norms={"none": r._replace(layer_measures=layer)})
+  )
+  means = json.loads(json.dumps(info, allow_nan=False))["norms"]["none"]["layer_measures"]
+  assert means == {"effective_rank": [2.0, 2.0, None], "block_hessian_top_converged": [1.0, 0.5]}
+  for absent in (None, {}):
+    info = summary.summary_dict(
+      measured_result._replace(norms={"none": r._replace(layer_measures=absent)})
+    )
+    assert "layer_measures" not in info["norms"]["none"]
