@@ -20,6 +20,7 @@ import numpy as np
 from jaxnorm import (
   distributed,
   exits,
+  layer_plots,
   manifests,
   options,
   pipeline,
@@ -215,10 +216,17 @@ def _restage(prog: str, out_dir: str, replaced: set[str], load, redraw) -> tuple
   return (0 if status is None else status), loaded
 
 
+# The figures --replot redraws: Figure 2, and the layer figures where the run has their data.
+REPLOTTED = {
+  f"{stem}.{ext}" for stem in ("figure2", "layers", "isotropy_depth") for ext in ("png", "pdf")
+}
+
+
 def replot(out_dir: str, title: str, prog: str = "replot") -> int:
   """Redraws Figure 2 of the run in `out_dir` under the run's own title (`title`, the
-  script's, for a run that recorded none); the folder is replaced as a whole (the other
-  files are carried over unchanged) with a new run.json."""
+  script's, for a run that recorded none), and its layer figures where it has their data
+  (`layer_plots.save_figures`); the folder is replaced as a whole (the other files are
+  carried over unchanged) with a new run.json."""
 
   def load(target: Path) -> ExperimentResult:
     result = results.load(target)
@@ -226,14 +234,16 @@ def replot(out_dir: str, title: str, prog: str = "replot") -> int:
       return result
     return result._replace(spec=dataclasses.replace(result.spec, title=title))
 
+  drawn = []
+
   def redraw(staging: runfolder.Staging, result: ExperimentResult) -> dict:
-    plotting.save_figure(plotting.figure2(result), staging.path / "figure2")
+    drawn.extend(plotting.save_figure(plotting.figure2(result), staging.path / "figure2"))
+    drawn.extend(layer_plots.save_figures(result, staging.path))
     return results.manifest_info(result)
 
-  status, result = _restage(prog, out_dir, {"figure2.png", "figure2.pdf"}, load, redraw)
+  status, result = _restage(prog, out_dir, REPLOTTED, load, redraw)
   if status == 0:
-    target = Path(out_dir)
-    _print_outputs(result, [target / "figure2.png", target / "figure2.pdf"])
+    _print_outputs(result, [Path(out_dir) / path.name for path in drawn])
   return status
 
 

@@ -55,7 +55,8 @@ def test_a_prediction_comes_back_from_summary_json_as_it_was(prediction):
 def test_a_plain_predictions_record_is_unchanged_by_the_depth_kind():
   """summary.json of a run without depth predictions stays as it was: no trend field."""
   assert "trend" not in dataclasses.asdict(predictions.EXP2.predictions[0])
-  assert "trend" in dataclasses.asdict(predictions.DEEP.predictions[-1])
+  depth = predictions.by_layer(predictions.DEEP.predictions)
+  assert depth and all("trend" in dataclasses.asdict(p) for p in depth)
 
 
 def test_invalid_depth_predictions_are_refused_naming_the_field():
