@@ -103,11 +103,9 @@ def analyze(
   )
   spectrum_tokens_BxL, _ = data.batch(keys.spectrum_batch, task)
   acts_NxD = spectrum.block_activations(model, params, batch_stats, spectrum_tokens_BxL)
-  # Every depth too (N1 = N + 1 layers of M = B L rows), every spectrum in one SVD call.
+  s_K = spectrum.singular_values(acts_NxD)
+  # Every depth (N1 = N + 1 layers of M = B L rows); `spectrum` stays the features' own.
   layer_acts_N1xMxD = spectrum.layer_activations(model, params, batch_stats, spectrum_tokens_BxL)
-  isotropic = measure_config is not None and "isotropy" in measure_config.families
-  spectra = layerwise.spectra(acts_NxD, layer_acts_N1xMxD, centered=isotropic)
-  s_K = spectra.features
   measured, hessian_density = {}, None
   if measure_config is not None:
     families = measure_config.families
@@ -131,10 +129,9 @@ def analyze(
         },
       }
     if "isotropy" in families:
-      isotropy_ = _isotropy(acts_NxD, s_K, spectra.features_centered)
-      measured = {**measured, **isotropy_, **_weight_norms(params)}
-  layer_measured = layerwise.layer_measures(
-    params, spectra, acts_NxD.shape, loss_fn, keys.direction, measure_config
+      measured = {**measured, **_isotropy(acts_NxD, s_K), **_weight_norms(params)}
+  layer_s_N1xK, layer_measured = layerwise.layer_measures(
+    params, layer_acts_N1xMxD, loss_fn, keys.direction, measure_config
   )
   surface = None
   if surface_grid_A is not None:
@@ -146,7 +143,7 @@ def analyze(
     measured,
     surface,
     hessian_density,
-    spectra.layers,
+    layer_s_N1xK,
     layer_measured,
   )
 
@@ -286,10 +283,9 @@ def _flatness(
   return out, density_M
 
 
-def _isotropy(acts_NxD: jax.Array, s_K: jax.Array, centered_K: jax.Array) -> dict[str, jax.Array]:
-  """The isotropy measures of the features the readout reads, from their raw and centered
-  singular values (`layerwise.isotropy_measures`)."""
-  return layerwise.isotropy_measures(acts_NxD, s_K, centered_K)
+def _isotropy(acts_NxD: jax.Array, s_K: jax.Array) -> dict[str, jax.Array]:
+  """The isotropy measures of the features the readout reads (`layerwise.isotropy_measures`)."""
+  return layerwise.isotropy_measures(acts_NxD, s_K)
 
 
 def _weight_norms(params: PyTree) -> dict[str, jax.Array]:

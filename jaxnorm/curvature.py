@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jaxnorm import landscape
+from jaxnorm import landscape, lapack
 
 PyTree = Any
 LossFn = Callable[[PyTree], jax.Array]
@@ -191,7 +191,7 @@ def lanczos(
     t_MxM = jnp.diag(s.alpha) + jnp.diag(s.beta[:-1], 1) + jnp.diag(s.beta[:-1], -1)
     if restartable:  # the kept pairs' couplings to v_r after a restart (zeros before)
       t_MxM = t_MxM.at[keep, :keep].add(s.coupling).at[:keep, keep].add(s.coupling)
-    theta_M, s_MxM = jnp.linalg.eigh(t_MxM)
+    theta_M, s_MxM = lapack.eigh(t_MxM)
     order = jnp.argsort(-theta_M if which == "largest" else -jnp.abs(theta_M))
     theta_M, s_MxM = theta_M[order], s_MxM[:, order]
     return theta_M, s_MxM, jnp.abs(s.beta[-1] * s_MxM[-1])
@@ -330,7 +330,7 @@ def _lanczos_step(
 def quadrature(alpha_M: jax.Array, beta_M1: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Gauss quadrature of T = tridiag(beta, alpha, beta): (nodes theta (m,), weights (m,))."""
   t_MxM = jnp.diag(alpha_M) + jnp.diag(beta_M1, 1) + jnp.diag(beta_M1, -1)
-  theta_M, s_MxM = jnp.linalg.eigh(t_MxM)
+  theta_M, s_MxM = lapack.eigh(t_MxM)
   return theta_M, s_MxM[0] ** 2
 
 
