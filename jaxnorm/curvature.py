@@ -49,6 +49,8 @@ LossFn = Callable[[PyTree], jax.Array]
 WHICH = ("largest", "magnitude")
 # Thick restarts `lanczos` may take by default (`families.MeasureConfig.lanczos_restarts`).
 MAX_RESTARTS = 8
+# Hutchinson probes evaluated together by default (`hutchinson_trace`).
+TRACE_CHUNK = 16
 
 
 class LanczosResult(NamedTuple):
@@ -340,7 +342,7 @@ def hutchinson_trace(
   key: jax.Array,
   *,
   num_probes: int = 100,
-  chunk_size: int | None = 16,
+  chunk_size: int | None = TRACE_CHUNK,
   hvp_flat: tuple[Callable[[jax.Array], jax.Array], int] | None = None,
 ) -> TraceResult:
   """tr(H) ~ (1/n) sum_i z_i^T H z_i, z_i i.i.d. Rademacher (+-1) over all P parameters.
