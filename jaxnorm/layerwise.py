@@ -175,8 +175,9 @@ def block_curvature(
 ) -> dict[str, jax.Array]:
   """lambda_max and the trace of each block's Hessian H_ii (the module docstring), with
   the estimators' settings of `measure_config` (as the full Hessian's): each name of
-  `families.LAYER_FAMILY_MEASURES["hessian"]` -> (N,). Block i's Lanczos start and probes come from
-  lanczos_keys_N[i] and trace_keys_N[i]; one linearization of its gradient serves both."""
+  `families.LAYER_FAMILY_MEASURES["hessian"]` -> (N,). Block i's Lanczos start and probes
+  come from lanczos_keys_N[i] and trace_keys_N[i]; one linearization of its gradient
+  serves both."""
   stack = block_stack(params)
 
   def one(args) -> dict[str, jax.Array]:
