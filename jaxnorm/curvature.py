@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jaxnorm import landscape
+from jaxnorm import landscape, lapack
 
 PyTree = Any
 LossFn = Callable[[PyTree], jax.Array]
@@ -49,6 +49,8 @@ LossFn = Callable[[PyTree], jax.Array]
 WHICH = ("largest", "magnitude")
 # Thick restarts `lanczos` may take by default (`families.MeasureConfig.lanczos_restarts`).
 MAX_RESTARTS = 8
+# Hutchinson probes evaluated together by default (`hutchinson_trace`).
+TRACE_CHUNK = 16
 
 
 class LanczosResult(NamedTuple):
@@ -191,7 +193,7 @@ def lanczos(
     t_MxM = jnp.diag(s.alpha) + jnp.diag(s.beta[:-1], 1) + jnp.diag(s.beta[:-1], -1)
     if restartable:  # the kept pairs' couplings to v_r after a restart (zeros before)
       t_MxM = t_MxM.at[keep, :keep].add(s.coupling).at[:keep, keep].add(s.coupling)
-    theta_M, s_MxM = jnp.linalg.eigh(t_MxM)
+    theta_M, s_MxM = lapack.eigh(t_MxM)
     order = jnp.argsort(-theta_M if which == "largest" else -jnp.abs(theta_M))
     theta_M, s_MxM = theta_M[order], s_MxM[:, order]
     return theta_M, s_MxM, jnp.abs(s.beta[-1] * s_MxM[-1])
@@ -330,7 +332,7 @@ def _lanczos_step(
 def quadrature(alpha_M: jax.Array, beta_M1: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Gauss quadrature of T = tridiag(beta, alpha, beta): (nodes theta (m,), weights (m,))."""
   t_MxM = jnp.diag(alpha_M) + jnp.diag(beta_M1, 1) + jnp.diag(beta_M1, -1)
-  theta_M, s_MxM = jnp.linalg.eigh(t_MxM)
+  theta_M, s_MxM = lapack.eigh(t_MxM)
   return theta_M, s_MxM[0] ** 2
 
 
@@ -340,7 +342,7 @@ def hutchinson_trace(
   key: jax.Array,
   *,
   num_probes: int = 100,
-  chunk_size: int | None = 16,
+  chunk_size: int | None = TRACE_CHUNK,
   hvp_flat: tuple[Callable[[jax.Array], jax.Array], int] | None = None,
 ) -> TraceResult:
   """tr(H) ~ (1/n) sum_i z_i^T H z_i, z_i i.i.d. Rademacher (+-1) over all P parameters.

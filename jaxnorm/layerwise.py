@@ -6,13 +6,13 @@ A model of N blocks (`Config.num_blocks`) has a representation at N + 1 depths
 `analysis.analyze`'s program, on the spectrum batch in evaluation mode and from the
 program's one evaluation loss:
 
-  * `spectra`: the singular values of every layer's (B L, D) activations, (N + 1, K)
-    (always), with those of the features the readout reads (the analysis' `spectrum`);
-  * `layer_measures` with "isotropy": every isotropy measure of every layer, raw (from its
-    singular values) and centered, name -> (N + 1,), the names of the scalar measures
-    (`isotropy_measures`, which the analysis applies to the features), and per block the
-    Frobenius norms of the kernels feeding norm1 and norm2, name -> (N,)
-    (`block_weight_norms`; the scalar measures are the last block's);
+  * `layer_spectra`: the singular values of every layer's (B L, D) activations, (N + 1, K)
+    (always);
+  * `layer_measures` with "isotropy": every isotropy measure of every layer, raw and
+    centered (`layer_isotropy`), name -> (N + 1,), the names of the scalar measures
+    (`isotropy_measures`, which the analysis applies to the features the readout reads),
+    and per block the Frobenius norms of the kernels feeding norm1 and norm2,
+    name -> (N,) (`block_weight_norms`; the scalar measures are the last block's);
   * `layer_measures` with "hessian" (`block_curvature`): per block i, the Hessian of the
     loss restricted to block i's parameters theta_i, every other parameter fixed,
     H_ii = d^2 L / d theta_i^2 (the diagonal block of the full Hessian): its lambda_max by
@@ -24,22 +24,16 @@ Where the blocks' parameters are: one block's are `params["transformer_block"]`;
 blocks' are `params["blocks"]`, every leaf with a leading block axis N (one `nn.scan`).
 `block_curvature` takes block i with a traced index inside `lax.map`, so the compiled
 program holds one copy of the per-block estimators whatever N (and runs the blocks one
-after the other, the memory of one block's Lanczos basis at a time).
-
-Why every singular value of the analysis comes from one SVD call (`spectra`): jaxlib
-0.10's CPU LAPACK kernels split a batch of matrices into parts for XLA's intra-op thread
-pool and block their worker until every part is done. Two such calls running at once on a
-2-thread pool (a 2-core machine) leave no worker to run the parts, and the program hangs
-for ever; the analysis' separate batched SVDs did (two seeds vmapped, the features', the
-centered features' and the layers' SVDs). One call is never beside another SVD. The
-values are LAPACK's for each matrix, whichever batch it is in.
+after the other, the memory of one block's Lanczos basis at a time). The layers' SVDs and
+the Lanczos eigenproblems take one matrix per LAPACK call on the CPU (`jaxnorm.lapack`:
+jaxlib 0.10 hangs otherwise).
 
 Nothing here is jitted: traced inside `analysis.analyze_seeds`' program.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -83,50 +77,44 @@ def last_block(params: PyTree) -> PyTree:
   return params[BLOCK]
 
 
-class Spectra(NamedTuple):
-  """Every singular value of the analysis (`spectra`), descending; K = min(B L, D)."""
+def layer_spectra(acts_N1xMxD: jax.Array, centered: bool) -> tuple[jax.Array, jax.Array | None]:
+  """The singular values of every layer's (M, D) activations, descending, (N1, K), and
+  with `centered` those of every layer's centered activations (each feature's mean over
+  the M rows removed), as `isotropy.measures(layer, center=...)` takes them: NaN for a
+  matrix with a NaN or inf entry (LAPACK is not asked about it: its result is unspecified
+  there)."""
 
-  features: jax.Array  # (K,) of the features the readout reads: the analysis' `spectrum`
-  layers: jax.Array  # (N + 1, K) of every depth's representation; NaN where not finite
-  # Of the same matrices centered (each feature's mean over the B L rows removed), NaN
-  # where not finite; None unless asked for (the isotropy family).
-  features_centered: jax.Array | None
-  layers_centered: jax.Array | None
+  def values(x_N1xMxD: jax.Array) -> jax.Array:
+    finite_N1 = jnp.all(jnp.isfinite(x_N1xMxD), axis=(1, 2))
+    s_N1xK = spectrum.singular_values(jnp.where(finite_N1[:, None, None], x_N1xMxD, 0.0))
+    return jnp.where(finite_N1[:, None], s_N1xK, jnp.nan)
 
-
-def spectra(acts_MxD: jax.Array, layer_acts_N1xMxD: jax.Array, centered: bool) -> Spectra:
-  """The singular values of the features (M, D) (unmasked, as the reference takes them),
-  of every layer's activations (N1, M, D), and with `centered` of both centered, in one
-  batched SVD (the module docstring says why). A layer or centered matrix with a NaN or
-  inf entry gets NaN singular values: LAPACK is not asked about it (its result is
-  unspecified there), as `isotropy.measures` does."""
-  n1 = layer_acts_N1xMxD.shape[0]
-  others = [layer_acts_N1xMxD]
-  if centered:
-    others.append((acts_MxD - jnp.mean(acts_MxD, axis=0, keepdims=True))[None])
-    others.append(layer_acts_N1xMxD - jnp.mean(layer_acts_N1xMxD, axis=1, keepdims=True))
-  others_CxMxD = jnp.concatenate(others)
-  finite_C = jnp.all(jnp.isfinite(others_CxMxD), axis=(1, 2))
-  others_CxMxD = jnp.where(finite_C[:, None, None], others_CxMxD, 0.0)
-  s_1CxK = spectrum.singular_values(jnp.concatenate([acts_MxD[None], others_CxMxD]))
-  s_CxK = jnp.where(finite_C[:, None], s_1CxK[1:], jnp.nan)
   if not centered:
-    return Spectra(s_1CxK[0], s_CxK, None, None)
-  return Spectra(s_1CxK[0], s_CxK[:n1], s_CxK[n1], s_CxK[n1 + 1 :])
+    return values(acts_N1xMxD), None
+  mean_N1x1xD = jnp.mean(acts_N1xMxD, axis=1, keepdims=True)
+  return values(acts_N1xMxD), values(acts_N1xMxD - mean_N1x1xD)
 
 
-def isotropy_measures(
-  acts_MxD: jax.Array, s_K: jax.Array, centered_K: jax.Array
-) -> dict[str, jax.Array]:
+def isotropy_measures(acts_MxD: jax.Array, s_K: jax.Array) -> dict[str, jax.Array]:
   """The isotropy measures of one representation (M rows of D features) named as the
-  scalar measures: raw, from its singular values s_K, and centered, from those of its
-  centered copy (`spectra`: NaN where not finite); every one NaN where the activations
-  have a NaN or inf entry (whatever the SVD made of them) or are all zero
-  (`jaxnorm.isotropy`). `isotropy.measures(acts, center=False / True)` with the spectra
-  computed inside. Each ()."""
-  rtol = isotropy.default_rtol(acts_MxD.shape, acts_MxD.dtype)
+  scalar measures: raw, from its singular values s_K, and centered
+  (`isotropy.measures(acts, center=True)`); every one NaN where the activations have a
+  NaN or inf entry (whatever the SVD made of them) or are all zero (`jaxnorm.isotropy`).
+  Each ()."""
   s_K = jnp.where(jnp.all(jnp.isfinite(acts_MxD)), s_K, jnp.nan)
-  return _named(isotropy.from_spectrum(s_K, rtol), isotropy.from_spectrum(centered_K, rtol))
+  raw = isotropy.from_spectrum(s_K, isotropy.default_rtol(acts_MxD.shape, acts_MxD.dtype))
+  return _named(raw, isotropy.measures(acts_MxD, center=True))
+
+
+def layer_isotropy(s_N1xK: jax.Array, centered_N1xK: jax.Array, rtol: float) -> dict:
+  """The isotropy measures of every layer from its raw and centered singular values
+  (`layer_spectra`), named as `isotropy_measures`: name -> (N1,). With the rtol of a
+  layer's (M, D) matrix (`isotropy.default_rtol`) they are `isotropy.measures`' of it."""
+
+  def one(s_K: jax.Array, c_K: jax.Array) -> dict[str, jax.Array]:
+    return _named(isotropy.from_spectrum(s_K, rtol), isotropy.from_spectrum(c_K, rtol))
+
+  return jax.vmap(one)(s_N1xK, centered_N1xK)
 
 
 def _named(raw: isotropy.IsotropyMeasures, centered: isotropy.IsotropyMeasures) -> dict:
@@ -139,29 +127,27 @@ def _named(raw: isotropy.IsotropyMeasures, centered: isotropy.IsotropyMeasures) 
 
 def layer_measures(
   params: PyTree,
-  spectra_: Spectra,
-  rows_x_features: tuple[int, int],
+  acts_N1xMxD: jax.Array,
   loss_fn: loss.LossFn,
   direction_key: jax.Array,
   measure_config: MeasureConfig | None,
-) -> dict[str, jax.Array]:
-  """The layer measures `measure_config`'s families select (`families.LAYER_FAMILY_MEASURES`;
-  {} without a config): with "isotropy" every layer's isotropy measures from `spectra_`
-  (its layers' (M, D) = `rows_x_features` matrices, centered ones included) and every
-  block's weight norms; with "hessian" every block's curvature of `loss_fn`
-  (`block_curvature`) on the keys `keys.block_curvature_keys(direction_key, N)`."""
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Every layer's singular values (`layer_spectra` of `acts_N1xMxD`, (N1, K)) and the
+  layer measures `measure_config`'s families select (`families.LAYER_FAMILY_MEASURES`;
+  {} without a config): with "isotropy" every layer's isotropy measures, name -> (N1,),
+  and every block's weight norms, name -> (N,); with "hessian" every block's curvature of
+  `loss_fn` (`block_curvature`) on the keys `keys.block_curvature_keys(direction_key, N)`."""
   families = () if measure_config is None else measure_config.families
+  s_N1xK, centered_N1xK = layer_spectra(acts_N1xMxD, centered="isotropy" in families)
   out = {}
   if "isotropy" in families:
-    rtol = isotropy.default_rtol(rows_x_features, spectra_.layers.dtype)
-    out |= jax.vmap(
-      lambda s_K, c_K: _named(isotropy.from_spectrum(s_K, rtol), isotropy.from_spectrum(c_K, rtol))
-    )(spectra_.layers, spectra_.layers_centered)
+    rtol = isotropy.default_rtol(acts_N1xMxD.shape[1:], acts_N1xMxD.dtype)
+    out |= layer_isotropy(s_N1xK, centered_N1xK, rtol)
     out |= block_weight_norms(params)
   if "hessian" in families:
     block_keys = keys_lib.block_curvature_keys(direction_key, num_blocks(params))
     out |= block_curvature(loss_fn, params, *block_keys, measure_config)
-  return out
+  return s_N1xK, out
 
 
 def weight_norms(block: PyTree) -> dict[str, jax.Array]:
@@ -189,8 +175,9 @@ def block_curvature(
 ) -> dict[str, jax.Array]:
   """lambda_max and the trace of each block's Hessian H_ii (the module docstring), with
   the estimators' settings of `measure_config` (as the full Hessian's): each name of
-  `families.LAYER_FAMILY_MEASURES["hessian"]` -> (N,). Block i's Lanczos start and probes come from
-  lanczos_keys_N[i] and trace_keys_N[i]; one linearization of its gradient serves both."""
+  `families.LAYER_FAMILY_MEASURES["hessian"]` -> (N,). Block i's Lanczos start and probes
+  come from lanczos_keys_N[i] and trace_keys_N[i]; one linearization of its gradient
+  serves both."""
   stack = block_stack(params)
 
   def one(args) -> dict[str, jax.Array]:

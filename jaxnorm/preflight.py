@@ -18,8 +18,9 @@ largest arrays a run holds at once, from the sizes alone:
                    (BatchNorm: the batch-statistics measures run every position of every
                    perturbed model, not the last), or with several blocks (every position
                    feeds the next block), c (n + B L (48 D + 2 H L)) instead; with several
-                   blocks and "hessian", + 2 N B L (19 D + 2 H L) (the Hessian-vector
-                   products' linearization keeps every block's activations)
+                   blocks and "hessian", + 16 x 2 N B L (19 D + 2 H L) (the 16
+                   Hutchinson probes evaluated together, `curvature.TRACE_CHUNK`, each
+                   carrying every block's activations through its Hessian-vector product)
   results:         S (steps + P + A^2) (loss history, slice, 2D slice), twice (device and
                    host copies), and S n for the trained variables
 
@@ -33,7 +34,9 @@ S = 8, 0.22 GB per added seed, where the estimate gives 0.23 GB per seed (the re
 JAX runtime and the compiler, which the estimate leaves out). The analysis terms against
 XLA's own count (`memory_analysis().temp_size_in_bytes` of the compiled analysis, reference
 config, one seed, float32, every measure family): LayerNorm 0.185 GB (estimate 0.24), No Norm
-0.173 GB (0.24), BatchNorm 1.98 GB (2.02; the 48 D per position is fitted to this number).
+0.173 GB (0.24), BatchNorm 1.98 GB (2.02; the 48 D per position is fitted to this number);
+the deep preset (6 blocks, LayerNorm, one seed, the "hessian" family) 6.44 GB (6.41: nearly
+all of it the 16 probes' activations).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxnorm import landscape, norms
+from jaxnorm import curvature, landscape, norms
 from jaxnorm import model as model_lib
 from jaxnorm.spec import ExperimentSpec
 
@@ -114,7 +117,7 @@ def memory_estimate(
   if "hessian" in families:
     analysis += (spec.measures.lanczos_iterations + 2) * n
     if blocks > 1:
-      analysis += blocks * kept_per_block
+      analysis += curvature.TRACE_CHUNK * blocks * kept_per_block
   if "slices" in families:
     analysis += (2 * spec.measures.slice_directions + 2) * n  # the slices' directions
   points = cfg.landscape_points + (spec.surface_points or 0) ** 2

@@ -14,16 +14,17 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
+from jaxnorm import lapack
 from jaxnorm import model as model_lib
 
 PyTree = Any
 
 
 def singular_values(x_NxD: jax.Array) -> jax.Array:
-  """Singular values of a matrix, descending: (min(N, D),)."""
-  return jnp.linalg.svd(x_NxD, compute_uv=False)
+  """Singular values of a matrix, descending: (min(N, D),); of each matrix for a batch
+  (..., N, D) (on the CPU one LAPACK call per matrix: `jaxnorm.lapack`)."""
+  return lapack.svd_values(x_NxD)
 
 
 def block_activations(

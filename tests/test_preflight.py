@@ -71,3 +71,25 @@ def test_the_estimate_grows_with_the_number_of_blocks():
   assert count[4] - count[1] == 3 * (count[2] - count[1]) > 0
   one, four = preflight.memory_estimate(deep[1]), preflight.memory_estimate(deep[4])
   assert four.train > 3 * one.train and four.analysis > 3 * one.analysis
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the estimate is fitted to XLA:CPU")
+def test_the_analysis_estimate_of_a_deep_model_is_xlas_own_count():
+  """Several blocks with the "hessian" family: the estimate's analysis part is within 25%
+  of what XLA allocates for the compiled analysis (`memory_analysis`), which the Hutchinson
+  probes' activations of every block dominate."""
+  from jaxnorm import analysis, keys, landscape, train
+
+  cfg = config.TINY.replace(num_blocks=3, norms=("layernorm",))
+  measures = MeasureConfig(families=("hessian",))
+  m = model.build(cfg, "layernorm")
+  state = jax.eval_shape(lambda: train.init_state(m, cfg.task, jax.random.key(0), 1e-3))
+  one = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1, *x.shape), x.dtype), state)
+  keys_1 = jax.eval_shape(lambda: jax.vmap(keys.run_keys)(jax.numpy.arange(1)))
+  alphas = landscape.alphas(cfg.landscape_points, cfg.landscape_range)
+  compiled = analysis.analyze_seeds.lower(
+    m, cfg.task, measures, one.params, one.batch_stats, keys_1, alphas, alphas
+  ).compile()
+  xla = compiled.memory_analysis().temp_size_in_bytes
+  estimate = preflight.memory_estimate(ExperimentSpec(cfg, num_seeds=1, measures=measures))
+  assert estimate.analysis == pytest.approx(xla, rel=0.25)
