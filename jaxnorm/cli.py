@@ -216,12 +216,6 @@ def _restage(prog: str, out_dir: str, replaced: set[str], load, redraw) -> tuple
   return (0 if status is None else status), loaded
 
 
-# The figures --replot redraws: Figure 2, and the layer figures where the run has their data.
-REPLOTTED = {
-  f"{stem}.{ext}" for stem in ("figure2", "layers", "isotropy_depth") for ext in ("png", "pdf")
-}
-
-
 def replot(out_dir: str, title: str, prog: str = "replot") -> int:
   """Redraws Figure 2 of the run in `out_dir` under the run's own title (`title`, the
   script's, for a run that recorded none), and its layer figures where it has their data
@@ -241,7 +235,7 @@ def replot(out_dir: str, title: str, prog: str = "replot") -> int:
     drawn.extend(layer_plots.save_figures(result, staging.path))
     return results.manifest_info(result)
 
-  status, result = _restage(prog, out_dir, REPLOTTED, load, redraw)
+  status, result = _restage(prog, out_dir, set(manifests.REDRAWN), load, redraw)
   if status == 0:
     _print_outputs(result, [Path(out_dir) / path.name for path in drawn])
   return status

@@ -27,8 +27,11 @@ LEGACY_FILES = (
   "figure2.pdf",
   "surfaces.png",
 )
-# What a --replot of one run of a sweep rewrites besides its run.json.
-REDRAWN = ("figure2.png", "figure2.pdf")
+# What a --replot of one run (of a sweep too) rewrites besides its run.json: Figure 2,
+# and the layer figures where the run has their data.
+REDRAWN = tuple(
+  f"{stem}.{ext}" for stem in ("figure2", "layers", "isotropy_depth") for ext in ("png", "pdf")
+)
 
 
 class RunFolderError(ValueError):
