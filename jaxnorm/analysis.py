@@ -245,19 +245,8 @@ def _flatness(
   lambda_max Lanczos run (nodes (m,), weights (m,); None without "hessian")."""
   families, out, density_M = measure_config.families, {}, None
   if "hessian" in families:
-    hvp_flat = curvature.flat_hvp(loss_fn, params)  # one linearization for both estimators
-    top = curvature.lanczos(
-      loss_fn,
-      params,
-      keys.lanczos,
-      k=1,
-      num_iterations=measure_config.lanczos_iterations,
-      tol=measure_config.lanczos_tol,
-      max_restarts=measure_config.lanczos_restarts,
-      hvp_flat=hvp_flat,
-    )
-    trace = curvature.hutchinson_trace(
-      loss_fn, params, keys.trace, num_probes=measure_config.trace_probes, hvp_flat=hvp_flat
+    top, trace = layerwise.hessian_estimates(
+      measure_config, loss_fn, params, keys.lanczos, keys.trace
     )
     nodes_M, weights_M = curvature.quadrature(top.alpha, top.beta)
     out |= {
