@@ -195,9 +195,10 @@ def _chunk_lengths(spec: ExperimentSpec) -> set[int]:
 
 def compile_training(spec: ExperimentSpec, norm: str, group: Group) -> Programs:
   """Compiles, ahead of time, the init program and a training program per chunk length
-  for `group`'s shapes and shardings (`analyze` left None: see `compile_analysis`)."""
+  for `group`'s shapes and shardings (`analyze` left None: see `compile_analysis`). Its
+  model is `model.build_for_training`: the analysis's, its blocks unrolled."""
   cfg = spec.config
-  model = model_lib.build(cfg, norm)
+  model = model_lib.build_for_training(cfg, norm)
   with jax.default_matmul_precision(cfg.matmul_precision):
     init = init_states.lower(model, cfg.task, group.keys.train, group.learning_rates)
     init = init.compile()
