@@ -249,7 +249,7 @@ def read_agnews_hub() -> AgNewsTexts:
     try:
       texts, labels = list(loaded[split]["text"]), list(loaded[split]["label"])
     except (KeyError, TypeError) as e:
-      raise MalformedTextData(f"{where}: no text and label columns ({e!r})") from None
+      raise MalformedTextData(f"{where}: no such split, or no text and label ({e!r})") from None
     splits.append(checked_split(texts, labels, where))
   return AgNewsTexts(*splits, f"AG News from the hub ({AG_NEWS_HUB_ID}, via datasets)")
 

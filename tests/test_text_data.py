@@ -224,6 +224,19 @@ def test_a_bad_label_from_the_hub_is_named(monkeypatch):
   assert_one_line(error, "split test, row 2: label 7 is not 0-3")
 
 
+def test_a_missing_split_or_column_from_the_hub_is_named(monkeypatch):
+  splits = hub_splits()
+  hub(monkeypatch, lambda name: {"train": splits["train"]})
+  with pytest.raises(MalformedTextData) as error:
+    text_data.read_agnews_hub()
+  assert_one_line(error, "split test: no such split")
+  del splits["train"]["label"]
+  hub(monkeypatch, lambda name: splits)
+  with pytest.raises(MalformedTextData) as error:
+    text_data.read_agnews_hub()
+  assert_one_line(error, "split train: no such split, or no text and label (KeyError('label'))")
+
+
 def test_the_files_fingerprint_follows_every_byte_and_name_but_not_the_folder(tmp_path):
   fingerprint = lambda folder: text_data.files_fingerprint(text_data.find_agnews_files(folder))
   before = fingerprint(write_csv(tmp_path / "a"))
