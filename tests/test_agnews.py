@@ -124,6 +124,16 @@ def test_a_changed_vocabulary_gives_its_new_tokens(files):
   assert zebra not in before.train.tokens_NxL and zebra in after.train.tokens_NxL
 
 
+class Unpickled:
+  """An object that, unpickled, makes the folder `marker`: a cache must never unpickle."""
+
+  def __init__(self, marker: Path):
+    self.marker = marker
+
+  def __reduce__(self):
+    return os.mkdir, (str(self.marker),)
+
+
 def broken_caches(path: Path, good: agnews.TextDataset):
   """Ways a cache file may be wrong: each is a function that spoils `path`."""
   with np.load(path) as npz:
@@ -141,7 +151,7 @@ def broken_caches(path: Path, good: agnews.TextDataset):
   yield "id out of range", lambda: save(test_tokens=good.test.tokens_NxL + len(VOCAB))
   yield "label out of range", lambda: save(test_labels=good.test.labels_N + 4)
   yield "fewer labels", lambda: save(train_labels=good.train.labels_N[1:])
-  yield "pickled", lambda: save(pad_id=np.array([PAD], dtype=object))
+  yield "pickled", lambda: save(pad_id=np.array(Unpickled(path.parent / "unpickled"), dtype=object))
   yield "an array more", lambda: save(extra=np.zeros(1))
 
 
@@ -161,6 +171,7 @@ def test_a_broken_cache_file_is_rebuilt_never_trusted(files, calls):
     np.testing.assert_array_equal(rebuilt.train.tokens_NxL, good.train.tokens_NxL, err_msg=name)
     np.testing.assert_array_equal(rebuilt.test.labels_N, good.test.labels_N, err_msg=name)
     assert "tokens read from" in load(files).source, name  # and the rebuilt file is read
+  assert not (files.cache / "unpickled").exists()
 
 
 def test_the_cache_is_written_whole_or_not_at_all(files, monkeypatch):
