@@ -164,7 +164,7 @@ def tokenize(
 ) -> np.ndarray:
   """`texts` as tokens_NxL int32 (L = max_length), by a tokenizer `configure_tokenizer` set
   up for `max_length`, `encode_batch` over chunks of `CHUNK` texts. With `progress`, a bar
-  on stderr if it takes over a second (120,000 texts take a few seconds on two cores).
+  on stderr if it takes over a second (120,000 texts of 40 words: about 7 s on two CPU cores).
 
   Raises ValueError if the tokenizer gives any other length (it was not configured).
   """
