@@ -165,12 +165,15 @@ def weighted_cross_entropy(
 ) -> jax.Array:
   """Weighted mean cross-entropy in nats, () float: sum_b w_b * CE_b / sum_b w_b.
 
-  With all weights 1 it is `jaxnorm.loss.cross_entropy` (the plain mean), the same value;
-  with 0/1 weights it is the mean over the weight-1 rows, in value and gradient. Rows of
-  weight 0 are replaced (logits by 0, label by 0) before the cross-entropy, so nothing in
-  them, NaN or inf included, reaches the value or the gradient. Labels of a concrete array
-  outside [0, C) raise ValueError, padding rows' too (`batch_at`'s are real labels); under
-  jit they are not checked. All weights 0 gives NaN (0 / 0).
+  Computed as mean_b(w_b * CE_b) * (B / sum_b w_b). With all weights 1 the factor is B / B,
+  exactly 1, so the value is `jaxnorm.loss.cross_entropy`'s plain mean bit for bit, however
+  XLA rounds a mean (it multiplies the sum by float32(1 / B) rather than dividing by B; a
+  direct sum / sum_b w_b differs from it by an ulp for B = 250). With 0/1 weights it is the
+  mean over the weight-1 rows, PyTorch's smaller last batch, in value and gradient (to
+  float32 rounding). Rows of weight 0 are replaced (logits by 0, label by 0) before the
+  cross-entropy, so nothing in them, NaN or inf included, reaches the value or the gradient.
+  Labels of a concrete array outside [0, C) raise ValueError, padding rows' too (`batch_at`'s
+  are real labels); under jit they are not checked. All weights 0 gives NaN (0 * B / 0).
   """
   layers.check_ids(labels_B, logits_BxC.shape[-1], "labels")
   real_B = weights_B != 0
@@ -178,7 +181,7 @@ def weighted_cross_entropy(
   safe_labels_B = jnp.where(real_B, labels_B, 0)
   ce_B = optax.softmax_cross_entropy_with_integer_labels(safe_logits_BxC, safe_labels_B)
   weights_B = weights_B.astype(ce_B.dtype)
-  return jnp.sum(weights_B * ce_B) / jnp.sum(weights_B)
+  return jnp.mean(weights_B * ce_B) * (weights_B.shape[0] / jnp.sum(weights_B))
 
 
 def weighted_correct(logits_BxC: jax.Array, labels_B: jax.Array, weights_B: jax.Array):
