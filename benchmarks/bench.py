@@ -2,7 +2,7 @@
 
     python benchmarks/bench.py                          # the reference configuration
     python benchmarks/bench.py --steps 400              # shorter whole runs
-    python benchmarks/bench.py --preset tiny --steps 5 --rounds 1   # a smoke run
+    python benchmarks/bench.py --preset tiny --steps 5 --rounds 1 --skip deep   # a smoke run
     python benchmarks/bench.py --skip whole,compile,measures,step --depths 1,2,4,6  # deep only
 
 Everything is measured in one run, on whatever device JAX uses (PyTorch on CUDA when JAX is

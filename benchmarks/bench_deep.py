@@ -6,10 +6,11 @@ the "deep" section of `benchmarks/bench.py`.
 
 For each normalization of the deep preset (`config.DEEP`: post-norm blocks, 4 heads, D = 128,
 L = 41, its batch; `--norms` chooses others) and each depth N (`--depths`, default the
-preset's 6), the model is built twice: as the pipeline builds it, its N blocks one
-`nn.scan` over parameters stacked on a block axis (`model.build(..., scan_unroll=1)`: the
-program holds one block whatever N), and with the scan unrolled (`scan_unroll=N`: N copies
-of the block in the program, the same values). For each:
+preset's 6), the model is built twice: its N blocks one `nn.scan` over parameters stacked
+on a block axis (`model.build(..., scan_unroll=1)`, as the analysis builds it: the program
+holds one block whatever N), and with the scan unrolled (`scan_unroll=N`: N copies of the
+block in the program, the same values; as training builds it up to
+`model.MAX_UNROLLED_BLOCKS` blocks). For each:
 
 - trace and lower / XLA compile seconds, ahead of time (`jit(...).lower(...).compile()`,
   JAX's in-memory caches cleared first, no persistent cache), of the training program

@@ -8,6 +8,8 @@ and with `--measures all` the Hessian restricted to each block.
     python experiments/deep.py                # 3 models x 1000 steps, batch 64
     python experiments/deep.py --seeds 4      # the depth prediction needs seeds
     python experiments/deep.py --quick        # a smoke run: 200 steps
+    python experiments/deep.py --preset tiny --blocks 3 --norms layernorm,l2,none --steps 20
+                                              # tiny: --preset replaces the whole model (1 block)
     python experiments/deep.py --norm-placement pre --blocks 12
 
 Writes runs/deep/{figure2.*, layers.* (spectra at layers 1, 3, 6, the paper's Figure 4

@@ -275,7 +275,7 @@ def _status(result: ExperimentResult) -> int:
 
 def _report(result: ExperimentResult, out: Path) -> int:
   """Prints the results and warnings; the exit status."""
-  _print_outputs(result, [out / "figure2.png", out / "figure2.pdf"])
+  _print_outputs(result, [out / name for name in manifests.REDRAWN if (out / name).exists()])
   if result.spec.surface_points:
     print("2D slices:", out / "surfaces.png")
   print("measures:", out / "measures.md")

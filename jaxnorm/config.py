@@ -232,7 +232,7 @@ def validate(cfg: Config) -> None:
   ):
     _positive_int(cfg, field)
   if cfg.embed_dim % cfg.num_heads:
-    _fail("embed_dim", cfg.embed_dim, f"must be divisible by num_heads={cfg.num_heads}")
+    _fail("num_heads", cfg.num_heads, f"must divide embed_dim={cfg.embed_dim} (each head D / H)")
   if cfg.norm_placement not in NORM_PLACEMENTS:
     _fail("norm_placement", cfg.norm_placement, f"choose from {list(NORM_PLACEMENTS)}")
   if cfg.readout not in READOUTS:

@@ -283,13 +283,23 @@ def build(cfg: Config, norm: str, scan_unroll: int = 1) -> Transformer:
   )
 
 
-def build_for_training(cfg: Config, norm: str) -> Transformer:
-  """The model as the training programs build it: `build` with the block scan fully
-  unrolled (`scan_unroll` = N), the same parameters and values (up to float rounding).
+# Training unrolls the block scan up to this depth, the largest the benchmark measured
+# (docs/performance.md); deeper models keep the scan, so that depth never multiplies the
+# training program's size and compile time.
+MAX_UNROLLED_BLOCKS = 6
 
-  On the 2-core CPU the 6-block deep preset's training step takes 0.82x the scan's time
-  unrolled (103 against 127 ms with LayerNorm) for about 1 s more XLA compile time, which
-  its first 50 steps repay; the analysis keeps the scan, which it compiles 3 s faster
-  (docs/performance.md, "Deep models", `benchmarks/bench.py --depths`).
+
+def build_for_training(cfg: Config, norm: str) -> Transformer:
+  """The model as the training programs build it: `build` with the block scan unrolled
+  (`scan_unroll` = N) up to `MAX_UNROLLED_BLOCKS` blocks, the scan kept beyond; the same
+  parameters and values (up to float rounding) either way.
+
+  On the 2-core CPU the 6-block deep preset's training step takes 0.80-0.85x the scan's
+  time unrolled (103 against 127 ms with LayerNorm) for 0.6-1.0 s more XLA compile time,
+  which its first 55 steps repay; the analysis keeps the scan, which it compiles 2.4-3.1 s
+  faster (docs/performance.md, "The deep model", `benchmarks/bench.py --depths`). Unrolled,
+  compile time grows with depth (4.2 s at 12 blocks, 8.5 s at 24 at D = 128; minutes for
+  24 small blocks), which is why deeper models are not unrolled.
   """
-  return build(cfg, norm, scan_unroll=cfg.num_blocks)
+  unroll = cfg.num_blocks if cfg.num_blocks <= MAX_UNROLLED_BLOCKS else 1
+  return build(cfg, norm, scan_unroll=unroll)

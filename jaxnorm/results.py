@@ -22,7 +22,8 @@ A run folder holds:
                          times, versions, device ("format": 2).
   variables_N.msgpack    trained {'params', 'batch_stats'} of N, leaves (S, ...)
                          (flax.serialization).
-  figure2.png, .pdf      Figure 2 (`plotting.figure2`); measures.md
+  figure2.png, .pdf      Figure 2 (`plotting.figure2`); layers, isotropy_depth (.png, .pdf):
+                         the figures layer by layer (`layer_plots`); measures.md
                          (`report.markdown`) and hessian_density.png; surfaces.png with a
                          2D slice; curvature.png with curvature over training.
   run.json               the manifest: every file's size and SHA-256, the versions.
@@ -150,7 +151,7 @@ def write_run(staging: runfolder.Staging, result: ExperimentResult, folder: str 
 
 
 def write_figures(staging: runfolder.Staging, result: ExperimentResult, folder: str = "") -> None:
-  """The figures of a run and its measures.md (`--replot` redraws figure2 alone)."""
+  """The figures of a run and its measures.md (`--replot` redraws `manifests.REDRAWN`)."""
   stem = staging.path / folder
   plotting.save_figure(plotting.figure2(result), stem / "figure2")
   layer_plots.save_figures(result, stem)  # layers, isotropy_depth: with layer data only

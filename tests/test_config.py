@@ -40,7 +40,7 @@ def test_config_is_frozen():
     ({"steps": 2.5}, "steps"),
     ({"batch_size": 0}, "batch_size"),
     ({"batch_size": 1}, "batch_size"),  # with batchnorm among the norms
-    ({"embed_dim": 130, "num_heads": 4}, "embed_dim"),
+    ({"embed_dim": 130, "num_heads": 4}, "num_heads"),  # the heads split D: blame --heads
     ({"num_heads": 0}, "num_heads"),
     ({"num_blocks": 0}, "num_blocks"),
     ({"norm_placement": "sandwich"}, "norm_placement"),

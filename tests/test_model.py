@@ -243,13 +243,15 @@ def test_block_scan_equals_unrolled_scan_and_a_loop_of_blocks(norm, placement, k
       )
 
 
-@pytest.mark.parametrize("num_blocks", [1, 3])
+@pytest.mark.parametrize("num_blocks", [1, 3, model.MAX_UNROLLED_BLOCKS + 1])
 def test_the_training_model_is_the_analysis_model_unrolled(num_blocks, key):
-  """Training unrolls the block scan (`build_for_training`), the analysis keeps it: the two
-  models initialize the very same parameters, so a trained state fits the analysis."""
+  """Training unrolls the block scan up to `MAX_UNROLLED_BLOCKS` (`build_for_training`),
+  the analysis keeps it: the two models initialize the very same parameters, so a trained
+  state fits the analysis. Deeper, training keeps the scan too."""
   cfg = _deep(num_blocks=num_blocks)
   trained, analyzed = model.build_for_training(cfg, "layernorm"), model.build(cfg, "layernorm")
-  assert (trained.scan_unroll, analyzed.scan_unroll) == (num_blocks, 1)
+  unrolled = num_blocks if num_blocks <= model.MAX_UNROLLED_BLOCKS else 1
+  assert (trained.scan_unroll, analyzed.scan_unroll) == (unrolled, 1)
   assert trained.clone(scan_unroll=1) == analyzed
   tokens, _ = data.batch(key, cfg)
   init = lambda m: jax.jit(lambda k: m.init(k, tokens, train=False))(key)  # noqa: E731
