@@ -13,6 +13,8 @@ largest arrays a run holds at once, from the sizes alone:
                    models evaluated together, each holding its FFN or attention
                    activations) + (lanczos + 2) n (Lanczos basis; "hessian" family)
                    + (2 D + 2) n (the slices' directions, D = slice_directions; "slices")
+                   + max(c D / 2, 3 R) n (the temporaries of the slices' perturbed models or
+                   of adaptive sharpness' R = sharpness_samples samples, fitted)
                    + 3 (N + 1) B L D (every depth's activations for the layer spectra);
                    with "batch_stats" and a normalization whose training mode mixes tokens
                    (BatchNorm: the batch-statistics measures run every position of every
@@ -36,7 +38,11 @@ XLA's own count (`memory_analysis().temp_size_in_bytes` of the compiled analysis
 config, one seed, float32, every measure family): LayerNorm 0.185 GB (estimate 0.24), No Norm
 0.173 GB (0.24), BatchNorm 1.98 GB (2.02; the 48 D per position is fitted to this number);
 the deep preset (6 blocks, LayerNorm, one seed, the "hessian" family) 6.44 GB (6.41: nearly
-all of it the 16 probes' activations).
+all of it the 16 probes' activations). Where the parameters dominate (the tiny preset with 100
+blocks, LayerNorm) XLA's temporaries are 90 n with the "slices" family alone, 100 n with
+"sharpness" alone and 130 n at the standard level: the max(c D / 2, 3 R) term is fitted to
+these (the estimate counted 40 n before, and a 10000-block tiny model passed the check and
+was killed for memory at 24 GB).
 """
 
 from __future__ import annotations
@@ -118,8 +124,16 @@ def memory_estimate(
     analysis += (spec.measures.lanczos_iterations + 2) * n
     if blocks > 1:
       analysis += curvature.TRACE_CHUNK * blocks * kept_per_block
+  # The temporaries of the slices and of adaptive sharpness: the two run one after the
+  # other, so the larger counts. Both fitted to XLA's count (docstring).
+  transient = 0
   if "slices" in families:
-    analysis += (2 * spec.measures.slice_directions + 2) * n  # the slices' directions
+    dirs = spec.measures.slice_directions
+    analysis += (2 * dirs + 2) * n  # the slices' directions
+    transient = max(transient, chunk * dirs // 2 * n)  # their perturbed models
+  if "sharpness" in families:
+    transient = max(transient, 3 * spec.measures.sharpness_samples * n)  # its samples
+  analysis += transient
   points = cfg.landscape_points + (spec.surface_points or 0) ** 2
   per_seed_results = 2 * (cfg.steps + points) + n
   return MemoryEstimate(

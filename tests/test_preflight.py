@@ -74,14 +74,23 @@ def test_the_estimate_grows_with_the_number_of_blocks():
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the estimate is fitted to XLA:CPU")
-def test_the_analysis_estimate_of_a_deep_model_is_xlas_own_count():
-  """Several blocks with the "hessian" family: the estimate's analysis part is within 25%
-  of what XLA allocates for the compiled analysis (`memory_analysis`), which the Hutchinson
-  probes' activations of every block dominate."""
+@pytest.mark.parametrize(
+  "num_blocks, families",
+  [
+    (3, ("hessian",)),  # the Hutchinson probes' activations of every block dominate
+    # many small blocks: the parameters' copies dominate
+    (100, ("slices",)),
+    (100, ("sharpness",)),
+    (100, ("isotropy", "slices", "sharpness")),  # the standard level
+  ],
+)
+def test_the_analysis_estimate_of_a_deep_model_is_xlas_own_count(num_blocks, families):
+  """Several blocks: the estimate's analysis part is within 25% of what XLA allocates for
+  the compiled analysis (`memory_analysis`), whichever part dominates."""
   from jaxnorm import analysis, keys, landscape, train
 
-  cfg = config.TINY.replace(num_blocks=3, norms=("layernorm",))
-  measures = MeasureConfig(families=("hessian",))
+  cfg = config.TINY.replace(num_blocks=num_blocks, norms=("layernorm",))
+  measures = MeasureConfig(families=families)
   m = model.build(cfg, "layernorm")
   state = jax.eval_shape(lambda: train.init_state(m, cfg.task, jax.random.key(0), 1e-3))
   one = jax.tree.map(lambda x: jax.ShapeDtypeStruct((1, *x.shape), x.dtype), state)
