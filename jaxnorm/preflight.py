@@ -35,14 +35,15 @@ Measured on the 2-core CPU (`/usr/bin/time -f %M python experiments/exp2.py --qu
 S = 8, 0.22 GB per added seed, where the estimate gives 0.23 GB per seed (the rest is the
 JAX runtime and the compiler, which the estimate leaves out). The analysis terms against
 XLA's own count (`memory_analysis().temp_size_in_bytes` of the compiled analysis, reference
-config, one seed, float32, every measure family): LayerNorm 0.185 GB (estimate 0.24), No Norm
-0.173 GB (0.24), BatchNorm 1.98 GB (2.02; the 48 D per position is fitted to this number);
-the deep preset (6 blocks, LayerNorm, one seed, the "hessian" family) 6.44 GB (6.41: nearly
-all of it the 16 probes' activations). Where the parameters dominate (the tiny preset with 100
-blocks, LayerNorm) XLA's temporaries are 90 n with the "slices" family alone, 100 n with
+config, one seed, float32, every measure family): LayerNorm 0.185 GB (estimate 0.39), No Norm
+0.173 GB (0.39), BatchNorm 1.98 GB (2.30; the 48 D per position is fitted to this number);
+the deep preset (6 blocks, LayerNorm, one seed, the "hessian" family) 6.44 GB (6.88: nearly
+all of it the 16 probes' activations). Where the parameters dominate (the tiny preset with
+100 blocks, LayerNorm) XLA's temporaries are 90 n with the "slices" family alone, 100 n with
 "sharpness" alone and 130 n at the standard level: the max(c D / 2, 3 R) term is fitted to
 these (the estimate counted 40 n before, and a 10000-block tiny model passed the check and
-was killed for memory at 24 GB).
+was killed for memory at 24 GB). It makes the one-block estimates above about twice XLA's
+count (0.12 GB of them is that term): an upper bound there.
 """
 
 from __future__ import annotations
