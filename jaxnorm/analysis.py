@@ -245,7 +245,7 @@ def _flatness(
   lambda_max Lanczos run (nodes (m,), weights (m,); None without "hessian")."""
   families, out, density_M = measure_config.families, {}, None
   if "hessian" in families:
-    top, trace = layerwise.hessian_estimates(
+    top, trace = curvature.hessian_estimates(
       measure_config, loss_fn, params, keys.lanczos, keys.trace
     )
     nodes_M, weights_M = curvature.quadrature(top.alpha, top.beta)

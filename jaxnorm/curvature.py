@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from jaxnorm import landscape, lapack
+from jaxnorm.families import MeasureConfig
 
 PyTree = Any
 LossFn = Callable[[PyTree], jax.Array]
@@ -367,3 +368,30 @@ def hutchinson_trace(
     samples=samples_N,
     num_probes=jnp.asarray(num_probes, jnp.int32),
   )
+
+
+def hessian_estimates(
+  measure_config: MeasureConfig,
+  loss_fn: Callable[[PyTree], jax.Array],
+  params: PyTree,
+  lanczos_key: jax.Array,
+  trace_key: jax.Array,
+) -> tuple[LanczosResult, TraceResult]:
+  """The Hessian's top eigenpair (Lanczos, k = 1) and Hutchinson trace of `loss_fn` at
+  `params`, at `measure_config`'s settings, from one linearization shared by both; the
+  whole model's (`analysis`) and each block's (`layerwise.block_curvature`)."""
+  hvp_flat = flat_hvp(loss_fn, params)
+  top = lanczos(
+    loss_fn,
+    params,
+    lanczos_key,
+    k=1,
+    num_iterations=measure_config.lanczos_iterations,
+    tol=measure_config.lanczos_tol,
+    max_restarts=measure_config.lanczos_restarts,
+    hvp_flat=hvp_flat,
+  )
+  trace = hutchinson_trace(
+    loss_fn, params, trace_key, num_probes=measure_config.trace_probes, hvp_flat=hvp_flat
+  )
+  return top, trace

@@ -166,33 +166,6 @@ def block_weight_norms(params: PyTree) -> dict[str, jax.Array]:
   return jax.vmap(weight_norms)(block_stack(params))
 
 
-def hessian_estimates(
-  measure_config: MeasureConfig,
-  loss_fn: loss.LossFn,
-  params: PyTree,
-  lanczos_key: jax.Array,
-  trace_key: jax.Array,
-) -> tuple[curvature.LanczosResult, curvature.TraceResult]:
-  """The Hessian's top eigenpair (Lanczos, k = 1) and Hutchinson trace of `loss_fn` at
-  `params`, at `measure_config`'s settings, from one linearization shared by both; the
-  whole model's (`analysis`) and each block's (`block_curvature`)."""
-  hvp_flat = curvature.flat_hvp(loss_fn, params)
-  top = curvature.lanczos(
-    loss_fn,
-    params,
-    lanczos_key,
-    k=1,
-    num_iterations=measure_config.lanczos_iterations,
-    tol=measure_config.lanczos_tol,
-    max_restarts=measure_config.lanczos_restarts,
-    hvp_flat=hvp_flat,
-  )
-  trace = curvature.hutchinson_trace(
-    loss_fn, params, trace_key, num_probes=measure_config.trace_probes, hvp_flat=hvp_flat
-  )
-  return top, trace
-
-
 def block_curvature(
   loss_fn: loss.LossFn,
   params: PyTree,
@@ -211,7 +184,7 @@ def block_curvature(
     i, lanczos_key, trace_key = args
     block = jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False), stack)
     loss_i = lambda b: loss_fn(with_block(params, i, b))  # noqa: E731
-    top, trace = hessian_estimates(measure_config, loss_i, block, lanczos_key, trace_key)
+    top, trace = curvature.hessian_estimates(measure_config, loss_i, block, lanczos_key, trace_key)
     return {
       "block_hessian_top_eigenvalue": top.eigenvalues[0],
       "block_hessian_top_relative_residual": top.residuals[0] / jnp.abs(top.eigenvalues[0]),

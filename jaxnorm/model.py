@@ -110,8 +110,9 @@ class Transformer(nn.Module):
   One block is the submodule `transformer_block`, as the reference names it. Several
   blocks are one `nn.scan` over `ScannedBlock` named `blocks`: every parameter (and
   BatchNorm statistic) gains a leading block axis N, and XLA compiles one block whatever
-  the depth (`scan_unroll` = N unrolls it instead, as training does: `build_for_training`). Each
-  block is initialized independently, as PyTorch initializes N separate modules.
+  the depth (`scan_unroll` = N unrolls it instead, as training does up to 6 blocks:
+  `build_for_training`). Each block is initialized independently, as PyTorch initializes N
+  separate modules.
 
   Three exact ways to get the logits, all with the same parameters:
 
