@@ -63,8 +63,13 @@ class Config:
   # The position whose output is read out: "last" (where the query sits: Experiment 2)
   # or "first" (Experiment 4's [CLS]; on the synthetic task it holds a context key).
   readout: str = "last"
-  # Readout size; None: the vocabulary, as the reference (labels are tokens).
+  # Readout size; None: the task's (the vocabulary for the synthetic task, as the
+  # reference, whose labels are tokens; the classes of a text data set).
   num_classes: int | None = None
+  # The data: None for the synthetic task; a text data set's shape (`data.TextShape`:
+  # Experiment 4's AG News, `jaxnorm.agnews`), whose arrays a run is given. With it, the
+  # vocabulary and length are the data's, and n_entities, m_attributes are unused.
+  text: data.TextShape | None = None
   # Training: Adam with optax's (= PyTorch's) default betas and eps.
   learning_rate: float = 1e-4
   # Per-normalization learning rates that replace `learning_rate`, as (name, lr) pairs.
@@ -98,8 +103,9 @@ class Config:
 
   @property
   def vocab_size(self) -> int:
-    """Keys plus the two spare tokens the reference reserves (never emitted): 402."""
-    return self.num_keys + 2
+    """Keys plus the two spare tokens the reference reserves (never emitted): 402; a text
+    data set's tokenizer vocabulary."""
+    return self.num_keys + 2 if self.text is None else self.text.vocab_size
 
   @property
   def theoretical_rank(self) -> int:
@@ -108,12 +114,22 @@ class Config:
 
   @property
   def seq_len(self) -> int:
-    """39 context keys, one padding 0, the query: 41."""
-    return self.theoretical_rank + 1
+    """39 context keys, one padding 0, the query: 41; a text data set's length."""
+    return self.theoretical_rank + 1 if self.text is None else self.text.seq_len
 
   @property
-  def task(self) -> data.Task:
+  def output_classes(self) -> int:
+    """The readout's size: `num_classes`, or the task's (vocabulary or text classes)."""
+    if self.num_classes is not None:
+      return self.num_classes
+    return self.vocab_size if self.text is None else self.text.num_classes
+
+  @property
+  def task(self) -> data.Task | data.TextTask:
     """The sizes that fix a batch's shape, a small static argument for jitted code."""
+    if self.text is not None:
+      t = self.text
+      return data.TextTask(t.num_train, t.num_test, t.seq_len, self.batch_size)
     return data.Task(self.num_keys, self.theoretical_rank, self.batch_size)
 
   def learning_rate_for(self, norm: str) -> float:
@@ -130,6 +146,18 @@ def _names(where: str, value: Any) -> tuple[str, ...]:
 
 def _optional_int(where: str, value: Any) -> int | None:
   return None if value is None else as_int(where, value)
+
+
+def _text_shape(where: str, value: Any) -> data.TextShape | None:
+  """None, or a `data.TextShape` (also from the list summary.json holds), each field typed."""
+  if value is None:
+    return None
+  if not isinstance(value, (tuple, list)) or len(value) != len(data.TextShape._fields):
+    wrong_type(where, value, f"None or a data.TextShape {data.TextShape._fields}")
+  kinds = (as_str, as_int, as_int, as_int, as_int, as_int, as_str)
+  return data.TextShape(
+    *(k(f"{where}.{n}", v) for k, n, v in zip(kinds, data.TextShape._fields, value, strict=True))
+  )
 
 
 def _rate_pair(where: str, value: Any) -> tuple[str, float]:
@@ -152,6 +180,7 @@ FIELD_TYPES: dict[str, Callable[[str, Any], Any]] = {
   "norm_placement": as_str,
   "readout": as_str,
   "num_classes": _optional_int,
+  "text": _text_shape,
   "learning_rate": as_float,
   "learning_rate_overrides": _rate_pairs,
   "batch_size": as_int,
@@ -237,7 +266,14 @@ def validate(cfg: Config) -> None:
     _fail("norm_placement", cfg.norm_placement, f"choose from {list(NORM_PLACEMENTS)}")
   if cfg.readout not in READOUTS:
     _fail("readout", cfg.readout, f"choose from {list(READOUTS)}")
-  if cfg.num_classes is not None and cfg.num_classes < cfg.num_keys:
+  if cfg.text is not None:
+    mixes_batch = any(norms.REGISTRY.get(n, norms.REGISTRY["none"]).needs_batch for n in cfg.norms)
+    error = data.text_config_error(
+      cfg.text, cfg.num_classes, cfg.batch_size, cfg.steps, mixes_batch
+    )
+    if error is not None:
+      _fail(*error)
+  elif cfg.num_classes is not None and cfg.num_classes < cfg.num_keys:
     _fail(
       "num_classes",
       cfg.num_classes,

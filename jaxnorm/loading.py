@@ -119,6 +119,7 @@ def _result(info: dict[str, Any], flat: dict[str, np.ndarray]) -> ExperimentResu
       else None,
       layer_spectra=a.get("layer_spectra"),
       layer_measures=_layer_measures(a, ""),
+      epoch_accuracy=a.get("epoch_accuracy"),
     )
   for norm, r in norms.items():  # summary.json against results.npz
     if len(r.seeds) != num_seeds or r.losses.shape[0] != num_seeds:

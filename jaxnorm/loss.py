@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxnorm import epochs
 from jaxnorm import model as model_lib
 
 PyTree = Any
@@ -39,6 +40,25 @@ def logits_method(fast: bool):
   return model_lib.Transformer.fast_logits if fast else model_lib.Transformer.__call__
 
 
+def training_logits(
+  model: model_lib.Transformer,
+  params: PyTree,
+  batch_stats: PyTree,
+  tokens_BxL: jax.Array,
+  fast: bool = True,
+) -> tuple[jax.Array, PyTree]:
+  """Training-mode logits (B, C) and the updated `batch_stats` (BatchNorm's running
+  statistics after this batch; {} for the other norms)."""
+  logits_BxV, updates = model.apply(
+    {"params": params, "batch_stats": batch_stats},
+    tokens_BxL,
+    train=True,
+    mutable=["batch_stats"],
+    method=logits_method(fast),
+  )
+  return logits_BxV, updates.get("batch_stats", {})
+
+
 def training_loss(
   model: model_lib.Transformer,
   params: PyTree,
@@ -47,16 +67,26 @@ def training_loss(
   labels_B: jax.Array,
   fast: bool = True,
 ) -> tuple[jax.Array, PyTree]:
-  """Training-mode loss and the updated `batch_stats` (BatchNorm's running statistics
-  after this batch; {} for the other norms)."""
-  logits_BxV, updates = model.apply(
-    {"params": params, "batch_stats": batch_stats},
-    tokens_BxL,
-    train=True,
-    mutable=["batch_stats"],
-    method=logits_method(fast),
-  )
-  return cross_entropy(logits_BxV, labels_B), updates.get("batch_stats", {})
+  """Training-mode loss and the updated `batch_stats` (see `training_logits`)."""
+  logits_BxV, batch_stats = training_logits(model, params, batch_stats, tokens_BxL, fast)
+  return cross_entropy(logits_BxV, labels_B), batch_stats
+
+
+def weighted_training_loss(
+  model: model_lib.Transformer,
+  params: PyTree,
+  batch_stats: PyTree,
+  tokens_BxL: jax.Array,
+  labels_B: jax.Array,
+  weights_B: jax.Array,
+  fast: bool = True,
+) -> tuple[jax.Array, tuple[PyTree, jax.Array]]:
+  """Training-mode loss over the rows of weight 1 (`epochs.weighted_cross_entropy`: a
+  padded last batch of an epoch trains as the smaller batch it stands for), and
+  (updated `batch_stats`, the number of those rows predicted right, () float32)."""
+  logits_BxC, batch_stats = training_logits(model, params, batch_stats, tokens_BxL, fast)
+  value = epochs.weighted_cross_entropy(logits_BxC, labels_B, weights_B)
+  return value, (batch_stats, epochs.weighted_correct(logits_BxC, labels_B, weights_B))
 
 
 def eval_loss(

@@ -73,6 +73,17 @@ _DIMS = "dimensions"
 MEASURES: tuple[Measure, ...] = (
   Measure("final_loss", "final training loss", _NATS, "fit", "lower", "mean of the last 100 steps"),
   Measure("loss_at_alpha0", "evaluation loss at α = 0", _NATS, "fit", "lower", shown=False),
+  # A text data set's (`Config.text`): the reference's accuracy, and the test split's.
+  Measure(
+    "train_accuracy",
+    "training accuracy, last epoch",
+    "",
+    "fit",
+    "higher",
+    "running: predictions made during the epoch's steps (the reference's)",
+  ),
+  Measure("test_accuracy", "test accuracy", "", "fit", "higher", "evaluation mode, test split"),
+  Measure("test_loss", "test loss", _NATS, "fit", "lower", "evaluation mode, test split"),
   # One random direction (the reference's Figure 2): reported, not judged (one draw is noise).
   Measure(
     "landscape_max_rise",
@@ -305,6 +316,8 @@ CONVERGENCE: dict[str, tuple[str, str]] = {
 }
 # Read off the training losses, the 1D slice and the spectrum, with or without measures.
 BASIC = ("final_loss", "loss_at_alpha0", "landscape_max_rise", "spectrum_top_bottom_ratio")
+# A text data set's fit (`Config.text`): read off the epochs' counts and the test split.
+TEXT = ("train_accuracy", "test_accuracy", "test_loss")
 # Derived from other measures by `analysis.per_seed`.
 DERIVED = (
   *(f"{name}_per_loss" for name in PER_LOSS_OF),
@@ -312,7 +325,7 @@ DERIVED = (
   "effective_lr_norm2",
 )
 # Computed by `jaxnorm.analysis` when measures are asked for.
-ANALYZED = tuple(m.name for m in MEASURES if m.name not in BASIC + DERIVED)
+ANALYZED = tuple(m.name for m in MEASURES if m.name not in BASIC + DERIVED + TEXT)
 # The measures a prediction about flatness or isotropy is judged on.
 FLATNESS = tuple(m.name for m in MEASURES if m.kind == "flatness" and m.better)
 ISOTROPY = tuple(m.name for m in MEASURES if m.kind == "isotropy" and m.better)

@@ -279,7 +279,7 @@ def build(cfg: Config, norm: str, scan_unroll: int = 1) -> Transformer:
     num_blocks=cfg.num_blocks,
     placement=cfg.norm_placement,
     readout=cfg.readout,
-    num_classes=cfg.num_classes,
+    num_classes=cfg.output_classes if cfg.text is not None else cfg.num_classes,
     scan_unroll=scan_unroll,
   )
 

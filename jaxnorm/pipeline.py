@@ -22,7 +22,7 @@ import concurrent.futures
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -31,7 +31,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxnorm import analysis, matched_loss, programs, runtime, train
+from jaxnorm import analysis, data, epochs, matched_loss, programs, runtime, train
 from jaxnorm.programs import Group, Programs
 from jaxnorm.result import ExperimentResult, Matched, NormResult
 from jaxnorm.spec import ExperimentSpec
@@ -44,36 +44,10 @@ def ignore_progress(norm: str, phase: str, step: int) -> None:
   del norm, phase, step
 
 
-class Runs(NamedTuple):
-  """Every run of one normalization: the seed of each, and its learning rate (None: the
-  config's). `run` has one run per seed; `sweep.run` one per (rate, seed), rate-major."""
-
-  seeds: np.ndarray  # (N,) int64
-  rates: np.ndarray | None  # (N,) float64
-
-  @staticmethod
-  def of(spec: ExperimentSpec, rates: Sequence[float] | None = None) -> Runs:
-    all_seeds = np.asarray(spec.seeds, dtype=np.int64)
-    if rates is None:
-      return Runs(all_seeds, None)
-    return Runs(np.tile(all_seeds, len(rates)), np.repeat(np.asarray(rates), len(all_seeds)))
-
-
-def _groups(spec: ExperimentSpec, mesh: Mesh, runs: Runs) -> list[tuple[np.ndarray, Any]]:
-  """(seeds, rates or None) of each compiled call: `seeds_per_call` runs (rounded up to a
-  multiple of the device count) at a time."""
-  count = len(runs.seeds)
-  per_call = spec.seeds_per_call or count
-  per_call = mesh.size * math.ceil(per_call / mesh.size)
-  return [
-    (runs.seeds[i : i + per_call], None if runs.rates is None else runs.rates[i : i + per_call])
-    for i in range(0, count, per_call)
-  ]
-
-
 def run(
   spec: ExperimentSpec,
   *,
+  arrays: data.TextArrays | None = None,
   progress: bool = True,
   mesh: Mesh | None = None,
   compile_workers: int | None = None,
@@ -94,11 +68,15 @@ def run(
   Interrupted (KeyboardInterrupt or any other exception), it cancels the compilations that
   have not started and returns at once; one already running in a worker thread finishes
   in the background.
+
+  `arrays`: the token arrays of the text data set `spec.config.text` names (ValueError if
+  they are missing or of other shapes); None for the synthetic task.
   """
   start = time.perf_counter()
   norms = run_runs(
     spec,
-    Runs.of(spec),
+    programs.Runs.of(spec),
+    arrays=arrays,
     progress=progress,
     mesh=mesh,
     compile_workers=compile_workers,
@@ -109,8 +87,9 @@ def run(
 
 def run_runs(
   spec: ExperimentSpec,
-  runs: Runs,
+  runs: programs.Runs,
   *,
+  arrays: data.TextArrays | None = None,
   progress: bool,
   mesh: Mesh | None,
   compile_workers: int | None,
@@ -119,15 +98,18 @@ def run_runs(
   """Every normalization of `spec` over `runs` (see `run`; `sweep.run` gives one run per
   (rate, seed))."""
   mesh = mesh or programs.seed_mesh()
+  arrays = programs.placed_arrays(spec, arrays, mesh)
   if compile_workers == 0:
     return {
-      n: run_norm(spec, n, progress=progress, mesh=mesh, on_progress=on_progress, runs=runs)
+      n: run_norm(
+        spec, n, arrays=arrays, progress=progress, mesh=mesh, on_progress=on_progress, runs=runs
+      )
       for n in spec.config.norms
     }
   groups = {
     (norm, i): programs.group_inputs(spec, norm, g_seeds, mesh, g_rates)
     for norm in spec.config.norms
-    for i, (g_seeds, g_rates) in enumerate(_groups(spec, mesh, runs))
+    for i, (g_seeds, g_rates) in enumerate(programs.seed_groups(spec, mesh, runs))
   }
   sizes = {}  # one set of programs per (norm, group size)
   for (norm, _), group in groups.items():
@@ -156,6 +138,7 @@ def run_runs(
         progress,
         on_progress,
         runs.seeds,
+        arrays,
       )
       for norm in spec.config.norms
     }
@@ -167,10 +150,11 @@ def run_norm(
   spec: ExperimentSpec,
   norm: str,
   *,
+  arrays: data.TextArrays | None = None,
   progress: bool = True,
   mesh: Mesh | None = None,
   on_progress: OnProgress = ignore_progress,
-  runs: Runs | None = None,
+  runs: programs.Runs | None = None,
 ) -> NormResult:
   """Trains the `norm` model for every seed of `spec` (or every run of `runs`),
   `seeds_per_call` at a time, and analyzes each group as soon as it is trained; compiles
@@ -180,8 +164,11 @@ def run_norm(
   the analysis (Lanczos' orthogonalization, the SVD) computes at the model's precision.
   """
   mesh = mesh or programs.seed_mesh()
-  runs = runs or Runs.of(spec)
-  groups = [programs.group_inputs(spec, norm, s, mesh, r) for s, r in _groups(spec, mesh, runs)]
+  runs = runs or programs.Runs.of(spec)
+  arrays = programs.placed_arrays(spec, arrays, mesh)
+  groups = [
+    programs.group_inputs(spec, norm, s, mesh, r) for s, r in programs.seed_groups(spec, mesh, runs)
+  ]
   compiled: dict[int, Programs] = {}
 
   def programs_of(_: str, size: int) -> Programs:
@@ -192,7 +179,7 @@ def run_norm(
       compiled[size] = trained._replace(analyze=lambda: analyze)
     return compiled[size]
 
-  return _run_norm(spec, norm, groups, programs_of, progress, on_progress, runs.seeds)
+  return _run_norm(spec, norm, groups, programs_of, progress, on_progress, runs.seeds, arrays)
 
 
 def _run_norm(
@@ -203,6 +190,7 @@ def _run_norm(
   progress: bool,
   on_progress: OnProgress,
   all_seeds: np.ndarray,
+  arrays: data.TextArrays | None = None,
 ) -> NormResult:
   """Trains and analyzes the runs of `groups` (whose seeds, in order, are `all_seeds`), one
   group after the other, and assembles them into one result."""
@@ -216,11 +204,11 @@ def _run_norm(
     for group in groups:
       program = _timed(seconds, "compile_wait", programs_of, norm, group.size)
       trained = _timed(
-        seconds, "train", _train, spec, norm, group, program, bar, progress, on_progress
+        seconds, "train", _train, spec, norm, group, program, bar, progress, on_progress, arrays
       )
       on_progress(norm, "analyze", spec.config.steps)
       analyze = _timed(seconds, "compile_wait", program.analyze)
-      final, matched = _timed(seconds, "analysis", _analyze, analyze, group, trained, axes)
+      final, matched = _timed(seconds, "analysis", _analyze, analyze, group, trained, axes, arrays)
       variables = programs.to_host(
         {"params": trained.state.params, "batch_stats": trained.state.batch_stats}
       )
@@ -230,7 +218,7 @@ def _run_norm(
       outputs.append(
         jax.tree.map(
           lambda x, keep=keep: np.asarray(x)[keep],
-          (trained.losses, final, variables, matched, trained.trajectory),
+          (trained.losses, final, variables, matched, trained.trajectory, trained.correct),
         )
       )
   return _assemble(spec, norm, all_seeds, outputs, seconds, axes)
@@ -252,6 +240,7 @@ class _Trained(NamedTuple):
   losses: np.ndarray  # (S, steps)
   trajectory: np.ndarray | None  # (S, C, 2), or None without curvature tracking
   checkpoints: matched_loss.Checkpoints
+  correct: np.ndarray | None  # (S, steps) examples predicted right; None: synthetic task
 
 
 def _train(
@@ -262,6 +251,7 @@ def _train(
   bar: tqdm,
   progress: bool,
   on_progress: OnProgress,
+  arrays: data.TextArrays | None = None,
 ) -> _Trained:
   """Initializes and trains one group, `spec.chunk_size` steps per call of the compiled
   chunk; the device runs one chunk ahead of the host, which reads each chunk's losses
@@ -273,7 +263,7 @@ def _train(
   state = programs.shard_seeds(program.init(group.keys.train, group.learning_rates), group.mesh)
   checkpoints = matched_loss.Checkpoints(spec.matched_losses, group.size)
   read_losses = progress or bool(checkpoints.levels) or jax.process_count() > 1
-  chunks, tracked, done, finished = [], [], 0, 0
+  chunks, tracked, counted, done, finished = [], [], [], 0, 0
 
   def chunk_finished(losses_SxN: jax.Array, snapshot) -> None:
     nonlocal finished
@@ -292,10 +282,13 @@ def _train(
   previous = None
   while done < steps:
     n = min(spec.chunk_size, steps - done)
-    state, losses_SxN, curvature_Sx2 = program.train[n](state, group.keys.curvature)
+    state, losses_SxN, curvature_Sx2, correct_SxN = program.train[n](
+      state, group.keys.curvature, arrays
+    )
     state = programs.shard_seeds(state, group.mesh)
     chunks.append(losses_SxN)
     tracked.append(curvature_Sx2)
+    counted.append(correct_SxN)
     done += n
     if previous is not None:  # the device holds the chunk just queued: wait for the one before
       chunk_finished(*previous)
@@ -304,18 +297,19 @@ def _train(
   chunk_finished(*previous)
   losses = programs.to_host(jnp.concatenate(chunks, axis=1))
   trajectory = None if tracked[0] is None else programs.to_host(jnp.stack(tracked, axis=1))
-  return _Trained(state, losses, trajectory, checkpoints)
+  correct = None if counted[0] is None else programs.to_host(jnp.concatenate(counted, axis=1))
+  return _Trained(state, losses, trajectory, checkpoints, correct)
 
 
 def _analyze(
-  analyze: Callable, group: Group, trained: _Trained, axes: tuple
+  analyze: Callable, group: Group, trained: _Trained, axes: tuple, arrays=None
 ) -> tuple[analysis.Analysis, list]:
   """The compiled analysis of one trained group, at its final state and at its matched-loss
   checkpoints, on the host."""
   offsets, alphas, grid = axes
 
   def on_host(params, batch_stats) -> analysis.Analysis:
-    return programs.to_host(analyze(params, batch_stats, group.keys, offsets, alphas, grid))
+    return programs.to_host(analyze(params, batch_stats, group.keys, offsets, alphas, grid, arrays))
 
   final = on_host(trained.state.params, trained.state.batch_stats)
   return final, trained.checkpoints.analyze(on_host, final)
@@ -333,7 +327,7 @@ def _assemble(
   concatenated along the seed axis."""
   cfg = spec.config
   offsets, alphas, grid = axes
-  losses, result, variables, matched, trajectory = jax.tree.map(
+  losses, result, variables, matched, trajectory, correct = jax.tree.map(
     lambda *xs: np.concatenate(xs), *outputs
   )
   ends = np.minimum(
@@ -374,6 +368,11 @@ def _assemble(
     trajectory=trajectory,
     layer_spectra=result.layer_spectra,
     layer_measures=_without_diverged(result.layer_measures, first_bad >= 0),
+    epoch_accuracy=None
+    if correct is None
+    else _without_diverged({"a": epochs.epoch_accuracy(correct, cfg.task.plan)}, first_bad >= 0)[
+      "a"
+    ],
   )
 
 

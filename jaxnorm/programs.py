@@ -15,11 +15,16 @@ The jitted training entries, and what they do with their arguments' buffers:
   train_chunk(model, task, states_S, num_steps, fast)          donates states_S
   train_chunk_tracked(model, task, states_S, num_steps, fast,
                       curvature_iterations, curvature_keys_S)  donates states_S
+  train_text_chunk(model, task, states_S, num_steps, curvature_iterations,
+                   curvature_keys_S, arrays)                   donates states_S
+A text task's data (`data.TextArrays`) is an argument of the programs, the same for every
+seed and replicated over the devices (`replicate`), never compiled in.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -124,16 +129,101 @@ def train_chunk_tracked(
   return jax.vmap(one)(states_S, curvature_keys_S)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 3, 4), donate_argnums=(2,))
+def train_text_chunk(
+  model: model_lib.Transformer,
+  task: data.TextTask,
+  states_S: train.TrainState,
+  num_steps: int,
+  curvature_iterations: int,
+  curvature_keys_S: jax.Array,
+  arrays: data.TextArrays,
+) -> tuple[train.TrainState, jax.Array, jax.Array | None, jax.Array]:
+  """`num_steps` steps of every seed on a text data set (`train.train_epoch_steps`), with
+  `curvature_iterations` > 0 the curvature at the end as `train_chunk_tracked`: (states,
+  losses (S, num_steps), curvature (S, 2) or None, examples predicted right
+  (S, num_steps)). Donates `states_S`."""
+
+  def one(state, key):
+    state, losses, correct = train.train_epoch_steps(model, task, state, num_steps, arrays)
+    curvature = None
+    if curvature_iterations:
+      curvature = trajectory.top_eigenvalues(model, task, state, key, curvature_iterations, arrays)
+    return state, losses, curvature, correct
+
+  return jax.vmap(one)(states_S, curvature_keys_S)
+
+
+def replicate(arrays: data.TextArrays | None, mesh: Mesh) -> data.TextArrays | None:
+  """A text data set's arrays whole on every device of `mesh` (None stays None)."""
+  if arrays is None:
+    return None
+  return jax.device_put(arrays, NamedSharding(mesh, PartitionSpec()))
+
+
+def abstract_arrays(spec: ExperimentSpec, mesh: Mesh) -> data.TextArrays | None:
+  """The abstract, replicated arrays of the spec's text data set; None without one."""
+  task = spec.config.task
+  if not isinstance(task, data.TextTask):
+    return None
+  return data.text_arrays_shape(task, NamedSharding(mesh, PartitionSpec()))
+
+
+def placed_arrays(
+  spec: ExperimentSpec, arrays: data.TextArrays | None, mesh: Mesh
+) -> data.TextArrays | None:
+  """`arrays` as int32, replicated over `mesh` (`replicate`), after checking they are what
+  `spec`'s task needs: ValueError for arrays of other shapes, arrays for the synthetic task
+  or none for a text one."""
+  task = spec.config.task
+  if not isinstance(task, data.TextTask):
+    if arrays is not None:
+      raise ValueError("arrays are given, but the config trains on the synthetic task (text=None)")
+    return None
+  if arrays is None:
+    raise ValueError(f"the config trains on {spec.config.text.name}: pass its arrays")
+  data.check_text_arrays(task, arrays)
+  return replicate(jax.tree.map(lambda x: jnp.asarray(x, jnp.int32), arrays), mesh)
+
+
 class Programs(NamedTuple):
   """The compiled programs of one normalization for groups of S seeds (`compile_training`,
   `compile_analysis`): called with their array arguments only (the static ones are
   compiled in)."""
 
   init: Callable  # (train_keys_S, learning_rates_S) -> states_S
-  # chunk length n -> (states_S, curvature keys_S) -> (states_S, losses_SxN, curvature_Sx2
-  # or None); donates the states
+  # chunk length n -> (states_S, curvature keys_S, arrays) -> (states_S, losses_SxN,
+  # curvature_Sx2 or None, correct_SxN or None); donates the states
   train: dict[int, Callable]
-  analyze: Callable | None  # (params_S, batch_stats_S, keys_S, offsets, alphas, grid) -> Analysis
+  # (params_S, batch_stats_S, keys_S, offsets, alphas, grid, arrays) -> Analysis
+  analyze: Callable | None
+
+
+class Runs(NamedTuple):
+  """Every run of one normalization: the seed of each, and its learning rate (None: the
+  config's). `run` has one run per seed; `sweep.run` one per (rate, seed), rate-major."""
+
+  seeds: np.ndarray  # (N,) int64
+  rates: np.ndarray | None  # (N,) float64
+
+  @staticmethod
+  def of(spec: ExperimentSpec, rates: Sequence[float] | None = None) -> Runs:
+    all_seeds = np.asarray(spec.seeds, dtype=np.int64)
+    if rates is None:
+      return Runs(all_seeds, None)
+    return Runs(np.tile(all_seeds, len(rates)), np.repeat(np.asarray(rates), len(all_seeds)))
+
+
+def seed_groups(spec: ExperimentSpec, mesh: Mesh, runs: Runs) -> list[tuple[np.ndarray, Any]]:
+  """(seeds, rates or None) of each compiled call: `seeds_per_call` runs (rounded up to a
+  multiple of the device count) at a time."""
+  count = len(runs.seeds)
+  per_call = spec.seeds_per_call or count
+  per_call = mesh.size * math.ceil(per_call / mesh.size)
+  return [
+    (runs.seeds[i : i + per_call], None if runs.rates is None else runs.rates[i : i + per_call])
+    for i in range(0, count, per_call)
+  ]
 
 
 class Group(NamedTuple):
@@ -210,21 +300,27 @@ def compile_training(spec: ExperimentSpec, norm: str, group: Group) -> Programs:
 
 
 def _train_program(spec: ExperimentSpec, model, states, group: Group, n: int) -> Callable:
-  """The compiled chunk of n steps, as (states, curvature keys) -> (states, losses,
-  curvature or None)."""
-  task = spec.config.task
-  if not spec.curvature_iterations:
+  """The compiled chunk of n steps, as (states, curvature keys, arrays) -> (states, losses,
+  curvature or None, correct or None)."""
+  task, iters = spec.config.task, spec.curvature_iterations
+  if isinstance(task, data.TextTask):
+    arrays = abstract_arrays(spec, group.mesh)
+    return train_text_chunk.lower(
+      model, task, states, n, iters, group.keys.curvature, arrays
+    ).compile()
+  if not iters:
     chunk = train_chunk.lower(model, task, states, n).compile()
-    return lambda states_S, keys_S: (*chunk(states_S), None)
-  iters = spec.curvature_iterations
-  return train_chunk_tracked.lower(
+    return lambda states_S, keys_S, arrays: (*chunk(states_S), None, None)
+  tracked = train_chunk_tracked.lower(
     model, task, states, n, True, iters, group.keys.curvature
   ).compile()
+  return lambda states_S, keys_S, arrays: (*tracked(states_S, keys_S), None)
 
 
 def compile_analysis(spec: ExperimentSpec, norm: str, group: Group, trained: Programs):
   """Compiles, ahead of time, the analysis of `group`'s trained states: a function
-  (params_S, batch_stats_S, keys_S, offsets, alphas, grid) -> `analysis.Analysis`.
+  (params_S, batch_stats_S, keys_S, offsets, alphas, grid, arrays) -> `analysis.Analysis`
+  (arrays: the text data set's, None for the synthetic task).
 
   With `spec.analysis_dtype` "float64" the program is traced and run with x64 enabled
   (a context local to the calling thread) on the float32 states cast to float64; the
@@ -243,6 +339,7 @@ def compile_analysis(spec: ExperimentSpec, norm: str, group: Group, trained: Pro
       _cast(states.batch_stats, dtype),
       group.keys,
       *slice_axes(spec),
+      abstract_arrays(spec, group.mesh),
     ).compile()
   if dtype == jnp.float32:
     return program

@@ -67,6 +67,10 @@ class NormResult(NamedTuple):
   # (with "hessian"; `families.PER_BLOCK_MEASURES` names the (S, N) ones); {} when none
   # was measured, None for older folders.
   layer_measures: dict[str, np.ndarray] | None = None
+  # A text data set (`Config.text`): each epoch's running training accuracy, the fraction
+  # of its examples predicted right by the steps that trained on them (the reference's),
+  # (S, E); None for the synthetic task.
+  epoch_accuracy: np.ndarray | None = None
 
   @property
   def diverged(self) -> np.ndarray:
@@ -102,6 +106,7 @@ PER_SEED = (
   "trajectory",
   "layer_spectra",
   "layer_measures",
+  "epoch_accuracy",
 )
 MATCHED_PER_SEED = (
   "step",

@@ -17,7 +17,8 @@ A run folder holds:
                          (`result.Matched`) N/matched/<i>/{level, step (S,),
                          landscape (S, P), base_loss (S,), spectrum (S, K),
                          measure/<name> (S,), layer_spectra (S, N + 1, K),
-                         layer_measure/<name>}.
+                         layer_measure/<name>}; N/epoch_accuracy (S, E) on a text data
+                         set (each epoch's running training accuracy).
   summary.json           `summary.summary_dict`: config, every measure across seeds, wall
                          times, versions, device ("format": 2).
   variables_N.msgpack    trained {'params', 'batch_stats'} of N, leaves (S, ...)
@@ -103,6 +104,8 @@ def arrays(r: NormResult) -> dict[str, np.ndarray]:
     tree.update(hessian_density_nodes=r.hessian_density[0])
     tree.update(hessian_density_weights=r.hessian_density[1])
   tree |= _layer_arrays(r)
+  if r.epoch_accuracy is not None:
+    tree["epoch_accuracy"] = r.epoch_accuracy
   tree["matched"] = {
     str(i): {
       "level": np.asarray(m.level),

@@ -57,6 +57,8 @@ def summary_dict(result: ExperimentResult) -> dict[str, Any]:
     }
     if r.layer_measures:
       norms[norm]["layer_measures"] = layer_means(r.layer_measures)
+    if r.epoch_accuracy is not None:  # mean over seeds, per epoch
+      norms[norm]["epoch_accuracy"] = _finite_mean(r.epoch_accuracy)
     if r.trajectory is not None:
       norms[norm]["curvature_over_training"] = {
         "steps": [int(x) for x in r.trajectory_steps],

@@ -19,7 +19,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 
-from jaxnorm import config, pipeline, runtime
+from jaxnorm import config, pipeline, programs, runtime
 from jaxnorm.result import ExperimentResult, SweepResult, rate_folder
 from jaxnorm.spec import ExperimentSpec
 
@@ -64,7 +64,7 @@ def run(
   """
   rates = check_rates(rates)
   start = time.perf_counter()
-  runs = pipeline.Runs.of(spec, rates)
+  runs = programs.Runs.of(spec, rates)
   grid = dataclasses.replace(spec, seeds_per_call=spec.seeds_per_call or spec.num_seeds)
   norms = pipeline.run_runs(
     grid,

@@ -72,7 +72,7 @@ def init_state(
   initialization key and the data key of the training batches.
   """
   init_key, data_key = jax.random.split(key)
-  tokens_BxL = jnp.zeros((task.batch_size, task.theoretical_rank + 1), jnp.int32)
+  tokens_BxL = jnp.zeros((task.batch_size, task.seq_len), jnp.int32)
   variables = model.init(init_key, tokens_BxL, train=False)
   params = variables["params"]
   opt_state = optimizer().init(params)
@@ -135,6 +135,22 @@ def train_step(
   return apply_gradients(state, grads, batch_stats), value
 
 
+def weighted_train_step(
+  model: model_lib.Transformer,
+  state: TrainState,
+  tokens_BxL: jax.Array,
+  labels_B: jax.Array,
+  weights_B: jax.Array,
+  fast: bool = True,
+) -> tuple[TrainState, tuple[jax.Array, jax.Array]]:
+  """`train_step` on the rows of weight 1 (`loss.weighted_training_loss`): (new state,
+  (loss before the step, rows of weight 1 predicted right before the step))."""
+  (value, (batch_stats, correct)), grads = jax.value_and_grad(
+    loss.weighted_training_loss, argnums=1, has_aux=True
+  )(model, state.params, state.batch_stats, tokens_BxL, labels_B, weights_B, fast)
+  return apply_gradients(state, grads, batch_stats), (value, correct)
+
+
 def train_steps(
   model: model_lib.Transformer,
   task: data.TaskShape,
@@ -152,6 +168,30 @@ def train_steps(
     return train_step(model, state, tokens_BxL, labels_B, fast)
 
   return jax.lax.scan(body, state, length=num_steps)
+
+
+def train_epoch_steps(
+  model: model_lib.Transformer,
+  task: data.TextTask,
+  state: TrainState,
+  num_steps: int,
+  arrays: data.TextArrays,
+  fast: bool = True,
+) -> tuple[TrainState, jax.Array, jax.Array]:
+  """`num_steps` train steps on a text data set under `lax.scan`, step t on batch t of
+  the epochs over `arrays` (`data.training_batch`: epoch t // S, batch t mod S).
+
+  Returns the new state, the losses (num_steps,) float32 and the examples each step
+  predicted right (num_steps,) float32, from which `epochs.epoch_accuracy` gives the
+  reference's running training accuracy.
+  """
+
+  def body(state, _):
+    batch = data.training_batch(state.data_key, state.step, task, arrays)
+    return weighted_train_step(model, state, *batch, fast)
+
+  state, (losses_T, correct_T) = jax.lax.scan(body, state, length=num_steps)
+  return state, losses_T, correct_T
 
 
 def first_nonfinite(losses: np.ndarray) -> int | None:

@@ -41,10 +41,12 @@ def top_eigenvalues(
   state: train.TrainState,
   key: jax.Array,
   num_iterations: int,
+  arrays: data.TextArrays | None = None,
 ) -> jax.Array:
-  """(lambda_max(H), lambda_max(P^-1 H)) of the training-mode loss at `state`: (2,)."""
+  """(lambda_max(H), lambda_max(P^-1 H)) of the training-mode loss at `state`: (2,).
+  `arrays`: a text task's data (`data.batch`), None for the synthetic task."""
   batch_key, lanczos_key = jax.random.split(key)
-  tokens_BxL, labels_B = data.batch(batch_key, task)
+  tokens_BxL, labels_B = data.batch(batch_key, task, arrays=arrays)
   loss_fn = loss.train_mode_loss_fn(model, state.batch_stats, tokens_BxL, labels_B)
   matvec, p = curvature.flat_hvp(loss_fn, state.params)
   top = curvature.lanczos(
