@@ -31,6 +31,7 @@ from jaxnorm import (
   runfolder,
   runtime,
   sweep,
+  text_run,
 )
 from jaxnorm.exits import EXIT_DIVERGED, Position
 from jaxnorm.norms import label
@@ -69,8 +70,11 @@ def main(
         return replot(args.replot, experiment.title, prog)
       except (results.ResultsError, runfolder.RunFolderError) as e:
         parser.error(str(e))
+    arrays = None
     try:
       spec = options.spec_from_args(args, experiment)
+      if experiment.dataset:  # loaded (or refused, exit 2) before any training
+        spec, arrays = text_run.prepare(args, spec, progress=not args.no_progress)
     except ValueError as e:
       parser.error(str(e))
     rates = args.rates if is_sweep else ()
@@ -92,7 +96,7 @@ def main(
       if is_sweep:
         result = sweep.run(spec, rates, **run_options)
       else:
-        result = pipeline.run(spec, **run_options)
+        result = pipeline.run(spec, arrays=arrays, **run_options)
       if not writes:
         position.phase = "wait"
         distributed.barrier("run folder written")

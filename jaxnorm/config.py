@@ -156,7 +156,7 @@ def _text_shape(where: str, value: Any) -> data.TextShape | None:
     wrong_type(where, value, f"None or a data.TextShape {data.TextShape._fields}")
   kinds = (as_str, as_int, as_int, as_int, as_int, as_int, as_str)
   return data.TextShape(
-    *(k(f"{where}.{n}", v) for k, n, v in zip(kinds, data.TextShape._fields, value, strict=True))
+    *(k(f"{where}[{i}]", v) for i, (k, v) in enumerate(zip(kinds, value, strict=True)))
   )
 
 

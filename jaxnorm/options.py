@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from typing import NoReturn
 
-from jaxnorm import distributed, runtime, sweep
+from jaxnorm import distributed, runtime, sweep, text_run
 from jaxnorm import families as families_lib
 from jaxnorm.config import MATMUL_PRECISIONS, NORM_PLACEMENTS, PRESETS, QUICK, READOUTS, Config
 from jaxnorm.exits import EXIT_USAGE
@@ -225,6 +225,8 @@ def build_parser(prog: str, description: str, experiment: Experiment) -> Parser:
     help="join a run whose processes JAX finds in the cluster's environment (Slurm, Open "
     "MPI, Cloud TPU, GKE) instead of the three options above",
   )
+  if experiment.dataset:
+    text_run.add_options(p)
   p.add_argument(
     "--compile-workers",
     type=_nonnegative_int,
@@ -278,7 +280,7 @@ def spec_from_args(args: argparse.Namespace, experiment: Experiment) -> Experime
     name=experiment.name,
     title=experiment.title,
     predictions=experiment.predictions,
-    measures=_measure_config(args),
+    measures=_measure_config(args, experiment.measures),
     surface_points=args.surface,
     seeds_per_call=args.seeds_per_call,
     matched_losses=args.matched_loss or (),
@@ -300,10 +302,15 @@ def _levels_help() -> str:
   return "; ".join(f"{name} ({', '.join(f)})" for name, f in families_lib.LEVELS.items())
 
 
-def _measure_config(args: argparse.Namespace) -> MeasureConfig | None:
-  """--measures / --no-measures as the spec's `measures` (None: the reference's only)."""
+def _measure_config(
+  args: argparse.Namespace, default: tuple[str, ...] | None = None
+) -> MeasureConfig | None:
+  """--measures / --no-measures as the spec's `measures` (None: the reference's only);
+  without them the families `default` (None: the standard level)."""
   given = getattr(args, "measures", None)
-  families = MeasureConfig().families if given is None else families_lib.parse_families(given)
+  families = default or MeasureConfig().families
+  if given is not None:
+    families = families_lib.parse_families(given)
   if args.no_measures:
     if given is not None and families is not None:
       raise ValueError(f"--no-measures and --measures {given} contradict each other: give one")

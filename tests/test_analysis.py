@@ -34,7 +34,13 @@ def test_basic_and_derived_are_what_the_summary_reads_off_and_derives():
   given = 7.0  # no basic or derived value here is 7: ||W|| = 7 gives lr / 49, per loss 3.5
   r.measures = {name: np.full(seeds, given) for name in measures.ANALYZED}
   out = analysis.per_seed(r)
+  assert list(out) == [m.name for m in measures.MEASURES if m.name not in measures.TEXT]
+  # A text data set's: the last epoch's accuracy, the test split's passed on.
+  r.epoch_accuracy = np.array([[0.25, 0.5], [0.5, 0.75]])
+  r.measures |= {"test_accuracy": np.full(seeds, 0.5), "test_loss": np.full(seeds, 1.5)}
+  out = analysis.per_seed(r)
   assert list(out) == [m.name for m in measures.MEASURES]
+  np.testing.assert_array_equal(out["train_accuracy"], [0.5, 0.75])
   for name in measures.ANALYZED:
     np.testing.assert_array_equal(out[name], given, err_msg=name)
   for name in (*measures.BASIC, *measures.DERIVED):

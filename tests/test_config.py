@@ -104,6 +104,7 @@ WRONG_TYPES = {
   "norms": ["none", ["none"], (None,), ("none", 3), {"none"}],
   "seed": [True, 0.0, "0"],
   "matmul_precision": [None, b"highest", ("highest",)],
+  "text": ["agnews", 5, ("agnews", 30522), ("agnews", "30522", 128, 10, 10, 4, "f"), ("a",) * 7],
 }
 
 
