@@ -1,8 +1,8 @@
-"""What the parity tests of the one-block model (test_parity.py) and of the deep model
-(test_parity_deep.py) share: the forward and backward pass in both frameworks, the
-parameters the loss does not depend on, and the comparisons, at the tolerances that
-test_parity.py's docstring gives and justifies. Imports PyTorch: import it only after
-`pytest.importorskip("torch")`."""
+"""What the parity tests of the one-block model (test_parity.py), of the deep model
+(test_parity_deep.py) and of the deep model on AG News tokens (test_parity_text.py) share:
+the forward and backward pass in both frameworks, the parameters the loss does not depend
+on, and the comparisons, at the tolerances that test_parity.py's docstring gives and
+justifies. Imports PyTorch: import it only after `pytest.importorskip("torch")`."""
 
 import copy
 import functools
