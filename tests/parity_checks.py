@@ -1,8 +1,8 @@
-"""What the parity tests of the one-block model (test_parity.py) and of the deep model
-(test_parity_deep.py) share: the forward and backward pass in both frameworks, the
-parameters the loss does not depend on, and the comparisons, at the tolerances that
-test_parity.py's docstring gives and justifies. Imports PyTorch: import it only after
-`pytest.importorskip("torch")`."""
+"""What the parity tests of the one-block model (test_parity.py), of the deep model
+(test_parity_deep.py) and of the deep model on AG News tokens (test_parity_text.py) share:
+the forward and backward pass in both frameworks, the parameters the loss does not depend
+on, and the comparisons, at the tolerances that test_parity.py's docstring gives and
+justifies. Imports PyTorch: import it only after `pytest.importorskip("torch")`."""
 
 import copy
 import functools
@@ -128,19 +128,7 @@ def assert_forward_backward_match(cfg, norm, torch_model, m, variables, tokens, 
   # Evaluation after the training forward: BatchNorm uses its updated running statistics.
   np.testing.assert_allclose(eval_after_j, eval_after_t, rtol=0, atol=1e-5)
 
-  # Gradients, per tensor: ||g_jax - g_torch|| / ||g_torch|| over its components that the
-  # loss depends on. The others' exact gradient is 0; both frameworks give rounding noise.
-  grads_j = torch_compat.params_to_torch(grads_j, norm, **layout(cfg))
-  assert set(grads_j) == set(grads_t)
-  global_norm = math.sqrt(sum(np.sum(g**2) for g in grads_t.values()))
-  flat = flat_components(cfg, norm)
-  for name, g_t in grads_t.items():
-    live = ~flat.get(name, np.zeros(g_t.shape, bool))
-    if live.any():
-      err = np.linalg.norm(grads_j[name][live] - g_t[live]) / np.linalg.norm(g_t[live])
-      assert err <= 1e-4, f"{name}: relative gradient difference {err:.2e}"
-    for g in (grads_j[name], g_t):
-      assert np.abs(g[~live]).max(initial=0) <= 1e-6 * global_norm, f"{name}: not flat"
+  assert_gradients_match(cfg, norm, grads_j, grads_t)
 
   # Running statistics after the training forward: same update, unbiased variance.
   state_t = numpy_state(torch_model)
@@ -152,6 +140,24 @@ def assert_forward_backward_match(cfg, norm, torch_model, m, variables, tokens, 
       np.testing.assert_allclose(state_j[name], state_t[name], rtol=0, atol=1e-7, err_msg=name)
     if name.endswith("running_var"):
       np.testing.assert_allclose(state_j[name], state_t[name], rtol=1e-6, atol=0, err_msg=name)
+
+
+def assert_gradients_match(cfg, norm, grads_j, grads_t):
+  """A jaxnorm gradient tree and PyTorch's {name: gradient} of the same loss, per tensor:
+  ||g_jax - g_torch|| / ||g_torch|| <= 1e-4 over the components the loss depends on; the
+  others' (`flat_components`) exact gradient is 0, and both frameworks' rounding noise
+  there stays <= 1e-6 of the global gradient norm."""
+  grads_j = torch_compat.params_to_torch(grads_j, norm, **layout(cfg))
+  assert set(grads_j) == set(grads_t)
+  global_norm = math.sqrt(sum(np.sum(g**2) for g in grads_t.values()))
+  flat = flat_components(cfg, norm)
+  for name, g_t in grads_t.items():
+    live = ~flat.get(name, np.zeros(g_t.shape, bool))
+    if live.any():
+      err = np.linalg.norm(grads_j[name][live] - g_t[live]) / np.linalg.norm(g_t[live])
+      assert err <= 1e-4, f"{name}: relative gradient difference {err:.2e}"
+    for g in (grads_j[name], g_t):
+      assert np.abs(g[~live]).max(initial=0) <= 1e-6 * global_norm, f"{name}: not flat"
 
 
 def assert_adam_trajectories_match(cfg, norm, torch_model, m, variables, steps):
@@ -174,9 +180,16 @@ def assert_adam_trajectories_match(cfg, norm, torch_model, m, variables, steps):
   optimizer = ref.make_optimizer(torch_model, cfg.learning_rate_for(norm))
   losses_t = ref.train_steps(torch_model, optimizer, batches)
   np.testing.assert_allclose(losses_j, losses_t, rtol=1e-4, atol=0)
+  X, Y = batches[-1]
+  assert_trained_models_match(cfg, norm, torch_model, state.params, state.batch_stats, steps, X, Y)
 
+
+def assert_trained_models_match(cfg, norm, torch_model, params, batch_stats, steps, X, Y):
+  """After `steps` Adam steps in both frameworks: the parameters off the flat components
+  (atol 1e-4), BatchNorm running variances (rtol 1e-4), and the flat components' drift
+  leaves `torch_model`'s training loss on the batch (X, Y) unchanged."""
   final_j = torch_compat.to_torch(
-    {"params": state.params, "batch_stats": state.batch_stats},
+    {"params": params, "batch_stats": batch_stats},
     norm,
     num_batches_tracked=steps,
     **layout(cfg),
@@ -201,7 +214,6 @@ def assert_adam_trajectories_match(cfg, norm, torch_model, m, variables, steps):
       if name in flat:
         mask = torch.from_numpy(flat[name])
         p[mask] = torch.from_numpy(final_j[name][flat[name]])
-  X, Y = batches[-1]
   torch_model.train()
   moved.train()
   with torch.no_grad():
