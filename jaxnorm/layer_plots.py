@@ -52,11 +52,11 @@ def mean_and_std(y_SxN: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return np.where(missing, np.nan, mean), np.where(missing, np.nan, np.sqrt(var))
 
 
-def draw_band(ax, x, y_SxN, norm: str, **kwargs) -> bool:
+def draw_band(ax, x, y_SxN, norm: str, legend: str | None = None, **kwargs) -> bool:
   """Draws `norm`'s values (S, N) against x (N,): with one seed holding finite values,
   that seed's line; with several, their mean and a band of ± one standard deviation. Seeds
   whose values are all NaN are left out; returns False, drawing nothing, when no seed is
-  left."""
+  left. The legend names the norm, or says `legend`."""
   y_SxN = np.asarray(y_SxN, dtype=np.float64)
   kept = y_SxN[np.isfinite(y_SxN).any(axis=1)]
   if not len(kept):
@@ -65,7 +65,7 @@ def draw_band(ax, x, y_SxN, norm: str, **kwargs) -> bool:
   style = dict(
     color=spec.color if spec else None,
     linestyle=spec.linestyle if spec else "-",
-    label=label(norm),
+    label=legend or label(norm),
   )
   if len(kept) == 1:
     ax.plot(x, kept[0], **style, **kwargs)
@@ -79,6 +79,20 @@ def draw_band(ax, x, y_SxN, norm: str, **kwargs) -> bool:
 def _band_text(result: ExperimentResult) -> str:
   seeds = result.spec.num_seeds
   return f" (mean and ±1 std over {seeds} seeds)" if seeds > 1 else ""
+
+
+def accuracy_legend(norm: str, r) -> str:
+  """The norm's name, and on a text data set its last epoch's training accuracy as the
+  paper's Figure 4 gives it ("LayerNorm (train acc. 0.912)"; mean ± std over seeds)."""
+  if getattr(r, "epoch_accuracy", None) is None:
+    return label(norm)
+  last_S = np.asarray(r.epoch_accuracy, np.float64)[:, -1]
+  last_S = last_S[np.isfinite(last_S)]
+  if not len(last_S):
+    return f"{label(norm)} (diverged)"
+  if len(last_S) == 1:
+    return f"{label(norm)} (train acc. {last_S[0]:.3f})"
+  return f"{label(norm)} (train acc. {last_S.mean():.3f} ± {last_S.std(ddof=1):.3f})"
 
 
 def layer_title(layer: int) -> str:
@@ -108,7 +122,8 @@ def layer_spectra(result: ExperimentResult, layers=None) -> Figure:
       for norm, r in drawn.items():
         if layer < r.layer_spectra.shape[1]:
           s_SxK = r.layer_spectra[:, layer]
-          draw_band(ax, np.arange(s_SxK.shape[-1]), s_SxK, norm, linewidth=2.5)
+          legend = accuracy_legend(norm, r)
+          draw_band(ax, np.arange(s_SxK.shape[-1]), s_SxK, norm, legend, linewidth=2.5)
       ax.set(
         title=layer_title(layer),
         xlabel="Singular Value Index",

@@ -236,26 +236,32 @@ def _relation_text(p: Prediction) -> str:
 
 
 TABLE_COLUMNS = ("final_loss", "landscape_max_rise", "spectrum_top_bottom_ratio")
+# On a text data set the accuracies replace the slice's rise.
+TEXT_TABLE_COLUMNS = ("final_loss", "train_accuracy", "test_accuracy", "spectrum_top_bottom_ratio")
 
 
 def terminal_table(result: ExperimentResult) -> str:
-  """Per normalization: learning rate, final loss, slice rise, spectrum ratio, training
-  time. With several seeds each cell is the mean ± the half-width of its 95% confidence
-  interval. Under the table, one line per estimate that did not converge
+  """Per normalization: learning rate, final loss, slice rise (on a text data set: the
+  last epoch's training accuracy and the test accuracy), spectrum ratio, training time.
+  With several seeds each cell is the mean ± the half-width of its 95% confidence interval. Under the table, one line per estimate that did not converge
   (`not_converged_lines`), also at a matched training loss."""
-  headers = {"final_loss": "final loss", "landscape_max_rise": "landscape rise"}
+  headers = {
+    "final_loss": "final loss",
+    "landscape_max_rise": "landscape rise",
+    "train_accuracy": "train acc.",
+    "test_accuracy": "test acc.",
+  }
+  columns = TABLE_COLUMNS if result.spec.config.text is None else TEXT_TABLE_COLUMNS
   width = 22 if result.spec.num_seeds > 1 else 15
   header = f"{'normalization':<16}{'lr':>8}" + "".join(
-    f"{headers.get(name, measures.label(name)):>{width}}" for name in TABLE_COLUMNS
+    f"{headers.get(name, measures.label(name)):>{width}}" for name in columns
   )
   header += f"{'train s':>10}"
   rows = [header, "-" * len(header)]
   all_stats = {norm: stats.stats(r) for norm, r in result.norms.items()}
   for norm, r in result.norms.items():
     of_norm = all_stats[norm]
-    cells = "".join(
-      f"{cell(*_value(of_norm, name), empty='nan'):>{width}}" for name in TABLE_COLUMNS
-    )
+    cells = "".join(f"{cell(*_value(of_norm, name), empty='nan'):>{width}}" for name in columns)
     rows.append(f"{label(norm):<16}{r.learning_rate:>8.2g}{cells}{r.seconds['train']:>10.1f}")
   unconverged = not_converged_lines(all_stats)
   for i, level in enumerate(result.spec.matched_losses):

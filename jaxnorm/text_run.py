@@ -91,13 +91,13 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 def subset(split: agnews.TextSplit, count: int | None, what: str) -> agnews.TextSplit:
   """The first `count` examples of the split in the fixed order `SUBSET_SEED` draws, kept
   in their original order; the whole split for None. ValueError if it has fewer."""
-  total = len(split.labels)
+  total = len(split.labels_N)
   if count is None or count == total:
     return split
   if count > total:
     raise ValueError(f"--{what}-examples {count}: the data has only {total} {what} examples")
   rows = np.sort(np.random.default_rng(SUBSET_SEED).permutation(total)[:count])
-  return agnews.TextSplit(split.tokens[rows], split.labels[rows])
+  return agnews.TextSplit(split.tokens_NxL[rows], split.labels_N[rows])
 
 
 def prepare(
@@ -119,18 +119,18 @@ def prepare(
   dataset = agnews.load_agnews(args.data, args.tokenizer, max_length, progress=progress)
   train = subset(dataset.train, train_count, "train")
   test = subset(dataset.test, test_count, "test")
-  selection = f"{dataset.fingerprint}:train={len(train.labels)}:test={len(test.labels)}"
+  selection = f"{dataset.fingerprint}:train={len(train.labels_N)}:test={len(test.labels_N)}"
   text = data.TextShape(
     name="agnews",
     vocab_size=dataset.vocab_size,
     seq_len=max_length,
-    num_train=len(train.labels),
-    num_test=len(test.labels),
+    num_train=len(train.labels_N),
+    num_test=len(test.labels_N),
     num_classes=dataset.num_classes,
     fingerprint=hashlib.sha256(selection.encode()).hexdigest()[:16],
   )
   cfg = spec.config
   per_epoch = epochs.EpochPlan(text.num_train, cfg.batch_size).steps_per_epoch
   cfg = cfg.replace(text=text, steps=epochs_given * per_epoch)
-  arrays = data.TextArrays(train.tokens, train.labels, test.tokens, test.labels)
+  arrays = data.TextArrays(train.tokens_NxL, train.labels_N, test.tokens_NxL, test.labels_N)
   return dataclasses.replace(spec, config=cfg), arrays
