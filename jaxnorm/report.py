@@ -243,7 +243,8 @@ TEXT_TABLE_COLUMNS = ("final_loss", "train_accuracy", "test_accuracy", "spectrum
 def terminal_table(result: ExperimentResult) -> str:
   """Per normalization: learning rate, final loss, slice rise (on a text data set: the
   last epoch's training accuracy and the test accuracy), spectrum ratio, training time.
-  With several seeds each cell is the mean ± the half-width of its 95% confidence interval. Under the table, one line per estimate that did not converge
+  With several seeds each cell is the mean ± the half-width of its 95% confidence
+  interval. Under the table, one line per estimate that did not converge
   (`not_converged_lines`), also at a matched training loss."""
   headers = {
     "final_loss": "final loss",
