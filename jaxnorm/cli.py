@@ -122,6 +122,12 @@ def main(
 
 def _header(name: str, spec, rates: Sequence[float], out: Path) -> str:
   cfg = spec.config
+  if cfg.text is not None:
+    t, per_epoch = cfg.text, cfg.task.plan.steps_per_epoch
+    return (
+      f"{name}: {len(cfg.norms)} models x {cfg.steps // per_epoch} epochs of {per_epoch} steps "
+      f"({t.num_train} {t.name} training examples, {t.num_test} test); results -> {out}"
+    )
   if not rates:
     return f"{name}: {len(cfg.norms)} models x {cfg.steps} steps; results -> {out}"
   return (

@@ -8,7 +8,9 @@ largest arrays a run holds at once, from the sizes alone:
                    and norms, readout; counted from the models' shapes)
   train per seed:  6 n (parameters, gradients, Adam's two moments, the donated copy)
                    + 2 N B L (19 D + 2 H L) (activations kept for the backward pass, per
-                   block) + 2 B K (the uniforms a batch is drawn from)
+                   block) + 2 B K (the uniforms a batch is drawn from; on a text data
+                   set instead its token arrays and labels, (N + N_test) (L + 1), and an
+                   epoch's permutation, 2 N)
   analysis per seed: c (n + B L (4 D + H L)) (c = `landscape.DEFAULT_CHUNK` perturbed
                    models evaluated together, each holding its FFN or attention
                    activations) + (lanczos + 2) n (Lanczos basis; "hessian" family)
@@ -108,7 +110,12 @@ def memory_estimate(
   seeds_here = math.ceil(per_call / num_devices)
   blocks = cfg.num_blocks
   kept_per_block = 2 * b * seq * (19 * d + 2 * h * seq)  # a block's activations for a backward
-  train = 6 * n + blocks * kept_per_block + 2 * b * k
+  train = 6 * n + blocks * kept_per_block
+  if cfg.text is None:
+    train += 2 * b * k
+  else:  # the token arrays (int32, 4 bytes as a float32) and an epoch's permutation
+    t = cfg.text
+    train += (t.num_train + t.num_test) * (t.seq_len + 1) + 2 * t.num_train
   analysis = b * seq * 3 * d  # the spectrum's activations
   analysis += (blocks + 1) * b * seq * 3 * d  # every depth's, for the layer spectra
   chunk = landscape.DEFAULT_CHUNK
