@@ -139,19 +139,22 @@ def train_text_chunk(
   curvature_keys_S: jax.Array,
   arrays: data.TextArrays,
 ) -> tuple[train.TrainState, jax.Array, jax.Array | None, jax.Array]:
-  """`num_steps` steps of every seed on a text data set (`train.train_epoch_steps`), with
+  """`num_steps` steps of every seed on a text data set (`train.train_epoch_steps_seeds`), with
   `curvature_iterations` > 0 the curvature at the end as `train_chunk_tracked`: (states,
   losses (S, num_steps), curvature (S, 2) or None, examples predicted right
   (S, num_steps)). Donates `states_S`."""
 
-  def one(state, key):
-    state, losses, correct = train.train_epoch_steps(model, task, state, num_steps, arrays)
-    curvature = None
-    if curvature_iterations:
-      curvature = trajectory.top_eigenvalues(model, task, state, key, curvature_iterations, arrays)
-    return state, losses, curvature, correct
-
-  return jax.vmap(one)(states_S, curvature_keys_S)
+  states_S, losses_SxN, correct_SxN = train.train_epoch_steps_seeds(
+    model, task, states_S, num_steps, arrays
+  )
+  curvature_Sx2 = None
+  if curvature_iterations:
+    curvature_Sx2 = jax.vmap(
+      lambda state, key: trajectory.top_eigenvalues(
+        model, task, state, key, curvature_iterations, arrays
+      )
+    )(states_S, curvature_keys_S)
+  return states_S, losses_SxN, curvature_Sx2, correct_SxN
 
 
 def replicate(arrays: data.TextArrays | None, mesh: Mesh) -> data.TextArrays | None:

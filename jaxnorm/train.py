@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnorm import data, loss
+from jaxnorm import data, epochs, loss
 from jaxnorm import model as model_lib
 
 PyTree = Any
@@ -178,20 +178,59 @@ def train_epoch_steps(
   arrays: data.TextArrays,
   fast: bool = True,
 ) -> tuple[TrainState, jax.Array, jax.Array]:
-  """`num_steps` train steps on a text data set under `lax.scan`, step t on batch t of
-  the epochs over `arrays` (`data.training_batch`: epoch t // S, batch t mod S).
+  """`num_steps` train steps on a text data set, step t on batch t of the epochs over
+  `arrays` (`data.training_batch`: batch t mod S of epoch t // S, S batches an epoch).
 
   Returns the new state, the losses (num_steps,) float32 and the examples each step
   predicted right (num_steps,) float32, from which `epochs.epoch_accuracy` gives the
-  reference's running training accuracy.
+  reference's running training accuracy. `train_epoch_steps_seeds` for one seed.
   """
+  states_S = jax.tree.map(lambda x: x[None], state)
+  states_S, losses_SxT, correct_SxT = train_epoch_steps_seeds(
+    model, task, states_S, num_steps, arrays, fast
+  )
+  return jax.tree.map(lambda x: x[0], states_S), losses_SxT[0], correct_SxT[0]
 
-  def body(state, _):
-    batch = data.training_batch(state.data_key, state.step, task, arrays)
-    return weighted_train_step(model, state, *batch, fast)
 
-  state, (losses_T, correct_T) = jax.lax.scan(body, state, length=num_steps)
-  return state, losses_T, correct_T
+def train_epoch_steps_seeds(
+  model: model_lib.Transformer,
+  task: data.TextTask,
+  states_S: TrainState,
+  num_steps: int,
+  arrays: data.TextArrays,
+  fast: bool = True,
+) -> tuple[TrainState, jax.Array, jax.Array]:
+  """`train_epoch_steps` for S seeds at once (leaves with a leading axis S), which must
+  all have taken the same number of steps (the seeds of a run do): a `lax.scan` over the
+  steps of `vmap`ped `weighted_train_step`s, so that each epoch's order is drawn once,
+  when the epoch (or the call) starts, not at every step (`epochs.rows_of_batch`: the
+  same rows as `data.training_batch`). Returns (states_S, losses (S, T), correct (S, T)).
+  """
+  plan = task.plan
+  start = states_S.step[0]
+  data_keys_S = states_S.data_key
+
+  def order(step):  # every seed's order of the epoch of `step`: (S, N) int32
+    epoch = step // plan.steps_per_epoch
+    return jax.vmap(lambda k: epochs.epoch_permutation(k, epoch, plan.num_examples))(data_keys_S)
+
+  def body(carry, t):
+    states_S, perm_SxN = carry
+    step = start + t
+    new_epoch = (t > 0) & (step % plan.steps_per_epoch == 0)
+    perm_SxN = jax.lax.cond(new_epoch, order, lambda _: perm_SxN, step)
+
+    def one(state, perm_N):
+      indices_B, weights_B = epochs.rows_of_batch(perm_N, step, plan)
+      tokens_BxL, labels_B = arrays.train_tokens[indices_B], arrays.train_labels[indices_B]
+      return weighted_train_step(model, state, tokens_BxL, labels_B, weights_B, fast)
+
+    states_S, (losses_S, correct_S) = jax.vmap(one)(states_S, perm_SxN)
+    return (states_S, perm_SxN), (losses_S, correct_S)
+
+  steps_T = jnp.arange(num_steps, dtype=jnp.int32)
+  (states_S, _), (losses_TxS, correct_TxS) = jax.lax.scan(body, (states_S, order(start)), steps_T)
+  return states_S, losses_TxS.T, correct_TxS.T
 
 
 def first_nonfinite(losses: np.ndarray) -> int | None:

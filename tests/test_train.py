@@ -154,3 +154,73 @@ def test_jitted_init_equals_eager(key):
   np.testing.assert_array_equal(
     jax.random.key_data(state.data_key), jax.random.key_data(jitted.data_key)
   )
+
+
+def _text_setup(norm="layernorm", num_train=10, batch_size=4):
+  """A 2-block model on random token rows: N = 10 examples in batches of 4 (3 steps an
+  epoch, the last batch 2 real rows)."""
+  rng = np.random.default_rng(0)
+  vocab, length = 20, 6
+  arrays = data.TextArrays(
+    jnp.asarray(rng.integers(0, vocab, (num_train, length)), jnp.int32),
+    jnp.asarray(rng.integers(0, 4, num_train), jnp.int32),
+    jnp.zeros((2, length), jnp.int32),
+    jnp.zeros((2,), jnp.int32),
+  )
+  shape = data.TextShape("agnews", vocab, length, num_train, 2, 4, "test")
+  cfg = config.TINY.replace(
+    text=shape, readout="first", num_blocks=2, batch_size=batch_size, steps=3, norms=(norm,)
+  )
+  m = model.build(cfg, norm)
+  return m, cfg.task, arrays
+
+
+def test_epoch_steps_draw_each_epoch_once_and_train_on_training_batch():
+  """`train_epoch_steps` (each epoch's order drawn once, when the epoch or the call
+  starts) trains step t on `data.training_batch` of step t (the order drawn for that step
+  alone): over epoch boundaries and a call that starts mid-epoch, the same losses and
+  counts as a step-by-step loop, and the padded last batch counts its real rows only."""
+  m, task, arrays = _text_setup()
+  state = train.init_state(m, task, jax.random.key(3), 1e-2)
+  # The loop: one jitted step on the batch `data.training_batch` gives for each step.
+  step_fn = jax.jit(lambda s, b: train.weighted_train_step(m, s, *b))
+  loop_state, loop_losses, loop_correct = state, [], []
+  for t in range(8):
+    batch = data.training_batch(loop_state.data_key, t, task, arrays)
+    assert float(batch[2].sum()) == (2 if t % 3 == 2 else 4)  # the padded last batch
+    loop_state, (value, correct) = step_fn(loop_state, batch)
+    loop_losses.append(float(value))
+    loop_correct.append(float(correct))
+  # The scan, in two calls: 2 steps, then 6 starting mid-epoch (steps 2..7 cross 2 epochs).
+  run = jax.jit(train.train_epoch_steps, static_argnums=(0, 1, 3))
+  scanned, losses_a, correct_a = run(m, task, state, 2, arrays)
+  scanned, losses_b, correct_b = run(m, task, scanned, 6, arrays)
+  np.testing.assert_allclose(np.concatenate([losses_a, losses_b]), loop_losses, rtol=2e-6)
+  np.testing.assert_array_equal(np.concatenate([correct_a, correct_b]), loop_correct)
+  # The parameters, but for the key bias: softmax ignores it, so its gradient is rounding
+  # noise that Adam scales up to steps of the learning rate (a flat direction).
+  d = m.embed_dim
+  for (path, a), b in zip(
+    jax.tree_util.tree_leaves_with_path(scanned.params),
+    jax.tree.leaves(loop_state.params),
+    strict=True,
+  ):
+    if "in_proj" in jax.tree_util.keystr(path) and a.ndim == 2 and a.shape[-1] == 3 * d:
+      a, b = np.delete(a, np.s_[d : 2 * d], axis=-1), np.delete(b, np.s_[d : 2 * d], axis=-1)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+
+
+def test_epoch_steps_of_seeds_together_equal_each_alone():
+  """Two seeds trained together (`train_epoch_steps_seeds`, one scan of vmapped steps)
+  equal each trained alone: each keeps its own data key and so its own epoch orders."""
+  m, task, arrays = _text_setup()
+  states = [train.init_state(m, task, jax.random.key(k), 1e-2) for k in (1, 2)]
+  together = jax.tree.map(lambda *x: jnp.stack(x), *states)
+  run = jax.jit(train.train_epoch_steps_seeds, static_argnums=(0, 1, 3))
+  _, losses_SxT, correct_SxT = run(m, task, together, 5, arrays)
+  alone = jax.jit(train.train_epoch_steps, static_argnums=(0, 1, 3))
+  for s, state in enumerate(states):
+    _, losses_T, correct_T = alone(m, task, state, 5, arrays)
+    np.testing.assert_allclose(losses_SxT[s], losses_T, rtol=2e-6)
+    np.testing.assert_array_equal(correct_SxT[s], correct_T)
+  assert not np.allclose(losses_SxT[0], losses_SxT[1])  # different seeds, different runs
