@@ -1,8 +1,11 @@
 """Experiment 4 end to end: experiments/exp4.py as a user runs it, on small AG News files the
-tests write (tests/text_files.py's vocabulary, invented sentences). What the run folder must
-hold (Figure 4, the per-layer report with the accuracies, summary.json's record of the data,
-the epoch accuracies saved and loaded back); what is refused before any training; the token
-cache as `text_run.prepare` uses it."""
+tests write (tests/text_files.py's vocabulary, invented sentences), and the pipeline on a
+text task from Python. What the run folder must hold (Figure 4, the per-layer report with
+the accuracies, summary.json's record of the data, the epoch accuracies saved and loaded
+back); what is refused before any training; the token cache as `text_run.prepare` uses it;
+and what a text run's numbers must be: independent of the chunking and of the seeds trained
+alongside, the running training accuracy and the test split's accuracy and loss equal to a
+recomputation by hand, NaN for a diverged run."""
 
 import fcntl
 import json
@@ -13,6 +16,8 @@ import sys
 import types
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -21,17 +26,23 @@ from text_files import VOCAB, write_csv, write_vocab
 from jaxnorm import (
   agnews,
   cli,
+  config,
   data,
+  keys,
   layer_plots,
   manifests,
   options,
   pipeline,
   predictions,
+  programs,
   results,
   text_data,
   text_run,
   tokens,
+  train,
 )
+from jaxnorm import model as model_lib
+from jaxnorm.spec import ExperimentSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP4_SCRIPT = ROOT / "experiments" / "exp4.py"
@@ -363,3 +374,124 @@ def test_prepare_reads_the_token_cache_and_rebuilds_it_when_the_data_changes(tmp
   assert subset.config.text.fingerprint != changed.config.text.fingerprint
   rows = {tuple(row) for row in np.asarray(arrays.train_tokens)}
   assert {tuple(row) for row in np.asarray(subset_arrays.train_tokens)} <= rows
+
+
+# The pipeline on a text task from Python: random token arrays (a vocabulary of 30, 8 tokens
+# an example), one model of one block (compile time; the script's run above has two), read
+# out at the first position, no measures beyond the reference's and the test split's.
+VOCAB_SIZE, LENGTH = 30, 8
+TEXT_CFG = config.TINY.replace(
+  text=data.TextShape("agnews", VOCAB_SIZE, LENGTH, NUM_TRAIN, NUM_TEST, 4, "random"),
+  readout="first",
+  num_blocks=1,
+  batch_size=BATCH,
+  steps=EPOCHS * STEPS_PER_EPOCH,
+  norms=("layernorm",),
+  landscape_points=3,
+)
+
+
+@pytest.fixture(scope="module")
+def arrays() -> data.TextArrays:
+  rng = np.random.default_rng(0)
+  return data.TextArrays(
+    rng.integers(0, VOCAB_SIZE, (NUM_TRAIN, LENGTH), dtype=np.int32),
+    np.arange(NUM_TRAIN, dtype=np.int32) % 4,
+    rng.integers(0, VOCAB_SIZE, (NUM_TEST, LENGTH), dtype=np.int32),
+    np.arange(NUM_TEST, dtype=np.int32) % 4,
+  )
+
+
+def text_norm_run(arrays, chunk_size: int, num_seeds: int = SEEDS, seed: int = 0):
+  spec = ExperimentSpec(
+    TEXT_CFG.replace(seed=seed), num_seeds=num_seeds, chunk_size=chunk_size, measures=None
+  )
+  return pipeline.run_norm(spec, "layernorm", arrays=arrays, progress=False)
+
+
+@pytest.fixture(scope="module")
+def one_chunk(arrays):
+  """Seeds 0 and 1 trained in one chunk of every step."""
+  return text_norm_run(arrays, chunk_size=TEXT_CFG.steps)
+
+
+def test_a_text_run_does_not_depend_on_how_its_steps_are_chunked(arrays, one_chunk):
+  """Chunks of 3 steps (3, 3, 2: chunk boundaries inside epochs of 4 steps) against one
+  chunk: step t trains on batch t of the epochs, drawn from the data key and t alone, and
+  XLA compiles the same step into either scan, so every number is the same bit for bit."""
+  chunked = text_norm_run(arrays, chunk_size=3)
+  np.testing.assert_array_equal(chunked.losses, one_chunk.losses)
+  np.testing.assert_array_equal(chunked.epoch_accuracy, one_chunk.epoch_accuracy)
+  np.testing.assert_array_equal(chunked.layer_spectra, one_chunk.layer_spectra)
+  for name in ("test_accuracy", "test_loss"):
+    np.testing.assert_array_equal(chunked.measures[name], one_chunk.measures[name])
+  assert jax.tree.all(jax.tree.map(np.array_equal, chunked.variables, one_chunk.variables))
+
+
+def test_a_seed_trained_alone_equals_the_same_seed_trained_in_a_group(arrays, one_chunk):
+  """Seed 1 alone against seed 1 next to seed 0: the same batches and initialization;
+  vmapped and single programs round differently, hence float32 tolerances."""
+  alone = text_norm_run(arrays, chunk_size=TEXT_CFG.steps, num_seeds=1, seed=1)
+  assert alone.seeds.tolist() == [1] and one_chunk.seeds.tolist() == [0, 1]
+  np.testing.assert_allclose(alone.losses[0], one_chunk.losses[1], rtol=1e-5)
+  np.testing.assert_array_equal(alone.epoch_accuracy[0], one_chunk.epoch_accuracy[1])
+  np.testing.assert_allclose(alone.layer_spectra[0], one_chunk.layer_spectra[1], rtol=1e-4)
+  for name in ("test_accuracy", "test_loss"):
+    np.testing.assert_allclose(alone.measures[name][0], one_chunk.measures[name][1], rtol=1e-5)
+  assert not np.allclose(one_chunk.losses[0], one_chunk.losses[1])  # the seeds differ
+
+
+def test_the_epoch_accuracy_is_what_a_step_by_step_replay_predicts(arrays, one_chunk):
+  """Seed 0 replayed one step at a time from its keys: before each step, the examples of
+  weight 1 whose logits' argmax (NumPy) is their label; summed over each epoch's steps and
+  divided by the training examples, they are the run's epoch accuracy."""
+  cfg, task = TEXT_CFG, TEXT_CFG.task
+  model = model_lib.build_for_training(cfg, "layernorm")
+  state = train.init_state(model, task, keys.run_keys(0).train, cfg.learning_rate)
+  step = jax.jit(train.weighted_train_step, static_argnums=0)
+  logits_of = jax.jit(lambda params, tokens: model.apply({"params": params}, tokens, train=False))
+  right_T, losses_T, real_T = [], [], []
+  for t in range(cfg.steps):
+    tokens_BxL, labels_B, weights_B = data.training_batch(state.data_key, t, task, arrays)
+    predicted_B = np.argmax(np.asarray(logits_of(state.params, tokens_BxL)), axis=-1)
+    real_B = np.asarray(weights_B) == 1
+    right_T.append(int(np.sum(real_B & (predicted_B == np.asarray(labels_B)))))
+    real_T.append(int(real_B.sum()))
+    state, (loss, correct) = step(model, state, tokens_BxL, labels_B, weights_B)
+    assert float(correct) == right_T[-1]
+    losses_T.append(float(loss))
+  assert real_T == [4, 4, 4, 2] * EPOCHS  # the last batch of an epoch padded to 4 rows
+  per_epoch = np.reshape(right_T, (EPOCHS, STEPS_PER_EPOCH)).sum(axis=1) / NUM_TRAIN
+  np.testing.assert_array_equal(one_chunk.epoch_accuracy[0], per_epoch)
+  np.testing.assert_allclose(one_chunk.losses[0], losses_T, rtol=1e-5)
+
+
+def test_the_test_measures_are_a_direct_evaluation_of_the_trained_model(arrays, one_chunk):
+  """Each seed's trained variables on the whole test split at once, in evaluation mode, the
+  accuracy and cross-entropy computed in NumPy (float64), against the run's batched ones."""
+  model = model_lib.build(TEXT_CFG, "layernorm")
+  labels = np.asarray(arrays.test_labels)
+  for s in range(SEEDS):
+    variables = jax.tree.map(lambda x, s=s: x[s], one_chunk.variables)
+    logits = model.apply(variables, jnp.asarray(arrays.test_tokens), train=False)
+    logits = np.asarray(logits, np.float64)
+    assert logits.shape == (NUM_TEST, 4)
+    right = int(np.sum(np.argmax(logits, axis=-1) == labels))
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    cross_entropy = -log_softmax[np.arange(NUM_TEST), labels].mean()
+    np.testing.assert_allclose(one_chunk.measures["test_accuracy"][s], right / NUM_TEST, rtol=1e-6)
+    np.testing.assert_allclose(one_chunk.measures["test_loss"][s], cross_entropy, rtol=1e-5)
+
+
+def test_a_diverged_run_has_no_epoch_accuracy(arrays, one_chunk):
+  """Two runs of seed 0 in one group, one at a learning rate that overflows float32 after
+  its first step: that run's accuracies are NaN (they count predictions of NaN weights),
+  its neighbour's are those of seed 0 trained normally."""
+  spec = ExperimentSpec(TEXT_CFG, num_seeds=1, chunk_size=TEXT_CFG.steps, measures=None)
+  runs = programs.Runs(np.array([0, 0]), np.array([TEXT_CFG.learning_rate, 1e30]))
+  r = pipeline.run_norm(spec, "layernorm", arrays=arrays, progress=False, runs=runs)
+  assert r.diverged.tolist() == [False, True]
+  assert np.all(np.isnan(r.epoch_accuracy[1]))
+  np.testing.assert_array_equal(r.epoch_accuracy[0], one_chunk.epoch_accuracy[0])
+  np.testing.assert_array_equal(r.losses[0], one_chunk.losses[0])
