@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from jaxnorm import config, results, summary
+from jaxnorm import config, data, loading, results, summary
 
 
 def test_paper_preset_is_the_reference_config():
@@ -186,3 +186,57 @@ def test_a_normalization_overridden_twice_is_refused():
     config.PAPER.replace(learning_rate_overrides=twice)
   once = config.PAPER.replace(learning_rate_overrides=twice[:2])
   assert (once.learning_rate_for("none"), once.learning_rate_for("layernorm")) == (1e-4, 1e-3)
+
+
+# A text data set: 10 training examples, so batches of 4 make 3 steps an epoch, the last
+# one padded (2 real rows).
+TEXT = data.TextShape("agnews", 30, 8, 10, 6, 4, "abc")
+TEXT_CFG = config.TINY.replace(text=TEXT, batch_size=4, steps=6, norms=("layernorm", "none"))
+
+
+def test_a_text_config_takes_its_sizes_from_the_data():
+  cfg = TEXT_CFG
+  assert (cfg.vocab_size, cfg.seq_len, cfg.output_classes) == (30, 8, 4)
+  assert cfg.task == data.TextTask(num_train=10, num_test=6, seq_len=8, batch_size=4)
+  assert cfg.replace(num_classes=4).output_classes == 4  # the data's classes, given
+
+
+@pytest.mark.parametrize(
+  "changes, field, words",
+  [
+    ({"num_classes": 5}, "num_classes", "the data's 4 classes"),
+    ({"num_classes": 400}, "num_classes", "the data's 4 classes"),
+    ({"steps": 7}, "steps", "a multiple of 3"),
+    ({"steps": 2}, "steps", "a multiple of 3"),
+    ({"norms": ("layernorm", "batchnorm")}, "norms", "10 examples in batches of 4"),
+    ({"text": TEXT._replace(num_train=0)}, "text", "num_train must be an integer >= 1"),
+    ({"text": TEXT._replace(vocab_size=0)}, "text", "vocab_size must be an integer >= 1"),
+    ({"text": TEXT._replace(num_classes=0)}, "text", "num_classes must be an integer >= 1"),
+  ],
+)
+def test_a_config_that_cannot_train_on_its_text_names_the_field(changes, field, words):
+  with pytest.raises(ValueError, match=rf"Config\.{field}=") as e:
+    TEXT_CFG.replace(**changes)
+  assert words in str(e.value)
+
+
+def test_batchnorm_trains_on_text_where_the_batch_divides_the_examples():
+  cfg = TEXT_CFG.replace(norms=("batchnorm",), batch_size=5, steps=4)  # 2 whole batches
+  assert cfg.task.plan.last_batch_size == cfg.batch_size
+  assert TEXT_CFG.replace(steps=9).steps == 9  # 3 epochs
+
+
+@pytest.mark.parametrize("index", range(len(data.TextShape._fields)))
+def test_a_text_shape_field_of_the_wrong_type_is_named_by_its_place(index):
+  wrong = "4" if data.TextShape._fields[index] not in ("name", "fingerprint") else 4
+  shape = list(TEXT)
+  shape[index] = wrong
+  with pytest.raises(TypeError, match=rf"Config\.text\[{index}\]="):
+    TEXT_CFG.replace(text=tuple(shape))
+
+
+def test_a_text_config_survives_summary_json():
+  fields = json.loads(json.dumps(summary.config_to_dict(TEXT_CFG)))
+  loaded = loading.config_from_dict(fields)
+  assert loaded == TEXT_CFG and type(loaded.text) is data.TextShape
+  assert loaded.task == TEXT_CFG.task
