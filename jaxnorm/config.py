@@ -149,9 +149,12 @@ def _optional_int(where: str, value: Any) -> int | None:
 
 
 def _text_shape(where: str, value: Any) -> data.TextShape | None:
-  """None, or a `data.TextShape` (also from the list summary.json holds), each field typed."""
+  """None, or a `data.TextShape` (also from a list, or the dict of its fields that
+  summary.json holds), each field typed."""
   if value is None:
     return None
+  if isinstance(value, dict) and set(value) == set(data.TextShape._fields):  # summary.json's
+    value = tuple(value[name] for name in data.TextShape._fields)
   if not isinstance(value, (tuple, list)) or len(value) != len(data.TextShape._fields):
     wrong_type(where, value, f"None or a data.TextShape {data.TextShape._fields}")
   kinds = (as_str, as_int, as_int, as_int, as_int, as_int, as_str)

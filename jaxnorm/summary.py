@@ -16,8 +16,12 @@ FORMAT = 2  # summary.json / results.npz layout: every per-seed array keeps its 
 
 
 def config_to_dict(cfg) -> dict[str, Any]:
-  """The fields of a `config.Config` (`results.config_from_dict` reads it back)."""
-  return dataclasses.asdict(cfg)
+  """The fields of a `config.Config` (`results.config_from_dict` reads it back); a text
+  data set's shape as its named fields."""
+  fields = dataclasses.asdict(cfg)
+  if cfg.text is not None:
+    fields["text"] = cfg.text._asdict()
+  return fields
 
 
 def _finite_mean(values_SxC: np.ndarray) -> list[float | None]:

@@ -237,6 +237,9 @@ def test_a_text_shape_field_of_the_wrong_type_is_named_by_its_place(index):
 
 def test_a_text_config_survives_summary_json():
   fields = json.loads(json.dumps(summary.config_to_dict(TEXT_CFG)))
+  assert fields["text"] == TEXT_CFG.text._asdict()  # named, readable without the field order
   loaded = loading.config_from_dict(fields)
   assert loaded == TEXT_CFG and type(loaded.text) is data.TextShape
   assert loaded.task == TEXT_CFG.task
+  # The list form (a TextShape's fields in order) reads back alike.
+  assert loading.config_from_dict({**fields, "text": list(TEXT_CFG.text)}) == TEXT_CFG

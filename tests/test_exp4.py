@@ -186,7 +186,7 @@ def test_the_run_folder_holds_figure_4_the_report_and_the_arrays(exp4_run):
 
 def test_summary_json_records_the_data_and_each_epochs_accuracy(exp4_run):
   summary = json.loads((exp4_run.out / "summary.json").read_text())
-  text = data.TextShape(*summary["config"]["text"])
+  text = data.TextShape(**summary["config"]["text"])
   assert (text.name, text.num_train, text.num_test) == ("agnews", NUM_TRAIN, NUM_TEST)
   assert (text.vocab_size, text.seq_len, text.num_classes) == (len(VOCAB), MAX_LENGTH, 4)
   assert summary["config"]["steps"] == EPOCHS * STEPS_PER_EPOCH
@@ -201,7 +201,7 @@ def test_the_saved_run_loads_with_its_data_and_epoch_accuracy(exp4_run):
   loaded = results.load(exp4_run.out)
   summary = json.loads((exp4_run.out / "summary.json").read_text())
   assert loaded.spec.name == "exp4" and loaded.spec.config.readout == "first"
-  assert loaded.spec.config.text == data.TextShape(*summary["config"]["text"])
+  assert loaded.spec.config.text == data.TextShape(**summary["config"]["text"])
   with np.load(exp4_run.out / "results.npz") as npz:
     for norm in NORMS:
       np.testing.assert_array_equal(
