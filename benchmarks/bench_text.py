@@ -9,17 +9,17 @@ heads, no positional encoding, position 0 read out into 4 classes) on AG News, 3
 vocabulary (distilbert-base-uncased), 128 tokens per text, batch 256, Adam at 2e-4, 15 epochs
 of 469 steps: 7,035 steps per model. The cost of a step does not depend on the text, so the
 data here are random token ids and labels of the real shapes, N examples held in memory
-(`--examples`): by default AG News' 120,000 training rows, because jaxnorm's step draws the
-epoch's permutation of all N rows on the device (`epochs.batch_at`), a cost that grows with
-N (4 batches in the smoke run).
+(`--examples`): by default AG News' 120,000 training rows, because jaxnorm draws each
+epoch's permutation of all N rows on the device (once an epoch, `train.train_epoch_steps_seeds`),
+a cost that grows with N (4 batches in the smoke run).
 
 For each normalization (`--norms`, default layernorm, l2, none):
 
 - jaxnorm: the training program a run compiles (`programs.train_text_chunk`, one seed,
   `--chunk` steps per call, `model.build_for_training`: the blocks unrolled), compiled ahead
-  of time (trace and lower / XLA compile seconds, reported apart); each step draws its
-  batch on the device (the epoch's permutation of the N rows, `epochs.batch_at`) and gathers
-  it from the token array.
+  of time (trace and lower / XLA compile seconds, reported apart); each step takes its
+  batch from the epoch's permutation of the N rows (drawn on the device when the epoch or the
+  call starts) and gathers it from the token array.
 - PyTorch: the reference's model (`torch_reference.make_deep_model`), Adam
   (`make_optimizer`) and step (`train_steps`: forward, `nn.CrossEntropyLoss`, backward,
   optimizer step, `loss.item()`) on a (B, L) int64 batch gathered from an int64 token tensor
