@@ -186,6 +186,13 @@ EXP3 = Experiment(
   ),
 )
 
+# Experiment 4's prediction about depth, judged on the deep models of both tasks.
+DEPTH_COLLAPSE = collapses_with_depth(
+  ("layernorm", "l2"),
+  "none",
+  "Without normalization, representations collapse progressively with depth",
+)
+
 # The paper's Experiment 4: its encoder (config.DEEP: 6 post-norm blocks, 4 heads) dissected
 # layer by layer. The title names no depth: --blocks and --norm-placement change it.
 DEEP = Experiment(
@@ -203,11 +210,7 @@ DEEP = Experiment(
       "none",
       "Normalized deep models keep more isotropic representations than No Norm",
     ),
-    collapses_with_depth(
-      ("layernorm", "l2"),
-      "none",
-      "Without normalization, representations collapse progressively with depth",
-    ),
+    DEPTH_COLLAPSE,
     Prediction(
       "LayerNorm fits better than the L2 constraint alone",
       ("l2",),
@@ -227,11 +230,7 @@ EXP4 = Experiment(
   "Layer-wise Dissection on a Real-World Task (AG News)",
   config.DEEP.replace(readout="first", batch_size=256, steps=15 * 469),
   (
-    collapses_with_depth(
-      ("layernorm", "l2"),
-      "none",
-      "Without normalization, representations collapse progressively with depth",
-    ),
+    DEPTH_COLLAPSE,
     Prediction(
       "LayerNorm fits better than the L2 constraint alone",
       ("l2",),
