@@ -308,7 +308,7 @@ def _measure_config(
   """--measures / --no-measures as the spec's `measures` (None: the reference's only);
   without them the families `default` (None: the standard level)."""
   given = getattr(args, "measures", None)
-  families = default or MeasureConfig().families
+  families = default or families_lib.LEVELS[families_lib.DEFAULT_LEVEL]
   if given is not None:
     families = families_lib.parse_families(given)
   if args.no_measures:
