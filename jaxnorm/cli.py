@@ -77,6 +77,7 @@ def main(
         spec, arrays = text_run.prepare(args, spec, progress=not args.no_progress)
     except ValueError as e:
       parser.error(str(e))
+    exits.raise_pending()  # a stop while loading (its exception may have been dropped)
     rates = args.rates if is_sweep else ()
     writes = _join(parser, processes, repr((spec, rates)) if is_sweep else repr(spec))
     staging = _begin(parser, args, spec, writes, runs_per_seed=len(rates) or 1)
@@ -102,6 +103,7 @@ def main(
         distributed.barrier("run folder written")
         outcome.append(0 if is_sweep else _status(result))
         return
+      exits.raise_pending()  # a stop whose exception was dropped: the run is not written
       position.phase = "write"
       if is_sweep:
         results.write_sweep(staging, result)

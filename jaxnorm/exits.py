@@ -39,11 +39,25 @@ class Interrupted(BaseException):
     self.status = 128 + signum
 
 
+# The stop signals received since `interruptible` began (`raise_pending`).
+_received: list[int] = []
+
+
 def _interrupt(signum: int, frame) -> NoReturn:
   """SIGHUP/SIGINT/SIGTERM handler of `main`: raises `Interrupted`. Every time: Python drops an
-  exception raised inside a garbage-collector callback, so a second Ctrl-C must still work."""
+  exception raised inside a garbage-collector callback, so a second Ctrl-C must still work;
+  and the signal is recorded, so that `raise_pending` stops the run where one was lost."""
   del frame
+  _received.append(signum)
   raise Interrupted(signum)
+
+
+def raise_pending() -> None:
+  """Raises `Interrupted` if a stop signal arrived since `interruptible` began: its own
+  exception may have been dropped (raised inside a garbage-collector callback, as during
+  long allocating work such as tokenizing), and the run must not go on as if none came."""
+  if _received:
+    raise Interrupted(_received[-1])
 
 
 def _cleaning_up() -> None:
@@ -229,6 +243,7 @@ def interruptible(prog: str, body) -> int:
   written dropped (`_Output`). Interrupted before a run folder was begun (parsing,
   checks): one line and 129/130/143. Any exception that `body` lets escape: one line and
   3."""
+  _received.clear()
   with tolerant_output(prog), signals.signals_handled(_interrupt):
     try:
       status = body()
