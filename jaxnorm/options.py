@@ -95,13 +95,21 @@ def build_parser(prog: str, description: str, experiment: Experiment) -> Parser:
     help="start from this named configuration instead of the script's (equal_lr: the "
     "reference with every model at 1e-4; tiny: a shrunken task and model for smoke tests)",
   )
-  p.add_argument(
-    "--quick",
-    action="store_true",
-    help=f"smoke-run preset: {QUICK.steps} steps, {QUICK.landscape_points} "
-    "landscape points, same task and model",
+  quick_help = (
+    f"smoke-run preset: {QUICK.steps} steps, {QUICK.landscape_points} landscape points, same "
+    "task and model"
   )
-  p.add_argument("--steps", type=_positive_int, help="training steps per model")
+  steps_help = "training steps per model"
+  if experiment.dataset:  # a text data set counts epochs (`text_run`)
+    quick = text_run.QUICK
+    quick_help = (
+      f"a CPU-sized run: {quick.epochs} epochs on {quick.train_examples} training and "
+      f"{quick.test_examples} test examples (at most the data's), {QUICK.landscape_points} "
+      "landscape points, same model"
+    )
+    steps_help = "not for a text data set: training counts --epochs"
+  p.add_argument("--quick", action="store_true", help=quick_help)
+  p.add_argument("--steps", type=_positive_int, help=steps_help)
   p.add_argument("--batch-size", type=_positive_int, help="examples per batch")
   p.add_argument("--seed", type=int, help="seed of every key in the run")
   p.add_argument("--norms", type=_norm_list, help="comma-separated normalizations")
@@ -174,7 +182,8 @@ def build_parser(prog: str, description: str, experiment: Experiment) -> Parser:
     metavar="LEVEL|F1,F2,...",
     help=f"what to measure beyond the reference's slice and spectrum: a level, "
     f"{_levels_help()}, 'none', or families from {', '.join(families_lib.FAMILIES)} "
-    f"(docs/measures.md; default: {families_lib.DEFAULT_LEVEL})",
+    f"(docs/measures.md; default: "
+    f"{','.join(experiment.measures) if experiment.measures else families_lib.DEFAULT_LEVEL})",
   )
   p.add_argument(
     "--no-measures",

@@ -67,15 +67,22 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     help="a tokenizer.json or vocab.txt (or a folder with one); default: the hub's "
     "distilbert-base-uncased",
   )
-  g.add_argument("--max-length", type=_at_least_one, help="tokens per example (default: 128)")
+  g.add_argument(
+    "--max-length",
+    type=_at_least_one,
+    default=argparse.SUPPRESS,
+    help="tokens per example (default: 128)",
+  )
   g.add_argument(
     "--epochs",
     type=_at_least_one,
+    default=argparse.SUPPRESS,
     help=f"passes over the training examples (default: {DEFAULT_EPOCHS}; --quick: {QUICK.epochs})",
   )
   g.add_argument(
     "--train-examples",
     type=_at_least_one,
+    default=argparse.SUPPRESS,
     metavar="N",
     help=f"train on N examples drawn at random, the same for every seed (default: all; "
     f"--quick: {QUICK.train_examples})",
@@ -83,6 +90,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
   g.add_argument(
     "--test-examples",
     type=_at_least_one,
+    default=argparse.SUPPRESS,
     metavar="N",
     help=f"evaluate on N test examples drawn alike (default: all; --quick: {QUICK.test_examples})",
   )
@@ -112,13 +120,17 @@ def prepare(
   if args.steps is not None:
     raise ValueError("--steps does not apply to a text data set: training counts --epochs")
   quick = args.quick
-  epochs_given = args.epochs or (QUICK.epochs if quick else DEFAULT_EPOCHS)
-  train_count = args.train_examples or (QUICK.train_examples if quick else None)
-  test_count = args.test_examples or (QUICK.test_examples if quick else None)
-  max_length = args.max_length or 128
+  epochs_given = getattr(args, "epochs", QUICK.epochs if quick else DEFAULT_EPOCHS)
+  max_length = getattr(args, "max_length", 128)
   dataset = agnews.load_agnews(args.data, args.tokenizer, max_length, progress=progress)
-  train = subset(dataset.train, train_count, "train")
-  test = subset(dataset.test, test_count, "test")
+  counts = {}
+  for what, quick_count in (("train", QUICK.train_examples), ("test", QUICK.test_examples)):
+    given = getattr(args, f"{what}_examples", None)
+    available = len(getattr(dataset, what).labels_N)
+    # --quick takes at most what the data holds; a count given is checked (`subset`).
+    counts[what] = given if given is not None else (min(quick_count, available) if quick else None)
+  train = subset(dataset.train, counts["train"], "train")
+  test = subset(dataset.test, counts["test"], "test")
   selection = f"{dataset.fingerprint}:train={len(train.labels_N)}:test={len(test.labels_N)}"
   text = data.TextShape(
     name="agnews",

@@ -495,3 +495,16 @@ def test_a_diverged_run_has_no_epoch_accuracy(arrays, one_chunk):
   assert np.all(np.isnan(r.epoch_accuracy[1]))
   np.testing.assert_array_equal(r.epoch_accuracy[0], one_chunk.epoch_accuracy[0])
   np.testing.assert_array_equal(r.losses[0], one_chunk.losses[0])
+
+
+def test_quick_takes_at_most_the_data_it_has(tmp_path, monkeypatch):
+  """--quick's subsets (2,560 and 1,024 examples) shrink to a smaller data set's sizes, where
+  an explicit --train-examples beyond the data is refused
+  (`test_options_that_make_no_run_are_refused_before_training`)."""
+  monkeypatch.setenv("JAXNORM_TOKEN_CACHE_DIR", str(tmp_path / "tokens"))
+  files = write_data(tmp_path)
+  spec, arrays = prepared(files, "--quick")
+  text = spec.config.text
+  assert (text.num_train, text.num_test) == (NUM_TRAIN, NUM_TEST)
+  assert arrays.train_tokens.shape[0] == NUM_TRAIN and arrays.test_labels.shape == (NUM_TEST,)
+  assert spec.config.steps == EPOCHS * -(-NUM_TRAIN // BATCH)  # explicit --epochs wins
