@@ -70,11 +70,11 @@ def main(
         return replot(args.replot, experiment.title, prog)
       except (results.ResultsError, runfolder.RunFolderError) as e:
         parser.error(str(e))
-    arrays = None
+    arrays, data_source = None, None
     try:
       spec = options.spec_from_args(args, experiment)
       if experiment.dataset:  # loaded (or refused, exit 2) before any training
-        spec, arrays = text_run.prepare(args, spec, progress=not args.no_progress)
+        spec, arrays, data_source = text_run.prepare(args, spec, progress=not args.no_progress)
     except ValueError as e:
       parser.error(str(e))
     exits.raise_pending()  # a stop while loading (its exception may have been dropped)
@@ -98,6 +98,8 @@ def main(
         result = sweep.run(spec, rates, **run_options)
       else:
         result = pipeline.run(spec, arrays=arrays, **run_options)
+        if data_source is not None:  # summary.json's environment and measures.md say it
+          result = result._replace(environment={**result.environment, "data": data_source})
       if not writes:
         position.phase = "wait"
         distributed.barrier("run folder written")

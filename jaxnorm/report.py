@@ -51,6 +51,8 @@ def markdown(result: ExperimentResult) -> str:
     measured_line(result.spec.measures),
     "",
   ]
+  if "data" in result.environment:  # a text data set: where it and its tokenizer came from
+    lines += [f"Data: {result.environment['data']}.", ""]
   rates = {norm: f"{r.learning_rate:g}" for norm, r in result.norms.items()}
   by_norm = {norm: stats.stats(r) for norm, r in result.norms.items()}
   ran = () if result.spec.measures is None else result.spec.measures.families

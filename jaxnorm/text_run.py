@@ -3,7 +3,7 @@ that choose AG News's files, the tokenizer, the length, the epochs and a subset,
 they make of a run: its config (`Config.text`, steps = epochs x batches per epoch) and its
 token arrays (`data.TextArrays`), loaded before any training starts.
 
-    spec, arrays = text_run.prepare(args, spec)   # raises ValueError, one line
+    spec, arrays, source = text_run.prepare(args, spec)   # raises ValueError, one line
     result = pipeline.run(spec, arrays=arrays)
 """
 
@@ -110,9 +110,11 @@ def subset(split: agnews.TextSplit, count: int | None, what: str) -> agnews.Text
 
 def prepare(
   args: argparse.Namespace, spec: ExperimentSpec, progress: bool = True
-) -> tuple[ExperimentSpec, data.TextArrays]:
+) -> tuple[ExperimentSpec, data.TextArrays, str]:
   """Loads the data the options name (`agnews.load_agnews`), takes its subsets, and
-  returns `spec` on it (`Config.text`, and steps for the epochs) with its arrays.
+  returns `spec` on it (`Config.text`, and steps for the epochs), its arrays, and one line
+  that says where the data and the tokenizer came from and which subsets were taken (what
+  a run records of them beside `Config.text`'s fingerprint).
 
   Raises ValueError with one line for options that make no run (--steps: epochs count
   here) and `text_data.TextDataError` (a ValueError) for data that is missing or
@@ -145,4 +147,7 @@ def prepare(
   per_epoch = epochs.EpochPlan(text.num_train, cfg.batch_size).steps_per_epoch
   cfg = cfg.replace(text=text, steps=epochs_given * per_epoch)
   arrays = data.TextArrays(train.tokens_NxL, train.labels_N, test.tokens_NxL, test.labels_N)
-  return dataclasses.replace(spec, config=cfg), arrays
+  # The loader's source without where its cache file lies (it differs between machines).
+  where = dataset.source.split("; tokens ")[0]
+  source = f"{where}; {text.num_train} training and {text.num_test} test examples"
+  return dataclasses.replace(spec, config=cfg), arrays, source

@@ -190,6 +190,10 @@ def test_summary_json_records_the_data_and_each_epochs_accuracy(exp4_run):
   assert (text.name, text.num_train, text.num_test) == ("agnews", NUM_TRAIN, NUM_TEST)
   assert (text.vocab_size, text.seq_len, text.num_classes) == (len(VOCAB), MAX_LENGTH, 4)
   assert summary["config"]["steps"] == EPOCHS * STEPS_PER_EPOCH
+  # where the data and tokenizer came from, in summary.json and measures.md
+  source = summary["environment"]["data"]
+  assert "vocab.txt" in source and f"{NUM_TRAIN} training and {NUM_TEST} test" in source
+  assert f"Data: {source}." in (exp4_run.out / "measures.md").read_text()
   with np.load(exp4_run.out / "results.npz") as npz:
     for norm in NORMS:
       per_epoch = summary["norms"][norm]["epoch_accuracy"]
@@ -333,10 +337,17 @@ def test_no_data_offline_says_what_to_download(files, tmp_path):
 
 
 def prepared(files, *more: str):
-  """`text_run.prepare` on exp4.py's options for `files`: (spec, arrays)."""
+  """`text_run.prepare` on exp4.py's options for `files`: (spec, arrays); the data's
+  description, which names the files, the tokenizer and the subsets, is checked here."""
   parser = options.build_parser("exp4.py", "", predictions.EXP4)
   args = parser.parse_args(data_args(files, *more))
-  return text_run.prepare(args, options.spec_from_args(args, predictions.EXP4), progress=False)
+  spec, arrays, source = text_run.prepare(
+    args, options.spec_from_args(args, predictions.EXP4), progress=False
+  )
+  assert str(files.data) in source and "vocab.txt" in source, source
+  assert f"{spec.config.text.num_train} training and {spec.config.text.num_test} test" in source
+  assert "cache" not in source  # where the cache lies differs between machines
+  return spec, arrays
 
 
 def test_prepare_reads_the_token_cache_and_rebuilds_it_when_the_data_changes(tmp_path, monkeypatch):
