@@ -176,8 +176,8 @@ def placed_arrays(
   spec: ExperimentSpec, arrays: data.TextArrays | None, mesh: Mesh
 ) -> data.TextArrays | None:
   """`arrays` as int32, replicated over `mesh` (`replicate`), after checking they are what
-  `spec`'s task needs: ValueError for arrays of other shapes, arrays for the synthetic task
-  or none for a text one."""
+  `spec`'s task needs: ValueError for arrays of other shapes, token ids or labels outside
+  the vocabulary or the classes, arrays for the synthetic task or none for a text one."""
   task = spec.config.task
   if not isinstance(task, data.TextTask):
     if arrays is not None:
@@ -186,6 +186,15 @@ def placed_arrays(
   if arrays is None:
     raise ValueError(f"the config trains on {spec.config.text.name}: pass its arrays")
   data.check_text_arrays(task, arrays)
+  text = spec.config.text  # ids outside the table would be clamped by the gathers, silently
+  limits = (text.vocab_size, text.num_classes) * 2
+  for name, limit in zip(data.TextArrays._fields, limits, strict=True):
+    values = np.asarray(getattr(arrays, name))
+    if values.size and not (values.min() >= 0 and values.max() < limit):
+      raise ValueError(
+        f"TextArrays.{name} holds values in [{values.min()}, {values.max()}]: they must lie in "
+        f"[0, {limit}) ({'the vocabulary' if 'tokens' in name else 'the classes'})"
+      )
   return replicate(jax.tree.map(lambda x: jnp.asarray(x, jnp.int32), arrays), mesh)
 
 

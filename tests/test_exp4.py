@@ -519,3 +519,21 @@ def test_quick_takes_at_most_the_data_it_has(tmp_path, monkeypatch):
   assert (text.num_train, text.num_test) == (NUM_TRAIN, NUM_TEST)
   assert arrays.train_tokens.shape[0] == NUM_TRAIN and arrays.test_labels.shape == (NUM_TEST,)
   assert spec.config.steps == EPOCHS * -(-NUM_TRAIN // BATCH)  # explicit --epochs wins
+
+
+@pytest.mark.parametrize(
+  "field, value",
+  [("train_tokens", VOCAB_SIZE), ("train_labels", 4), ("test_tokens", -1), ("test_labels", 7)],
+)
+def test_arrays_outside_the_vocabulary_or_the_classes_are_refused(arrays, field, value):
+  """Inside the programs a gather clamps an id beyond its table: such arrays would train
+  silently on other rows, so the run refuses them first, naming the array."""
+  bad = np.array(getattr(arrays, field))
+  bad.flat[3] = value
+  spec = ExperimentSpec(TEXT_CFG, measures=None)
+  with pytest.raises(ValueError, match=f"TextArrays.{field} holds values"):
+    pipeline.run(spec, arrays=arrays._replace(**{field: bad}), progress=False)
+  with pytest.raises(ValueError, match="pass its arrays"):
+    pipeline.run(spec, progress=False)
+  with pytest.raises(ValueError, match="synthetic task"):
+    pipeline.run(ExperimentSpec(config.TINY, measures=None), arrays=arrays, progress=False)
