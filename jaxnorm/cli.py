@@ -28,6 +28,7 @@ from jaxnorm import (
   preflight,
   report,
   results,
+  resume,
   runfolder,
   runtime,
   sweep,
@@ -79,8 +80,10 @@ def main(
       parser.error(str(e))
     exits.raise_pending()  # a stop while loading (its exception may have been dropped)
     rates = args.rates if is_sweep else ()
-    writes = _join(parser, processes, repr((spec, rates)) if is_sweep else repr(spec))
+    run = repr((spec, rates)) if is_sweep else repr(spec)
+    writes = _join(parser, processes, run)
     staging = _begin(parser, args, spec, writes, runs_per_seed=len(rates) or 1)
+    checkpointer = _checkpointer(parser, args, staging, run, writes)
     cfg = spec.config
     position = Position()
     position.steps = cfg.steps
@@ -93,6 +96,7 @@ def main(
         progress=writes and not args.no_progress,
         compile_workers=args.compile_workers,
         on_progress=position.update,
+        checkpointer=checkpointer,
       )
       if is_sweep:
         result = sweep.run(spec, rates, **run_options)
@@ -113,15 +117,52 @@ def main(
         results.write_run(staging, result)
       staging.commit(results.manifest_info(result))
       position.phase = "done"
+      if checkpointer is not None:  # the run is whole: its checkpoints are of no more use
+        checkpointer.remove()
       outcome.append(
         _report_sweep(result, staging.target) if is_sweep else _report(result, staging.target)
       )
       distributed.barrier("run folder written")
 
     status = exits.guarded(prog, staging, position, work)
+    if status is not None and checkpointer is not None and writes:
+      checkpointer.tell_stopped(prog)
     return outcome[0] if status is None else status
 
   return exits.interruptible(prog, body)
+
+
+def _checkpointer(
+  parser: argparse.ArgumentParser,
+  args: argparse.Namespace,
+  staging: runfolder.Staging | None,
+  run: str,
+  writes: bool,
+) -> resume.Checkpointer | None:
+  """The run's checkpoints beside its folder (`resume`; None with --no-checkpoints), checked
+  before any work: a stopped run's are refused without --resume (also with
+  --no-checkpoints: the new run would leave them beside a run they are not of), another
+  run's or damaged ones with it (exit 2)."""
+  if args.no_checkpoints and args.resume:
+    parser.error("--resume continues from checkpoints, which --no-checkpoints turns off")
+  target = staging.target if staging is not None else Path(os.path.realpath(args.out))
+  checkpointer = resume.Checkpointer(
+    resume.folder_of(target), run, every_s=args.checkpoint_every, writes=writes
+  )
+  try:
+    found = checkpointer.open(args.resume)
+  except resume.ResumeError as e:
+    if staging is not None:
+      staging.discard()
+    parser.error(str(e))
+  if args.no_checkpoints:
+    return None
+  if args.resume and writes:
+    if found:
+      print(f"resuming from the checkpoints in {checkpointer.folder}")
+    else:
+      print(f"nothing to resume in {checkpointer.folder}: the run starts from step 0")
+  return checkpointer
 
 
 def _header(name: str, spec, rates: Sequence[float], out: Path) -> str:

@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from typing import NoReturn
 
-from jaxnorm import distributed, runtime, sweep, text_run
+from jaxnorm import distributed, resume, runtime, sweep, text_run
 from jaxnorm import families as families_lib
 from jaxnorm.config import MATMUL_PRECISIONS, NORM_PLACEMENTS, PRESETS, QUICK, READOUTS, Config
 from jaxnorm.exits import EXIT_USAGE
@@ -236,6 +236,7 @@ def build_parser(prog: str, description: str, experiment: Experiment) -> Parser:
   )
   if experiment.dataset:
     text_run.add_options(p)
+  resume.add_options(p)
   p.add_argument(
     "--compile-workers",
     type=_nonnegative_int,

@@ -23,15 +23,14 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from jaxnorm import analysis, data, epochs, matched_loss, programs, runtime, train
+from jaxnorm import analysis, data, epochs, group_train, programs, resume, runtime, train
 from jaxnorm.programs import Group, Programs
 from jaxnorm.result import ExperimentResult, Matched, NormResult
 from jaxnorm.spec import ExperimentSpec
@@ -52,6 +51,7 @@ def run(
   mesh: Mesh | None = None,
   compile_workers: int | None = None,
   on_progress: OnProgress = ignore_progress,
+  checkpointer: resume.Checkpointer | None = None,
 ) -> ExperimentResult:
   """Trains and analyzes every normalization of `spec` over its seeds.
 
@@ -81,6 +81,7 @@ def run(
     mesh=mesh,
     compile_workers=compile_workers,
     on_progress=on_progress,
+    checkpointer=checkpointer,
   )
   return ExperimentResult(spec, norms, time.perf_counter() - start, runtime.environment())
 
@@ -94,6 +95,7 @@ def run_runs(
   mesh: Mesh | None,
   compile_workers: int | None,
   on_progress: OnProgress,
+  checkpointer: resume.Checkpointer | None = None,
 ) -> dict[str, NormResult]:
   """Every normalization of `spec` over `runs` (see `run`; `sweep.run` gives one run per
   (rate, seed))."""
@@ -102,7 +104,10 @@ def run_runs(
   if compile_workers == 0:
     return {
       n: run_norm(
-        spec, n, arrays=arrays, progress=progress, mesh=mesh, on_progress=on_progress, runs=runs
+        spec,
+        n,
+        **dict(arrays=arrays, progress=progress, mesh=mesh, on_progress=on_progress, runs=runs),
+        checkpointer=checkpointer,
       )
       for n in spec.config.norms
     }
@@ -139,6 +144,7 @@ def run_runs(
         on_progress,
         runs.seeds,
         arrays,
+        checkpointer,
       )
       for norm in spec.config.norms
     }
@@ -155,6 +161,7 @@ def run_norm(
   mesh: Mesh | None = None,
   on_progress: OnProgress = ignore_progress,
   runs: programs.Runs | None = None,
+  checkpointer: resume.Checkpointer | None = None,
 ) -> NormResult:
   """Trains the `norm` model for every seed of `spec` (or every run of `runs`),
   `seeds_per_call` at a time, and analyzes each group as soon as it is trained; compiles
@@ -179,7 +186,9 @@ def run_norm(
       compiled[size] = trained._replace(analyze=lambda: analyze)
     return compiled[size]
 
-  return _run_norm(spec, norm, groups, programs_of, progress, on_progress, runs.seeds, arrays)
+  return _run_norm(
+    spec, norm, groups, programs_of, progress, on_progress, runs.seeds, arrays, checkpointer
+  )
 
 
 def _run_norm(
@@ -191,6 +200,7 @@ def _run_norm(
   on_progress: OnProgress,
   all_seeds: np.ndarray,
   arrays: data.TextArrays | None = None,
+  checkpointer: resume.Checkpointer | None = None,
 ) -> NormResult:
   """Trains and analyzes the runs of `groups` (whose seeds, in order, are `all_seeds`), one
   group after the other, and assembles them into one result."""
@@ -201,10 +211,13 @@ def _run_norm(
   done_seeds = 0
   total = spec.config.steps * len(groups)
   with tqdm(total=total, desc=desc, disable=not progress, unit="step") as bar:
-    for group in groups:
+    for index, group in enumerate(groups):
       program = _timed(seconds, "compile_wait", programs_of, norm, group.size)
       trained = _timed(
-        seconds, "train", _train, spec, norm, group, program, bar, progress, on_progress, arrays
+        seconds,
+        "train",
+        group_train.train_group,
+        *(spec, norm, index, group, program, bar, progress, on_progress, arrays, checkpointer),
       )
       on_progress(norm, "analyze", spec.config.steps)
       analyze = _timed(seconds, "compile_wait", program.analyze)
@@ -233,76 +246,8 @@ def _timed(seconds: dict[str, float], phase: str, fn: Callable, *args) -> Any:
     seconds[phase] += time.perf_counter() - start
 
 
-class _Trained(NamedTuple):
-  """One group of runs after training."""
-
-  state: train.TrainState  # leaves (S, ...), on the device
-  losses: np.ndarray  # (S, steps)
-  trajectory: np.ndarray | None  # (S, C, 2), or None without curvature tracking
-  checkpoints: matched_loss.Checkpoints
-  correct: np.ndarray | None  # (S, steps) examples predicted right; None: synthetic task
-
-
-def _train(
-  spec: ExperimentSpec,
-  norm: str,
-  group: Group,
-  program: Programs,
-  bar: tqdm,
-  progress: bool,
-  on_progress: OnProgress,
-  arrays: data.TextArrays | None = None,
-) -> _Trained:
-  """Initializes and trains one group, `spec.chunk_size` steps per call of the compiled
-  chunk; the device runs one chunk ahead of the host, which reads each chunk's losses
-  only for the progress bar, the matched-loss levels, or a collective of several
-  processes."""
-  steps = spec.config.steps
-  # Every leaf split over the seed axis, as the programs were compiled for (XLA may
-  # return constant leaves replicated); a no-op for leaves already split.
-  state = programs.shard_seeds(program.init(group.keys.train, group.learning_rates), group.mesh)
-  checkpoints = matched_loss.Checkpoints(spec.matched_losses, group.size)
-  read_losses = progress or bool(checkpoints.levels) or jax.process_count() > 1
-  chunks, tracked, counted, done, finished = [], [], [], 0, 0
-
-  def chunk_finished(losses_SxN: jax.Array, snapshot) -> None:
-    nonlocal finished
-    losses_SxN.block_until_ready()
-    finished += losses_SxN.shape[1]
-    bar.update(losses_SxN.shape[1])
-    # Read on the host only when needed (a device wait); over several processes always,
-    # as the gather is a collective every process must join.
-    if read_losses:
-      host_SxN = programs.to_host(losses_SxN)
-      if progress:
-        bar.set_postfix(loss=f"{np.nanmean(host_SxN[:, -1]):.4f}")
-      checkpoints.update(host_SxN, finished, snapshot)
-    on_progress(norm, "train", finished)
-
-  previous = None
-  while done < steps:
-    n = min(spec.chunk_size, steps - done)
-    state, losses_SxN, curvature_Sx2, correct_SxN = program.train[n](
-      state, group.keys.curvature, arrays
-    )
-    state = programs.shard_seeds(state, group.mesh)
-    chunks.append(losses_SxN)
-    tracked.append(curvature_Sx2)
-    counted.append(correct_SxN)
-    done += n
-    if previous is not None:  # the device holds the chunk just queued: wait for the one before
-      chunk_finished(*previous)
-    # The next chunk donates `state`: a matched-loss checkpoint needs its own copy.
-    previous = (losses_SxN, checkpoints.snapshot(state))
-  chunk_finished(*previous)
-  losses = programs.to_host(jnp.concatenate(chunks, axis=1))
-  trajectory = None if tracked[0] is None else programs.to_host(jnp.stack(tracked, axis=1))
-  correct = None if counted[0] is None else programs.to_host(jnp.concatenate(counted, axis=1))
-  return _Trained(state, losses, trajectory, checkpoints, correct)
-
-
 def _analyze(
-  analyze: Callable, group: Group, trained: _Trained, axes: tuple, arrays=None
+  analyze: Callable, group: Group, trained: group_train.Trained, axes: tuple, arrays=None
 ) -> tuple[analysis.Analysis, list]:
   """The compiled analysis of one trained group, at its final state and at its matched-loss
   checkpoints, on the host."""

@@ -19,7 +19,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 
-from jaxnorm import config, pipeline, programs, runtime
+from jaxnorm import config, pipeline, programs, resume, runtime
 from jaxnorm.result import ExperimentResult, SweepResult, rate_folder
 from jaxnorm.spec import ExperimentSpec
 
@@ -50,6 +50,7 @@ def run(
   progress: bool = True,
   compile_workers: int | None = None,
   on_progress: pipeline.OnProgress = pipeline.ignore_progress,
+  checkpointer: resume.Checkpointer | None = None,
 ) -> SweepResult:
   """`pipeline.run(spec_at(spec, rate))` for every rate, computed as one grid: the
   (rate, seed) runs of a normalization share its compiled programs and calls,
@@ -73,6 +74,7 @@ def run(
     mesh=None,
     compile_workers=compile_workers,
     on_progress=on_progress,
+    checkpointer=checkpointer,
   )
   share = (time.perf_counter() - start) / len(rates)
   environment = runtime.environment()

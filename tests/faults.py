@@ -16,6 +16,11 @@ or wrap what it calls at each point, in the process that runs it.
   committed       after the swap and the fsync of the target's folder, before the
                   previous run is deleted
   train:<norm>    after every training chunk (the run's `on_progress`, phase "train")
+  train:<norm>@<steps>
+                  after the training chunk of <norm> that ends at <steps> steps
+  checkpoint      as orbax finalizes each checkpoint (`resume`): its arrays written or
+                  being written in a temporary folder, not yet renamed into place
+  checkpoint#<n>  the same, at the n-th checkpoint of the run only (1-based)
   analyze:<norm>  before each analysis (`on_progress`, phase "analyze")
   exit            as a script exits with its status (`exits.exit_process`: at its first
                   flush of the standard streams, once it has ignored the stop signals)
@@ -147,10 +152,27 @@ def patch_pipeline(faults: Faults, pipeline: ModuleType) -> None:
     def progress(norm: str, phase: str, step: int) -> None:
       on_progress(norm, phase, step)
       faults.fire(f"{phase}:{norm}")
+      faults.fire(f"{phase}:{norm}@{step}")
 
     return run_runs(*args, on_progress=progress, **kwargs)
 
   pipeline.run_runs = running
+
+
+def patch_resume(faults: Faults) -> None:
+  """ "checkpoint": at the start of orbax's finalization of every checkpoint (in the thread
+  that writes it in the background)."""
+  import orbax.checkpoint as ocp
+
+  finalize, count = ocp.CheckpointManager._finalize, [0]
+
+  def finalizing(self, *args, **kwargs):
+    count[0] += 1
+    faults.fire("checkpoint")
+    faults.fire(f"checkpoint#{count[0]}")
+    return finalize(self, *args, **kwargs)
+
+  ocp.CheckpointManager._finalize = finalizing
 
 
 class _FiresOnFlush:
@@ -214,6 +236,8 @@ def launch(spec: str, script: str, args: list[str]) -> None:
   faults = Faults(spec)
   patch_runfolder(faults, runfolder)
   patch_pipeline(faults, pipeline)
+  if any(point.startswith("checkpoint") for point, _ in faults.items):
+    patch_resume(faults)
   patch_exits(faults, exits)
   with checked(faults):
     runpy.run_path(script, run_name="__main__")

@@ -1,0 +1,401 @@
+"""Checkpoints of a run's training, so that a stopped run can be resumed (`--resume`).
+
+While a run trains, the state of the group of seeds in training (`train.TrainState`, leaves
+(S, ...)), its training losses so far and what else a group carries from chunk to chunk
+(the curvature trajectory, the examples predicted right, the matched-loss snapshots) are
+saved with orbax-checkpoint (atomic step folders, written asynchronously while training
+goes on) beside the run folder, at the end of the first chunk that ends at least `every_s`
+seconds after the last save:
+
+    <target>.checkpoints/
+      identity.json               which run they are of (`identity`), written first
+      <norm>/<group>/<steps>/     orbax's step folder: "arrays" (flat, `_flatten`) and "meta"
+
+Each group keeps its newest checkpoint only; a group that finished training keeps its
+last. A resumed run restores each group's newest checkpoint and continues from it; the
+chunks are the same programs on the same states, so the finished run is bit-identical to
+one that never stopped. What it redoes: the chunks after the last save, and the analysis
+of groups that had finished training (it is not saved).
+
+A checkpoint is refused (`ResumeError`, one line) unless its folder's identity matches
+the run's exactly (options, seeds, rates, devices, processes, the jaxnorm source and the
+versions of JAX) and every array's bytes match the SHA-256 its meta recorded when it was
+saved: a damaged or foreign checkpoint is never used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+# The default seconds of training between two saves; saving costs well under 2% of that
+# (BENCHMARKS.md, "Checkpoints").
+EVERY_S = 300.0
+IDENTITY = "identity.json"
+FORMAT = 1
+
+
+class ResumeError(ValueError):
+  """A checkpoint that cannot be used, or a folder that cannot hold them (one line)."""
+
+
+def folder_of(target: Path) -> Path:
+  """Where the checkpoints of a run into `target` live: `<target>.checkpoints`, beside it."""
+  return target.with_name(target.name + ".checkpoints")
+
+
+def source_digest() -> str:
+  """SHA-256 of the jaxnorm package's Python source: any change of the code that computes a
+  run makes its checkpoints another version's."""
+  digest = hashlib.sha256()
+  for path in sorted(Path(__file__).parent.glob("*.py")):
+    digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+  return digest.hexdigest()
+
+
+def identity(run: str) -> dict[str, Any]:
+  """What a checkpoint must have been saved by to be resumed: the run (`run`, the repr of
+  its spec and rates), the jaxnorm that computes it, the JAX that runs it and its devices."""
+  try:
+    jaxnorm_version = version("jaxnorm")
+  except PackageNotFoundError:
+    jaxnorm_version = None
+  return {
+    "format": FORMAT,
+    "run": run,
+    "jaxnorm": jaxnorm_version,
+    "source": source_digest(),
+    "jax": jax.__version__,
+    "backend": jax.default_backend(),
+    "device_count": jax.device_count(),
+    "process_count": jax.process_count(),
+  }
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+  """--resume, --checkpoint-every and --no-checkpoints, in a group of their own."""
+  g = parser.add_argument_group(
+    "checkpoints and resume",
+    "the training state is saved beside --out, in OUT.checkpoints, every few minutes; a "
+    "stopped run continues from there with --resume, bit-identical to one that never "
+    "stopped; a finished run removes them",
+  )
+  g.add_argument(
+    "--resume",
+    action="store_true",
+    help="continue the stopped run whose checkpoints are beside --out (the same command "
+    "and options); without checkpoints there, start from step 0",
+  )
+  g.add_argument(
+    "--checkpoint-every",
+    type=_seconds,
+    default=EVERY_S,
+    metavar="SECONDS",
+    help="save a checkpoint at the end of the first training chunk this long after the last "
+    "(0: after every chunk)",
+  )
+  g.add_argument(
+    "--no-checkpoints", action="store_true", help="save no checkpoints (nothing to resume)"
+  )
+
+
+def _seconds(text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+  if not value >= 0 or value == float("inf"):
+    raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+  return value
+
+
+class Saved(NamedTuple):
+  """What one group of seeds carries from one training chunk to the next, on the host."""
+
+  done: int  # training steps done
+  state: Any  # train.TrainState, leaves (S, ...)
+  losses: np.ndarray  # (S, done)
+  curvature: np.ndarray | None  # (S, chunks done, 2), or None without tracking
+  correct: np.ndarray | None  # (S, done) examples predicted right; None: synthetic task
+  matched_steps: list[np.ndarray]  # per matched-loss level, (S,) step reached or -1
+  matched_saved: list[Any]  # per level, (params, batch_stats) there, or None
+
+
+def _is_key(x: Any) -> bool:
+  return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def key_data(tree: Any) -> Any:
+  """`tree` with every typed PRNG key array as its raw uint32 data (what can be saved)."""
+  return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _flatten(saved: Saved) -> dict[str, np.ndarray]:
+  """The arrays of `saved` as one flat dict (what orbax saves); `_unflatten` inverts it."""
+  flat = {f"state/{i:04d}": x for i, x in enumerate(jax.tree.leaves(saved.state))}
+  flat["losses"] = saved.losses
+  if saved.curvature is not None:
+    flat["curvature"] = saved.curvature
+  if saved.correct is not None:
+    flat["correct"] = saved.correct
+  levels = zip(saved.matched_steps, saved.matched_saved, strict=True)
+  for level, (steps, snapshot) in enumerate(levels):
+    flat[f"matched/{level}/steps"] = steps
+    for i, x in enumerate(jax.tree.leaves(snapshot)):
+      flat[f"matched/{level}/saved/{i:04d}"] = x
+  return {name: np.asarray(x) for name, x in flat.items()}
+
+
+def _unflatten(flat: dict[str, np.ndarray], done: int, templates: tuple[Any, Any, int]) -> Saved:
+  """`Saved` from `_flatten`'s dict; `templates` = (the state's pytree, a snapshot's pytree,
+  the number of matched-loss levels), whose leaves give the structure, shapes and dtypes."""
+  state_template, snapshot_template, levels = templates
+
+  def rebuild(prefix: str, template: Any) -> Any:
+    leaves, treedef = jax.tree.flatten(template)
+    restored = []
+    for i, leaf in enumerate(leaves):
+      x, like = flat.get(f"{prefix}/{i:04d}"), key_data(leaf)
+      if x is None or x.shape != tuple(like.shape) or x.dtype != like.dtype:
+        raise ResumeError(f"its {prefix} does not have this run's shapes: another run's")
+      if _is_key(leaf):
+        x = jax.random.wrap_key_data(x, impl=jax.random.key_impl(leaf))
+      restored.append(x)
+    return jax.tree.unflatten(treedef, restored)
+
+  saved = []
+  for level in range(levels):
+    has = f"matched/{level}/saved/0000" in flat
+    saved.append(rebuild(f"matched/{level}/saved", snapshot_template) if has else None)
+  return Saved(
+    done,
+    rebuild("state", state_template),
+    flat["losses"],
+    flat.get("curvature"),
+    flat.get("correct"),
+    [flat[f"matched/{level}/steps"] for level in range(levels)],
+    saved,
+  )
+
+
+def _digest(flat: dict[str, np.ndarray]) -> str:
+  digest = hashlib.sha256()
+  for name in sorted(flat):
+    x = np.ascontiguousarray(flat[name])
+    digest.update(f"{name}:{x.dtype.str}:{x.shape}\0".encode())
+    digest.update(x.tobytes())
+  return digest.hexdigest()
+
+
+class Checkpointer:
+  """Saves and restores the checkpoints of one run into `folder` (`folder_of(target)`).
+
+  `open` checks the folder before any work; `restore` hands each group its newest
+  checkpoint; `due` and `save` are called by the training loop after each chunk; `finish`
+  waits for the writes in flight; `remove` deletes the folder once the run is written.
+  Over several processes every process calls `due` and `save` at the same chunks (they
+  are collectives); only the one with `writes` writes, every process reads.
+  """
+
+  def __init__(self, folder: Path, run: str, every_s: float = EVERY_S, writes: bool = True):
+    self.folder = Path(folder)
+    self.identity = identity(run)
+    self.every_s = every_s
+    self.writes = writes
+    self.last_save = time.monotonic()
+    self.seconds = 0.0  # spent in `save`, blocking the training loop
+    self.saves = 0
+    self.saved_to: dict[tuple[str, int], int] = {}  # each group's newest checkpoint, in steps
+    self._managers: dict[tuple[str, int], ocp.CheckpointManager] = {}
+    self._restored: dict[tuple[str, int], tuple[int, dict[str, np.ndarray]]] = {}
+
+  def open(self, resume: bool) -> int:
+    """Checks the folder before the run starts; returns how many groups have a checkpoint.
+
+    Raises ResumeError (one line): without `resume`, if the folder holds checkpoints (a
+    stopped run, which a new one would erase); with it, if they are of another run or
+    another jaxnorm, or any of them is damaged; either way if the path is taken by
+    something else. With `resume` every checkpoint is read and verified here.
+    """
+    folder = self.folder
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+      raise ResumeError(f"{folder} is in the way of this run's checkpoints: move it away")
+    if folder.is_dir() and not (folder / IDENTITY).is_file() and any(folder.iterdir()):
+      raise ResumeError(f"{folder} holds files jaxnorm did not write: move it away")
+    if not folder.is_dir() or not (folder / IDENTITY).is_file():
+      return 0
+    if not any(p.name.isdigit() for p in folder.glob("*/*/*")):  # no checkpoint was finished
+      if self.writes:
+        shutil.rmtree(folder, ignore_errors=True)
+      return 0
+    if not resume:
+      raise ResumeError(
+        f"{folder} holds the checkpoints of a stopped run into this folder: --resume "
+        "continues it; remove that folder to start over"
+      )
+    try:
+      found = json.loads((folder / IDENTITY).read_text())
+    except (OSError, ValueError) as e:
+      raise ResumeError(f"{folder / IDENTITY} cannot be read ({e}): remove {folder}") from None
+    if not isinstance(found, dict):
+      raise ResumeError(f"{folder / IDENTITY} is damaged: remove {folder} to start over")
+    if found != self.identity:
+      raise ResumeError(f"{folder} {_difference(found, self.identity)}: remove it to start over")
+    for group in sorted(p for p in folder.glob("*/*") if p.is_dir()):
+      key = (group.parent.name, int(group.name)) if group.name.isdigit() else None
+      if key is None:
+        raise ResumeError(f"{group} is not a checkpoint of this run: remove {folder}")
+      read = self._read(key)
+      if read is not None:  # else only a write that never finished: the group starts over
+        self._restored[key] = read
+        self.saved_to[key] = read[0]
+    return len(self._restored)
+
+  def _manager(self, key: tuple[str, int]) -> ocp.CheckpointManager:
+    if key not in self._managers:
+      this = jax.process_index()
+      if self.writes:
+        (self.folder / key[0] / str(key[1])).mkdir(parents=True, exist_ok=True)
+      self._managers[key] = ocp.CheckpointManager(
+        self.folder / key[0] / str(key[1]),
+        options=ocp.CheckpointManagerOptions(
+          max_to_keep=1,
+          create=False,
+          cleanup_tmp_directories=self.writes,  # what a stopped write left
+          enable_async_checkpointing=True,
+          multiprocessing_options=ocp.options.MultiprocessingOptions(
+            primary_host=this, active_processes={this}
+          ),
+        ),
+        item_names=("arrays", "meta"),
+      )
+    return self._managers[key]
+
+  def _read(self, key: tuple[str, int]) -> tuple[int, dict[str, np.ndarray]] | None:
+    """Group `key`'s newest finished checkpoint, verified, as (steps done, arrays); None
+    where no write of it finished."""
+    where = self.folder / key[0] / str(key[1])
+    try:
+      manager = self._manager(key)
+      step = manager.latest_step()
+      if step is None:
+        return None
+      read = manager.restore(
+        step,
+        args=ocp.args.Composite(arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
+      )
+      flat = {name: np.asarray(x) for name, x in read["arrays"].items()}
+      meta = read["meta"]
+    except ResumeError as e:
+      raise ResumeError(f"the checkpoint in {where} cannot be used ({e})") from None
+    except Exception as e:  # orbax and tensorstore raise many kinds on damaged files
+      first = (str(e).splitlines() or [""])[0][:200]
+      raise ResumeError(
+        f"the checkpoint in {where} cannot be read ({type(e).__name__}: {first}): "
+        f"remove {self.folder} to start over"
+      ) from None
+    if not isinstance(meta, dict) or meta.get("sha256") != _digest(flat) or meta["done"] != step:
+      raise ResumeError(
+        f"the checkpoint in {where} is damaged (its arrays do not match the SHA-256 saved "
+        f"with them): remove {self.folder} to start over"
+      )
+    return step, flat
+
+  def restore(self, norm: str, group: int, templates: tuple[Any, Any, int]) -> Saved | None:
+    """Group `group` of `norm`'s newest checkpoint (read and verified by `open`), or None."""
+    if (norm, group) not in self._restored:
+      return None
+    done, flat = self._restored.pop((norm, group))
+    try:
+      return _unflatten(flat, done, templates)
+    except ResumeError as e:
+      raise ResumeError(f"the checkpoint of {norm} group {group} in {self.folder}: {e}") from None
+
+  def due(self) -> bool:
+    """Whether the chunk just finished should be saved: `every_s` seconds have passed since
+    the last save (decided by process 0 for every process)."""
+    due = time.monotonic() - self.last_save >= self.every_s
+    if jax.process_count() > 1:
+      due = bool(multihost_utils.broadcast_one_to_all(np.asarray(due)))
+    return due
+
+  def save(self, norm: str, group: int, saved: Saved) -> None:
+    """Saves `saved` as group `group` of `norm`'s newest checkpoint. The arrays are copied
+    to the host here (a collective over several processes); orbax writes them in the
+    background, into a temporary folder renamed into place once whole."""
+    start = time.monotonic()
+    flat = _flatten(saved)
+    if self.writes:
+      if not (self.folder / IDENTITY).is_file():
+        self.folder.mkdir(parents=True, exist_ok=True)
+        temporary = self.folder / f".{IDENTITY}.tmp"
+        temporary.write_text(json.dumps(self.identity, indent=2))
+        temporary.replace(self.folder / IDENTITY)
+      meta = {"done": saved.done, "sha256": _digest(flat)}
+      self._manager((norm, group)).save(
+        saved.done,
+        args=ocp.args.Composite(arrays=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave(meta)),
+      )
+    self.saves += 1
+    self.saved_to[norm, group] = saved.done
+    self.last_save = time.monotonic()
+    self.seconds += self.last_save - start
+
+  def tell_stopped(self, prog: str) -> None:
+    """Says, in one line on standard error, what a stopped run's checkpoints keep."""
+    if not self.saved_to or not (self.folder / IDENTITY).is_file():
+      return
+    kept = ", ".join(f"{norm} {steps}" for (norm, _), steps in sorted(self.saved_to.items()))
+    print(
+      f"{prog}: training saved in {self.folder} (steps: {kept}): the same command with "
+      "--resume continues from there",
+      file=sys.stderr,
+    )
+
+  def finish(self) -> None:
+    """Waits until every save in flight is written (raises what a write raised)."""
+    for manager in self._managers.values():
+      manager.wait_until_finished()
+
+  def close(self) -> None:
+    for manager in self._managers.values():
+      manager.close()
+    self._managers.clear()
+
+  def remove(self) -> None:
+    """Deletes the checkpoints, once the run they are of is written."""
+    self.finish()
+    self.close()
+    if self.writes and (self.folder / IDENTITY).is_file():
+      shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _difference(found: dict, expected: dict) -> str:
+  """What makes the checkpoints of `found` another run's than `expected`, in words."""
+  if found.get("format") != expected["format"]:
+    return f"holds checkpoints of format {found.get('format')!r}, not {expected['format']}"
+  for key in ("jaxnorm", "source", "jax", "backend", "device_count", "process_count"):
+    if found.get(key) != expected[key]:
+      return (
+        f"holds checkpoints written with {key} {found.get(key)!r}, this run has "
+        f"{expected[key]!r}: another jaxnorm, JAX or machine cannot resume them"
+      )
+  pairs = r"(\w+)=([^,()]*)"
+  theirs, ours = re.findall(pairs, found.get("run", "")), re.findall(pairs, expected["run"])
+  for (name, value), (our_name, our_value) in zip(theirs, ours, strict=False):
+    if name == our_name and value != our_value:
+      return f"holds the checkpoints of another run ({name}={value}, this run {name}={our_value})"
+  return "holds the checkpoints of a run with other options: rerun it with the same ones"
