@@ -370,15 +370,11 @@ class Checkpointer:
     for manager in self._managers.values():
       manager.wait_until_finished()
 
-  def close(self) -> None:
-    for manager in self._managers.values():
-      manager.close()
-    self._managers.clear()
-
   def remove(self) -> None:
     """Deletes the checkpoints, once the run they are of is written."""
     self.finish()
-    self.close()
+    for manager in self._managers.values():
+      manager.close()
     if self.writes and (self.folder / IDENTITY).is_file():
       shutil.rmtree(self.folder, ignore_errors=True)
 
