@@ -79,7 +79,7 @@ def train_group(
     saved = checkpointer.restore(norm, index, (state, snapshot, len(checkpoints.levels)))
     if saved is not None:
       done, losses, curvature, correct = saved.done, saved.losses, saved.curvature, saved.correct
-      state = programs.shard_seeds(saved.state, mesh)
+      state = resume.with_keys(programs.shard_seeds(saved.state, mesh), state)
       checkpoints.step = [s.copy() for s in saved.matched_steps]
       checkpoints.saved = [
         None if s is None else programs.shard_seeds(s, mesh) for s in saved.matched_saved

@@ -1,11 +1,9 @@
 """Checkpoints of a run's training, so that a stopped run can be resumed (`--resume`).
 
-While a run trains, the state of the group of seeds in training (`train.TrainState`, leaves
-(S, ...)), its training losses so far and what else a group carries from chunk to chunk
-(the curvature trajectory, the examples predicted right, the matched-loss snapshots) are
-saved with orbax-checkpoint (atomic step folders, written asynchronously while training
-goes on) beside the run folder, at the end of the first chunk that ends at least `every_s`
-seconds after the last save:
+The state of the group of seeds in training (`train.TrainState`, leaves (S, ...)) and what
+else it carries from chunk to chunk (`Saved`) are saved with orbax-checkpoint (atomic step
+folders, written in the background) beside the run folder, at the end of the first chunk
+that ends `every_s` seconds or more after the last save:
 
     <target>.checkpoints/
       identity.json               which run they are of (`identity`), written first
@@ -134,13 +132,23 @@ class Saved(NamedTuple):
   matched_saved: list[Any]  # per level, (params, batch_stats) there, or None
 
 
-def _is_key(x: Any) -> bool:
+def _is_key(x: Any) -> bool:  # a typed PRNG key array
   return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def key_data(tree: Any) -> Any:
   """`tree` with every typed PRNG key array as its raw uint32 data (what can be saved)."""
   return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def with_keys(tree: Any, template: Any) -> Any:
+  """`tree` (from `key_data`, maybe placed on devices since) with the typed PRNG keys of
+  `template` back in their places."""
+
+  def wrap(x, like):
+    return jax.random.wrap_key_data(x, impl=jax.random.key_impl(like)) if _is_key(like) else x
+
+  return jax.tree.map(wrap, tree, template)
 
 
 def _flatten(saved: Saved) -> dict[str, np.ndarray]:
@@ -160,8 +168,9 @@ def _flatten(saved: Saved) -> dict[str, np.ndarray]:
 
 
 def _unflatten(flat: dict[str, np.ndarray], done: int, templates: tuple[Any, Any, int]) -> Saved:
-  """`Saved` from `_flatten`'s dict; `templates` = (the state's pytree, a snapshot's pytree,
-  the number of matched-loss levels), whose leaves give the structure, shapes and dtypes."""
+  """`Saved` from `_flatten`'s dict, its PRNG keys as raw data (`with_keys` restores them);
+  `templates` = (the state's pytree, a snapshot's pytree, the number of matched-loss
+  levels), whose leaves give the structure, shapes and dtypes."""
   state_template, snapshot_template, levels = templates
 
   def rebuild(prefix: str, template: Any) -> Any:
@@ -171,8 +180,6 @@ def _unflatten(flat: dict[str, np.ndarray], done: int, templates: tuple[Any, Any
       x, like = flat.get(f"{prefix}/{i:04d}"), key_data(leaf)
       if x is None or x.shape != tuple(like.shape) or x.dtype != like.dtype:
         raise ResumeError(f"its {prefix} does not have this run's shapes: another run's")
-      if _is_key(leaf):
-        x = jax.random.wrap_key_data(x, impl=jax.random.key_impl(leaf))
       restored.append(x)
     return jax.tree.unflatten(treedef, restored)
 
@@ -365,15 +372,11 @@ class Checkpointer:
       file=sys.stderr,
     )
 
-  def finish(self) -> None:
-    """Waits until every save in flight is written (raises what a write raised)."""
+  def remove(self) -> None:
+    """Deletes the checkpoints, once the run they are of is written (after the writes in
+    flight end)."""
     for manager in self._managers.values():
       manager.wait_until_finished()
-
-  def remove(self) -> None:
-    """Deletes the checkpoints, once the run they are of is written."""
-    self.finish()
-    for manager in self._managers.values():
       manager.close()
     if self.writes and (self.folder / IDENTITY).is_file():
       shutil.rmtree(self.folder, ignore_errors=True)

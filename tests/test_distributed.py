@@ -38,14 +38,14 @@ def _free_port() -> int:
 
 
 def _start(
-  out: Path, process: int | None = None, port: int = 0, fault: str = ""
+  out: Path, process: int | None = None, port: int = 0, fault: str = "", extra=()
 ) -> subprocess.Popen:
   """Experiment 2 into `out` (as `process` of two); with `fault` (faults.py) injected."""
   several = [] if process is None else ["--coordinator", f"localhost:{port}"]
   several += [] if process is None else ["--num-processes", "2", "--process-id", str(process)]
   start = [sys.executable, FAULTS, fault] if fault else [sys.executable]
   return subprocess.Popen(
-    [*start, SCRIPT, *ARGS, "--out", str(out), *several],
+    [*start, SCRIPT, *ARGS, "--out", str(out), *several, *extra],
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
     text=True,
@@ -160,3 +160,34 @@ def test_a_port_that_only_closed_connections_hold_is_free():
   client.close()
   server.close()
   distributed.check_port_free(f"localhost:{port}")
+
+
+def test_two_processes_stopped_and_resumed_equal_two_that_never_stopped(tmp_path):
+  """Checkpoints after every chunk of 100 steps; process 1 stops after step 200 (process 0
+  then fails), both resume with --resume: the same results.npz, bit for bit, as two
+  processes that never stopped."""
+  three_chunks = ["--steps", "300", "--checkpoint-every", "0"]
+
+  def both(out: Path, *args: str, fault: str = "") -> list[tuple[int, str, str]]:
+    port = _free_port()
+    procs = [_start(out, 0, port, extra=args), _start(out, 1, port, fault=fault, extra=args)]
+    return [_finish(p) for p in procs]
+
+  (rc0, _, err0), (rc1, _, err1) = both(tmp_path / "whole", *three_chunks, "--no-checkpoints")
+  assert (rc0, rc1) == (0, 0), err0 + err1
+  (rc0, _, err0), (rc1, _, err1) = both(
+    tmp_path / "run", *three_chunks, fault="train:layernorm@200:SIGTERM"
+  )
+  assert (rc0, rc1) == (3, 143), err0 + err1
+  assert (tmp_path / "run.checkpoints" / "layernorm" / "0" / "100").is_dir()
+  (rc0, out0, err0), (rc1, _, err1) = both(tmp_path / "run", *three_chunks, "--resume")
+  assert (rc0, rc1) == (0, 0), err0 + err1
+  assert "resuming from the checkpoints" in out0
+  with (
+    np.load(tmp_path / "run" / "results.npz") as a,
+    np.load(tmp_path / "whole" / "results.npz") as b,
+  ):
+    assert sorted(a.files) == sorted(b.files)
+    for name in a.files:
+      np.testing.assert_array_equal(a[name], b[name], err_msg=name, strict=True)
+  assert not (tmp_path / "run.checkpoints").exists()
