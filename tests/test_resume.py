@@ -196,7 +196,7 @@ def _removed_manifest(folder: Path) -> None:
   "damage, says",
   [
     (_other_version, "another jaxnorm"),
-    (_flipped_array, "the checkpoint in"),
+    (_flipped_array, "is damaged (its arrays do not match the SHA-256"),
     (_truncated_meta, "the checkpoint in"),
     (_removed_manifest, "the checkpoint in"),
   ],
