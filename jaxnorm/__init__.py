@@ -6,14 +6,17 @@
 
 Data flows one way, one module per step: config -> data -> model (norms) -> loss -> train
 -> analysis (landscape, directions, curvature, spectrum, isotropy) -> programs -> pipeline
-(sweep) -> result -> stats -> summary / report / plotting -> results; cli on top. The
-result types (`result`) and the spec (`spec`) sit below the runner, and no import goes
-around in a cycle (tests/test_layout.py). Submodules load when first used (`import jaxnorm` loads
-no JAX), so `jaxnorm.quiet` can be imported before anything else.
+(sweep) -> result -> stats -> summary / report / plotting -> results; cli on top, and the
+command `jaxnorm` (commands) over it. The result types (`result`) and the spec (`spec`) sit
+below the runner, and no import goes around in a cycle (tests/test_layout.py). Submodules
+load when first used (`import jaxnorm` loads no JAX), so `jaxnorm.quiet` can be imported
+before anything else.
 """
 
 import importlib
 
+# The one place the version is written: pyproject.toml reads it (`jaxnorm --version`).
+__version__ = "0.1.0"
 _FROM_CONFIG = ("Config", "PAPER", "PRESETS", "QUICK", "TINY")
 __all__ = [*_FROM_CONFIG, "config", "data", "model", "norms", "pipeline", "results", "spec"]
 

@@ -1,9 +1,7 @@
 """What the tests of several modules share: hand-built results for the tests of what reads
-them (reports, tables and figures), the tools' scripts as modules, whose `main(argv)` the
-tests call in-process, `cli.main`'s keyword arguments for a test experiment, and the small
-configurations, models and training states the tests start from."""
+them (reports, tables and figures), `cli.main`'s keyword arguments for a test experiment,
+and the small configurations, models and training states the tests start from."""
 
-import importlib.util
 from pathlib import Path
 
 import jax
@@ -34,14 +32,6 @@ def cli_kwargs(cfg=config.TINY, predictions=()) -> dict:
 
 # The experiment `t` of the tiny preset, without predictions, as a script runs it.
 TEST_SCRIPT = cli_kwargs()
-
-
-def script(name: str):
-  """tools/<name>.py as a module (its `if __name__ == "__main__"` part is not run)."""
-  spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def norm_result(norm, seeds=1, *, final_loss=1.0, rise=0.5, measures=None, rng=None, **fields):

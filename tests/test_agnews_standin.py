@@ -1,23 +1,18 @@
-"""tools/agnews_standin.py: the stand-in files load through jaxnorm's own AG News path with
-Experiment 4's vocabulary size, special-token ids and padding, every class present."""
-
-import sys
+"""agnews_standin (tools/agnews_standin.py, `jaxnorm agnews-standin`): the stand-in files
+load through jaxnorm's own AG News path with Experiment 4's vocabulary size, special-token
+ids and padding, every class present."""
 
 import numpy as np
 import pytest
-from helpers import script
 
 pytest.importorskip("tokenizers", reason="the text data needs tokenizers: pip install -e '.[text]'")
 
-from jaxnorm import agnews  # noqa: E402
+from jaxnorm import agnews, agnews_standin  # noqa: E402
 
 
-def test_standin_has_experiment_4s_vocabulary_and_layout(tmp_path, monkeypatch):
-  tool = script("agnews_standin")
+def test_standin_has_experiment_4s_vocabulary_and_layout(tmp_path):
   out = tmp_path / "standin"
-  argv = ["agnews_standin.py", "--out", str(out), "--train", "40", "--test", "12"]
-  monkeypatch.setattr(sys, "argv", argv)
-  assert tool.main() == 0
+  assert agnews_standin.main(["--out", str(out), "--train", "40", "--test", "12"]) == 0
   words = (out / "vocab.txt").read_text().splitlines()
   assert len(words) == len(set(words)) == 30522
   assert [words[i] for i in (0, 100, 101, 102, 103)] == [

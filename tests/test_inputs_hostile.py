@@ -1,8 +1,9 @@
 """Hostile input: settings of the wrong type or of a value float32 cannot hold, and run
 folders that are missing, malformed, share nothing or share a name, given to the library
-and to tools/compare_runs.py and tools/findings_tables.py.
+and to the tools compare_runs and findings_tables (jaxnorm/compare_runs.py,
+jaxnorm/findings_tables.py; tools/*.py and `jaxnorm compare` run them).
 
-The scripts are called in-process (`main(argv)` returns or exits with the status) on small
+The tools are called in-process (`main(argv)` returns or exits with the status) on small
 run folders written from hand-made results; one refusal of the command line per script runs
 it in a subprocess, refused before anything compiles, for the script's own exit status."""
 
@@ -18,18 +19,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import script
 
-from jaxnorm import cli, config, directions, exits, predictions, report, results, sweep
+from jaxnorm import (
+  cli,
+  compare_runs,
+  config,
+  directions,
+  exits,
+  findings_tables,
+  predictions,
+  report,
+  results,
+  sweep,
+)
 from jaxnorm import families as families_lib
 from jaxnorm.result import ExperimentResult, NormResult
 from jaxnorm.spec import SPEC_FIELD_TYPES, ExperimentSpec
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-compare_runs = script("compare_runs")
-findings_tables = script("findings_tables")
 
 
 def _result(norms=("layernorm", "none"), seeds=(0, 1), shift: float = 0.0):

@@ -3,9 +3,9 @@ import math
 
 import numpy as np
 import pytest
-from helpers import norm_result, script
+from helpers import norm_result
 
-from jaxnorm import config, families, predictions, report, stats
+from jaxnorm import compare_runs, config, families, findings_tables, predictions, report, stats
 from jaxnorm.result import ExperimentResult, SweepResult
 from jaxnorm.spec import ExperimentSpec
 
@@ -142,7 +142,7 @@ def test_comparison_shows_the_largest_relative_difference_over_seeds(
   results.save(other, tmp_path / "b")
   capsys.readouterr()
   argv = [str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "float32,float64"]
-  assert script("compare_runs").main(argv) == 0  # a missing folder: test_inputs_hostile
+  assert compare_runs.main(argv) == 0  # a missing folder: test_inputs_hostile
   assert capsys.readouterr().out.strip() == text.strip()
 
   shifted = r._replace(seeds=r.seeds + 1)
@@ -199,13 +199,14 @@ def test_comparison_of_a_diverged_seed_names_it(measured_result):
 
 
 def test_findings_tables_print_every_judged_comparison(measured_result, tmp_path, capsys):
-  """tools/findings_tables.py: the verdicts of `stats.judge` for each state of a saved
-  run, and BatchNorm with batch statistics against No Norm as a family of its own."""
+  """findings_tables (`jaxnorm findings-tables`): the verdicts of `stats.judge` for each
+  state of a saved run, and BatchNorm with batch statistics against No Norm as a family of
+  its own."""
   from jaxnorm import results
 
   results.save(measured_result, tmp_path / "a")
   capsys.readouterr()
-  assert script("findings_tables").main([str(tmp_path / "a")]) == 0
+  assert findings_tables.main([str(tmp_path / "a")]) == 0
   out = capsys.readouterr().out
   lines = out.splitlines()
   assert lines[0] == "| comparison | end, a |"
