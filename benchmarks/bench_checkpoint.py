@@ -59,15 +59,15 @@ def save_times(cfg: config.Config, seeds: int, rounds: int, folder: Path) -> dic
   """Seconds of each save (blocking, written) and the state's size in MB."""
   state = states(cfg, seeds)
   jax.block_until_ready(state)
-  size = sum(x.nbytes for x in jax.tree.leaves(resume.key_data(state))) / 1e6
+  size = sum(x.nbytes for x in jax.tree.leaves(group_train.key_data(state))) / 1e6
   checkpointer = resume.Checkpointer(folder, "bench", every_s=0)
   matched = matched_loss.Checkpoints((), seeds)
   losses = np.zeros((seeds, 100 * rounds), np.float32)
   blocking, written = [], []
   for r in range(rounds):
     start = time.perf_counter()
-    saved = group_train._saved(100 * (r + 1), state, losses, None, None, matched)
-    checkpointer.save("layernorm", 0, saved)
+    saved = group_train.to_saved(100 * (r + 1), state, losses, None, None, matched)
+    checkpointer.save("layernorm", 0, saved.done, group_train.flatten(saved))
     blocking.append(time.perf_counter() - start)
     checkpointer._manager(("layernorm", 0)).wait_until_finished()
     written.append(time.perf_counter() - start)

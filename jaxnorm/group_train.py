@@ -33,6 +33,84 @@ class Trained(NamedTuple):
   correct: np.ndarray | None  # (S, steps) examples predicted right; None: synthetic task
 
 
+class Saved(NamedTuple):
+  """What one group of seeds carries from one training chunk to the next, on the host."""
+
+  done: int  # training steps done
+  state: Any  # train.TrainState, leaves (S, ...)
+  losses: np.ndarray  # (S, done)
+  curvature: np.ndarray | None  # (S, chunks done, 2), or None without tracking
+  correct: np.ndarray | None  # (S, done) examples predicted right; None: synthetic task
+  matched_steps: list[np.ndarray]  # per matched-loss level, (S,) step reached or -1
+  matched_saved: list[Any]  # per level, (params, batch_stats) there, or None
+
+
+def _is_key(x: Any) -> bool:  # a typed PRNG key array
+  return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def key_data(tree: Any) -> Any:
+  """`tree` with every typed PRNG key array as its raw uint32 data (what can be saved)."""
+  return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def with_keys(tree: Any, template: Any) -> Any:
+  """`tree` (from `key_data`, maybe placed on devices since) with the typed PRNG keys of
+  `template` back in their places."""
+
+  def wrap(x, like):
+    return jax.random.wrap_key_data(x, impl=jax.random.key_impl(like)) if _is_key(like) else x
+
+  return jax.tree.map(wrap, tree, template)
+
+
+def flatten(saved: Saved) -> dict[str, np.ndarray]:
+  """The arrays of `saved` as one flat dict (what orbax saves); `unflatten` inverts it."""
+  flat = {f"state/{i:04d}": x for i, x in enumerate(jax.tree.leaves(saved.state))}
+  flat["losses"] = saved.losses
+  if saved.curvature is not None:
+    flat["curvature"] = saved.curvature
+  if saved.correct is not None:
+    flat["correct"] = saved.correct
+  levels = zip(saved.matched_steps, saved.matched_saved, strict=True)
+  for level, (steps, snapshot) in enumerate(levels):
+    flat[f"matched/{level}/steps"] = steps
+    for i, x in enumerate(jax.tree.leaves(snapshot)):
+      flat[f"matched/{level}/saved/{i:04d}"] = x
+  return {name: np.asarray(x) for name, x in flat.items()}
+
+
+def unflatten(flat: dict[str, np.ndarray], done: int, templates: tuple[Any, Any, int]) -> Saved:
+  """`Saved` from `flatten`'s dict, its PRNG keys as raw data (`with_keys` restores them);
+  `templates` = (the state's pytree, a snapshot's pytree, the number of matched-loss
+  levels), whose leaves give the structure, shapes and dtypes."""
+  state_template, snapshot_template, levels = templates
+
+  def rebuild(prefix: str, template: Any) -> Any:
+    leaves, treedef = jax.tree.flatten(template)
+    restored = []
+    for i, leaf in enumerate(leaves):
+      x, like = flat.get(f"{prefix}/{i:04d}"), key_data(leaf)
+      if x is None or x.shape != tuple(like.shape) or x.dtype != like.dtype:
+        raise resume.ResumeError(f"its {prefix} does not have this run's shapes: another run's")
+      restored.append(x)
+    return jax.tree.unflatten(treedef, restored)
+
+  saved = []
+  for level in range(levels):
+    has = f"matched/{level}/saved/0000" in flat
+    saved.append(rebuild(f"matched/{level}/saved", snapshot_template) if has else None)
+  return Saved(
+    done,
+    rebuild("state", state_template),
+    flat["losses"],
+    flat.get("curvature"),
+    flat.get("correct"),
+    [flat[f"matched/{level}/steps"] for level in range(levels)],
+    saved,
+  )
+
+
 def _joined(prefix: np.ndarray | None, parts: list, join: Callable) -> np.ndarray | None:
   """The host array `prefix` (S, a, ...) followed, along axis 1, by the device `parts`
   joined by `join`; None where neither holds anything."""
@@ -74,18 +152,21 @@ def train_group(
   chunks, tracked, counted = [], [], []
   losses = curvature = correct = None  # host arrays of the steps before `chunks`
   done = 0
-  if checkpointer is not None:
-    snapshot = (state.params, state.batch_stats)
-    saved = checkpointer.restore(norm, index, (state, snapshot, len(checkpoints.levels)))
-    if saved is not None:
-      done, losses, curvature, correct = saved.done, saved.losses, saved.curvature, saved.correct
-      state = resume.with_keys(programs.shard_seeds(saved.state, mesh), state)
-      checkpoints.step = [s.copy() for s in saved.matched_steps]
-      checkpoints.saved = [
-        None if s is None else programs.shard_seeds(s, mesh) for s in saved.matched_saved
-      ]
-      bar.update(done)
-      on_progress(norm, "train", done)
+  found = None if checkpointer is None else checkpointer.restore(norm, index)
+  if found is not None:
+    templates = (state, (state.params, state.batch_stats), len(checkpoints.levels))
+    try:
+      saved = unflatten(found[1], found[0], templates)
+    except resume.ResumeError as e:
+      raise resume.ResumeError(f"the checkpoint of {norm} group {index}: {e}") from None
+    done, losses, curvature, correct = saved.done, saved.losses, saved.curvature, saved.correct
+    state = with_keys(programs.shard_seeds(saved.state, mesh), state)
+    checkpoints.step = [s.copy() for s in saved.matched_steps]
+    checkpoints.saved = [
+      None if s is None else programs.shard_seeds(s, mesh) for s in saved.matched_saved
+    ]
+    bar.update(done)
+    on_progress(norm, "train", done)
   finished = done
 
   def chunk_finished(losses_SxN: jax.Array, snapshot) -> None:
@@ -124,7 +205,8 @@ def train_group(
       curvature = _joined(curvature, tracked, _stacked)
       correct = _joined(correct, counted, _concatenated)
       chunks, tracked, counted = [], [], []
-      checkpointer.save(norm, index, _saved(done, state, losses, curvature, correct, checkpoints))
+      saved = to_saved(done, state, losses, curvature, correct, checkpoints)
+      checkpointer.save(norm, index, done, flatten(saved))
   if previous is not None:
     chunk_finished(*previous)
   return Trained(
@@ -136,9 +218,9 @@ def train_group(
   )
 
 
-def _saved(done, state, losses, curvature, correct, checkpoints) -> resume.Saved:
+def to_saved(done, state, losses, curvature, correct, checkpoints) -> Saved:
   """What a checkpoint holds of a group after `done` steps, copied to the host."""
-  host: Any = programs.to_host(resume.key_data((state, checkpoints.saved)))
-  return resume.Saved(
+  host: Any = programs.to_host(key_data((state, checkpoints.saved)))
+  return Saved(
     done, host[0], losses, curvature, correct, [s.copy() for s in checkpoints.step], host[1]
   )

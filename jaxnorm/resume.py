@@ -1,13 +1,13 @@
 """Checkpoints of a run's training, so that a stopped run can be resumed (`--resume`).
 
 The state of the group of seeds in training (`train.TrainState`, leaves (S, ...)) and what
-else it carries from chunk to chunk (`Saved`) are saved with orbax-checkpoint (atomic step
+else it carries from chunk to chunk (`group_train.Saved`) are saved with orbax-checkpoint (atomic step
 folders, written in the background) beside the run folder, at the end of the first chunk
 that ends `every_s` seconds or more after the last save:
 
     <target>.checkpoints/
       identity.json               which run they are of (`identity`), written first
-      <norm>/<group>/<steps>/     orbax's step folder: "arrays" (flat, `_flatten`) and "meta"
+      <norm>/<group>/<steps>/     orbax's step folder: "arrays" (`group_train.flatten`) and "meta"
 
 Each group keeps its newest checkpoint only; a group that finished training keeps its
 last. A resumed run restores each group's newest checkpoint and continues from it; the
@@ -24,20 +24,24 @@ saved: a damaged or foreign checkpoint is never used.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+
+import jaxnorm
 
 # The default seconds of training between two saves; saving costs well under 2% of that
 # (BENCHMARKS.md, "Checkpoints").
@@ -67,14 +71,10 @@ def source_digest() -> str:
 def identity(run: str) -> dict[str, Any]:
   """What a checkpoint must have been saved by to be resumed: the run (`run`, the repr of
   its spec and rates), the jaxnorm that computes it, the JAX that runs it and its devices."""
-  try:
-    jaxnorm_version = version("jaxnorm")
-  except PackageNotFoundError:
-    jaxnorm_version = None
   return {
     "format": FORMAT,
     "run": run,
-    "jaxnorm": jaxnorm_version,
+    "jaxnorm": jaxnorm.__version__,
     "source": source_digest(),
     "jax": jax.__version__,
     "backend": jax.default_backend(),
@@ -118,84 +118,6 @@ def _seconds(text: str) -> float:
   if not value >= 0 or value == float("inf"):
     raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
   return value
-
-
-class Saved(NamedTuple):
-  """What one group of seeds carries from one training chunk to the next, on the host."""
-
-  done: int  # training steps done
-  state: Any  # train.TrainState, leaves (S, ...)
-  losses: np.ndarray  # (S, done)
-  curvature: np.ndarray | None  # (S, chunks done, 2), or None without tracking
-  correct: np.ndarray | None  # (S, done) examples predicted right; None: synthetic task
-  matched_steps: list[np.ndarray]  # per matched-loss level, (S,) step reached or -1
-  matched_saved: list[Any]  # per level, (params, batch_stats) there, or None
-
-
-def _is_key(x: Any) -> bool:  # a typed PRNG key array
-  return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def key_data(tree: Any) -> Any:
-  """`tree` with every typed PRNG key array as its raw uint32 data (what can be saved)."""
-  return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
-
-
-def with_keys(tree: Any, template: Any) -> Any:
-  """`tree` (from `key_data`, maybe placed on devices since) with the typed PRNG keys of
-  `template` back in their places."""
-
-  def wrap(x, like):
-    return jax.random.wrap_key_data(x, impl=jax.random.key_impl(like)) if _is_key(like) else x
-
-  return jax.tree.map(wrap, tree, template)
-
-
-def _flatten(saved: Saved) -> dict[str, np.ndarray]:
-  """The arrays of `saved` as one flat dict (what orbax saves); `_unflatten` inverts it."""
-  flat = {f"state/{i:04d}": x for i, x in enumerate(jax.tree.leaves(saved.state))}
-  flat["losses"] = saved.losses
-  if saved.curvature is not None:
-    flat["curvature"] = saved.curvature
-  if saved.correct is not None:
-    flat["correct"] = saved.correct
-  levels = zip(saved.matched_steps, saved.matched_saved, strict=True)
-  for level, (steps, snapshot) in enumerate(levels):
-    flat[f"matched/{level}/steps"] = steps
-    for i, x in enumerate(jax.tree.leaves(snapshot)):
-      flat[f"matched/{level}/saved/{i:04d}"] = x
-  return {name: np.asarray(x) for name, x in flat.items()}
-
-
-def _unflatten(flat: dict[str, np.ndarray], done: int, templates: tuple[Any, Any, int]) -> Saved:
-  """`Saved` from `_flatten`'s dict, its PRNG keys as raw data (`with_keys` restores them);
-  `templates` = (the state's pytree, a snapshot's pytree, the number of matched-loss
-  levels), whose leaves give the structure, shapes and dtypes."""
-  state_template, snapshot_template, levels = templates
-
-  def rebuild(prefix: str, template: Any) -> Any:
-    leaves, treedef = jax.tree.flatten(template)
-    restored = []
-    for i, leaf in enumerate(leaves):
-      x, like = flat.get(f"{prefix}/{i:04d}"), key_data(leaf)
-      if x is None or x.shape != tuple(like.shape) or x.dtype != like.dtype:
-        raise ResumeError(f"its {prefix} does not have this run's shapes: another run's")
-      restored.append(x)
-    return jax.tree.unflatten(treedef, restored)
-
-  saved = []
-  for level in range(levels):
-    has = f"matched/{level}/saved/0000" in flat
-    saved.append(rebuild(f"matched/{level}/saved", snapshot_template) if has else None)
-  return Saved(
-    done,
-    rebuild("state", state_template),
-    flat["losses"],
-    flat.get("curvature"),
-    flat.get("correct"),
-    [flat[f"matched/{level}/steps"] for level in range(levels)],
-    saved,
-  )
 
 
 def _digest(flat: dict[str, np.ndarray]) -> str:
@@ -300,14 +222,13 @@ class Checkpointer:
       step = manager.latest_step()
       if step is None:
         return None
-      read = manager.restore(
-        step,
-        args=ocp.args.Composite(arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
-      )
+      with _quiet_failed_reads():
+        read = manager.restore(
+          step,
+          args=ocp.args.Composite(arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()),
+        )
       flat = {name: np.asarray(x) for name, x in read["arrays"].items()}
       meta = read["meta"]
-    except ResumeError as e:
-      raise ResumeError(f"the checkpoint in {where} cannot be used ({e})") from None
     except Exception as e:  # orbax and tensorstore raise many kinds on damaged files
       first = (str(e).splitlines() or [""])[0][:200]
       raise ResumeError(
@@ -321,15 +242,10 @@ class Checkpointer:
       )
     return step, flat
 
-  def restore(self, norm: str, group: int, templates: tuple[Any, Any, int]) -> Saved | None:
-    """Group `group` of `norm`'s newest checkpoint (read and verified by `open`), or None."""
-    if (norm, group) not in self._restored:
-      return None
-    done, flat = self._restored.pop((norm, group))
-    try:
-      return _unflatten(flat, done, templates)
-    except ResumeError as e:
-      raise ResumeError(f"the checkpoint of {norm} group {group} in {self.folder}: {e}") from None
+  def restore(self, norm: str, group: int) -> tuple[int, dict[str, np.ndarray]] | None:
+    """Group `group` of `norm`'s newest checkpoint, read and verified by `open`, as (steps
+    done, its arrays by name); None if it has none."""
+    return self._restored.pop((norm, group), None)
 
   def due(self) -> bool:
     """Whether the chunk just finished should be saved: `every_s` seconds have passed since
@@ -339,25 +255,24 @@ class Checkpointer:
       due = bool(multihost_utils.broadcast_one_to_all(np.asarray(due)))
     return due
 
-  def save(self, norm: str, group: int, saved: Saved) -> None:
-    """Saves `saved` as group `group` of `norm`'s newest checkpoint. The arrays are copied
-    to the host here (a collective over several processes); orbax writes them in the
-    background, into a temporary folder renamed into place once whole."""
+  def save(self, norm: str, group: int, done: int, flat: dict[str, np.ndarray]) -> None:
+    """Saves the host arrays `flat` as group `group` of `norm`'s newest checkpoint, after
+    `done` steps; orbax writes them in the background, into a temporary folder renamed into
+    place once whole (only where `writes`)."""
     start = time.monotonic()
-    flat = _flatten(saved)
     if self.writes:
       if not (self.folder / IDENTITY).is_file():
         self.folder.mkdir(parents=True, exist_ok=True)
         temporary = self.folder / f".{IDENTITY}.tmp"
         temporary.write_text(json.dumps(self.identity, indent=2))
         temporary.replace(self.folder / IDENTITY)
-      meta = {"done": saved.done, "sha256": _digest(flat)}
+      meta = {"done": done, "sha256": _digest(flat)}
       self._manager((norm, group)).save(
-        saved.done,
+        done,
         args=ocp.args.Composite(arrays=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave(meta)),
       )
     self.saves += 1
-    self.saved_to[norm, group] = saved.done
+    self.saved_to[norm, group] = done
     self.last_save = time.monotonic()
     self.seconds += self.last_save - start
 
@@ -382,15 +297,35 @@ class Checkpointer:
       shutil.rmtree(self.folder, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _quiet_failed_reads(linger_s: float = 0.5) -> Iterator[None]:
+  """Standard error (the file descriptor) to /dev/null while orbax reads: when a read fails,
+  tensorstore's callbacks for the reads still in flight find orbax's event loop closed and
+  print tracebacks from its threads; they are given `linger_s` to end. A refusal stays one line."""
+  sys.stderr.flush()
+  saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  try:
+    yield
+  except BaseException:
+    time.sleep(linger_s)
+    raise
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+
+
 def _difference(found: dict, expected: dict) -> str:
   """What makes the checkpoints of `found` another run's than `expected`, in words."""
   if found.get("format") != expected["format"]:
     return f"holds checkpoints of format {found.get('format')!r}, not {expected['format']}"
   for key in ("jaxnorm", "source", "jax", "backend", "device_count", "process_count"):
     if found.get(key) != expected[key]:
+      theirs, ours = (str(x)[:12] for x in (found.get(key), expected[key]))
       return (
-        f"holds checkpoints written with {key} {found.get(key)!r}, this run has "
-        f"{expected[key]!r}: another jaxnorm, JAX or machine cannot resume them"
+        f"holds checkpoints written with {key} {theirs}, this run has {ours}: another "
+        "jaxnorm (its version or source), JAX or machine cannot resume them"
       )
   pairs = r"(\w+)=([^,()]*)"
   theirs, ours = re.findall(pairs, found.get("run", "")), re.findall(pairs, expected["run"])

@@ -195,7 +195,7 @@ def _removed_manifest(folder: Path) -> None:
 @pytest.mark.parametrize(
   "damage, says",
   [
-    (_other_version, "another jaxnorm"),
+    (_other_version, "another jaxnorm (its version or source)"),
     (_flipped_array, "is damaged (its arrays do not match the SHA-256"),
     (_truncated_meta, "the checkpoint in"),
     (_removed_manifest, "the checkpoint in"),
