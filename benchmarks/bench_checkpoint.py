@@ -69,7 +69,7 @@ def save_times(cfg: config.Config, seeds: int, rounds: int, folder: Path) -> dic
     saved = group_train.to_saved(100 * (r + 1), state, losses, None, None, matched)
     checkpointer.save("layernorm", 0, saved.done, group_train.flatten(saved))
     blocking.append(time.perf_counter() - start)
-    checkpointer._manager(("layernorm", 0)).wait_until_finished()
+    checkpointer.wait()
     written.append(time.perf_counter() - start)
   checkpointer.remove()
   return {"mb": size, "blocking": blocking, "written": written}

@@ -287,11 +287,16 @@ class Checkpointer:
       file=sys.stderr,
     )
 
-  def remove(self) -> None:
-    """Deletes the checkpoints, once the run they are of is written (after the writes in
-    flight end)."""
+  def wait(self) -> None:
+    """Waits until the writes in flight end (before the process ends, or another
+    Checkpointer reads the folder)."""
     for manager in self._managers.values():
       manager.wait_until_finished()
+
+  def remove(self) -> None:
+    """Deletes the checkpoints, once the run they are of is written (after `wait`)."""
+    self.wait()
+    for manager in self._managers.values():
       manager.close()
     if self.writes and (self.folder / IDENTITY).is_file():
       shutil.rmtree(self.folder, ignore_errors=True)

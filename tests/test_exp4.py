@@ -36,6 +36,7 @@ from jaxnorm import (
   predictions,
   programs,
   results,
+  resume,
   text_data,
   text_run,
   tokens,
@@ -437,6 +438,42 @@ def test_a_text_run_does_not_depend_on_how_its_steps_are_chunked(arrays, one_chu
   for name in ("test_accuracy", "test_loss"):
     np.testing.assert_array_equal(chunked.measures[name], one_chunk.measures[name])
   assert jax.tree.all(jax.tree.map(np.array_equal, chunked.variables, one_chunk.variables))
+
+
+class _Stopped(Exception):
+  pass
+
+
+def test_a_text_run_stopped_mid_epoch_and_resumed_equals_one_never_stopped(
+  arrays, one_chunk, tmp_path
+):
+  """Chunks of 3 steps, a checkpoint after each, stopped as the chunk that ends at step 6
+  (inside the second epoch) finishes: resumed from the checkpoint at step 3, the run gives
+  the losses, the per-step counts behind each epoch's accuracy, the test measures and the
+  weights of a run that never stopped, bit for bit."""
+  spec = ExperimentSpec(TEXT_CFG, num_seeds=SEEDS, chunk_size=3, measures=None)
+  folder = tmp_path / "run.checkpoints"
+
+  def stop_at_6(norm: str, phase: str, step: int) -> None:
+    if phase == "train" and step == 6:
+      raise _Stopped
+
+  first = resume.Checkpointer(folder, repr(spec), every_s=0)
+  with pytest.raises(_Stopped):
+    pipeline.run_norm(
+      spec, "layernorm", arrays=arrays, progress=False, on_progress=stop_at_6, checkpointer=first
+    )
+  first.wait()
+  again = resume.Checkpointer(folder, repr(spec), every_s=0)
+  assert again.open(resume=True) == 1 and again.saved_to == {("layernorm", 0): 3}
+  resumed = pipeline.run_norm(spec, "layernorm", arrays=arrays, progress=False, checkpointer=again)
+  np.testing.assert_array_equal(resumed.losses, one_chunk.losses)
+  np.testing.assert_array_equal(resumed.epoch_accuracy, one_chunk.epoch_accuracy)
+  for name in ("test_accuracy", "test_loss"):
+    np.testing.assert_array_equal(resumed.measures[name], one_chunk.measures[name])
+  assert jax.tree.all(jax.tree.map(np.array_equal, resumed.variables, one_chunk.variables))
+  again.remove()
+  assert not folder.exists()
 
 
 def test_a_seed_trained_alone_equals_the_same_seed_trained_in_a_group(arrays, one_chunk):

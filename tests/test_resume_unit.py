@@ -25,7 +25,7 @@ def test_a_saved_group_is_restored_bit_for_bit(tmp_path):
   saved = group_train.to_saved(200, state, losses, None, None, matched)
   writer = resume.Checkpointer(tmp_path / "c", "run A", every_s=0)
   writer.save("layernorm", 1, 200, group_train.flatten(saved))
-  writer._managers["layernorm", 1].wait_until_finished()
+  writer.wait()
   reader = resume.Checkpointer(tmp_path / "c", "run A")
   assert reader.open(resume=True) == 1
   snapshot = (state.params, state.batch_stats)
@@ -50,7 +50,7 @@ def test_refusals_name_what_differs(tmp_path):
   losses = np.zeros((1, 100), np.float32)
   saved = group_train.to_saved(100, state, losses, None, None, matched_loss.Checkpoints((), 1))
   writer.save("none", 0, 100, group_train.flatten(saved))
-  writer._managers["none", 0].wait_until_finished()
+  writer.wait()
   with pytest.raises(resume.ResumeError, match="--resume continues it"):
     resume.Checkpointer(tmp_path / "c", "Spec(steps=300, seed=0)").open(resume=False)
   with pytest.raises(resume.ResumeError, match=r"\(steps=300, this run steps=400\)"):
