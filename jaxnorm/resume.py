@@ -1,9 +1,9 @@
 """Checkpoints of a run's training, so that a stopped run can be resumed (`--resume`).
 
 The state of the group of seeds in training (`train.TrainState`, leaves (S, ...)) and what
-else it carries from chunk to chunk (`group_train.Saved`) are saved with orbax-checkpoint (atomic step
-folders, written in the background) beside the run folder, at the end of the first chunk
-that ends `every_s` seconds or more after the last save:
+else it carries from chunk to chunk (`group_train.Saved`) are saved with orbax-checkpoint
+(atomic step folders, written in the background) beside the run folder, at the end of the
+first chunk that ends `every_s` seconds or more after the last save:
 
     <target>.checkpoints/
       identity.json               which run they are of (`identity`), written first
