@@ -19,6 +19,7 @@ Saving (`results`), the figures (`plotting`), the text (`report`) and summary.js
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import math
 import os
 import time
@@ -38,6 +39,9 @@ from jaxnorm.spec import ExperimentSpec
 
 # Told where a run is: (normalization, "train" or "analyze", training steps done).
 OnProgress = Callable[[str, str, int], None]
+# Told of each training chunk as it finishes, on the host: (normalization, the indices of its
+# runs in `programs.Runs`, steps done, their losses (R, chunk steps), curvature (R, 2) or None).
+OnChunk = Callable[[str, np.ndarray, int, np.ndarray, np.ndarray | None], None]
 
 
 def ignore_progress(norm: str, phase: str, step: int) -> None:
@@ -52,6 +56,7 @@ def run(
   mesh: Mesh | None = None,
   compile_workers: int | None = None,
   on_progress: OnProgress = ignore_progress,
+  on_chunk: OnChunk | None = None,
 ) -> ExperimentResult:
   """Trains and analyzes every normalization of `spec` over its seeds.
 
@@ -63,7 +68,8 @@ def run(
   compiles each program in this thread when it is first needed (`run_norm`), nothing
   overlapping. `on_progress(norm, phase, steps_done)` is called when a training chunk has
   finished on the device ("train"; the next one is already queued, so the device never
-  waits for the host) and before each analysis ("analyze").
+  waits for the host) and before each analysis ("analyze"); `on_chunk` (`live.TensorBoard`)
+  then with the chunk's losses, read from the device for it.
 
   Interrupted (KeyboardInterrupt or any other exception), it cancels the compilations that
   have not started and returns at once; one already running in a worker thread finishes
@@ -81,6 +87,7 @@ def run(
     mesh=mesh,
     compile_workers=compile_workers,
     on_progress=on_progress,
+    on_chunk=on_chunk,
   )
   return ExperimentResult(spec, norms, time.perf_counter() - start, runtime.environment())
 
@@ -94,18 +101,15 @@ def run_runs(
   mesh: Mesh | None,
   compile_workers: int | None,
   on_progress: OnProgress,
+  on_chunk: OnChunk | None = None,
 ) -> dict[str, NormResult]:
   """Every normalization of `spec` over `runs` (see `run`; `sweep.run` gives one run per
   (rate, seed))."""
   mesh = mesh or programs.seed_mesh()
   arrays = programs.placed_arrays(spec, arrays, mesh)
   if compile_workers == 0:
-    return {
-      n: run_norm(
-        spec, n, arrays=arrays, progress=progress, mesh=mesh, on_progress=on_progress, runs=runs
-      )
-      for n in spec.config.norms
-    }
+    one = functools.partial(run_norm, spec, arrays=arrays, progress=progress, mesh=mesh, runs=runs)
+    return {n: one(n, on_progress=on_progress, on_chunk=on_chunk) for n in spec.config.norms}
   groups = {
     (norm, i): programs.group_inputs(spec, norm, g_seeds, mesh, g_rates)
     for norm in spec.config.norms
@@ -129,19 +133,9 @@ def run_runs(
     def programs_of(norm: str, size: int) -> Programs:
       return trained[norm, size].result()._replace(analyze=analyzed[norm, size].result)
 
-    return {
-      norm: _run_norm(
-        spec,
-        norm,
-        [g for (n, _), g in groups.items() if n == norm],
-        programs_of,
-        progress,
-        on_progress,
-        runs.seeds,
-        arrays,
-      )
-      for norm in spec.config.norms
-    }
+    mine = lambda norm: [g for (n, _), g in groups.items() if n == norm]
+    rest = (programs_of, progress, on_progress, runs.seeds, arrays)
+    return {n: _run_norm(spec, n, mine(n), *rest, on_chunk=on_chunk) for n in spec.config.norms}
   finally:  # on an interruption, do not wait for the compilations still queued
     pool.shutdown(wait=False, cancel_futures=True)
 
@@ -155,6 +149,7 @@ def run_norm(
   mesh: Mesh | None = None,
   on_progress: OnProgress = ignore_progress,
   runs: programs.Runs | None = None,
+  on_chunk: OnChunk | None = None,
 ) -> NormResult:
   """Trains the `norm` model for every seed of `spec` (or every run of `runs`),
   `seeds_per_call` at a time, and analyzes each group as soon as it is trained; compiles
@@ -179,7 +174,9 @@ def run_norm(
       compiled[size] = trained._replace(analyze=lambda: analyze)
     return compiled[size]
 
-  return _run_norm(spec, norm, groups, programs_of, progress, on_progress, runs.seeds, arrays)
+  return _run_norm(
+    spec, norm, groups, programs_of, progress, on_progress, runs.seeds, arrays, on_chunk=on_chunk
+  )
 
 
 def _run_norm(
@@ -191,6 +188,8 @@ def _run_norm(
   on_progress: OnProgress,
   all_seeds: np.ndarray,
   arrays: data.TextArrays | None = None,
+  *,
+  on_chunk: OnChunk | None = None,
 ) -> NormResult:
   """Trains and analyzes the runs of `groups` (whose seeds, in order, are `all_seeds`), one
   group after the other, and assembles them into one result."""
@@ -202,9 +201,15 @@ def _run_norm(
   total = spec.config.steps * len(groups)
   with tqdm(total=total, desc=desc, disable=not progress, unit="step") as bar:
     for group in groups:
+      # The padding runs of the last group (programs.group_inputs) are dropped, as in on_chunk.
+      keep = slice(0, min(group.size, len(all_seeds) - done_seeds))
+      runs, done_seeds = np.arange(done_seeds, done_seeds + keep.stop), done_seeds + keep.stop
+      cut = lambda a, k=keep: None if a is None else a[k]
+      told = on_chunk and (lambda n, *a, r=runs, c=cut: on_chunk(norm, r, n, *map(c, a)))
+      fit = functools.partial(_train, on_chunk=told)
       program = _timed(seconds, "compile_wait", programs_of, norm, group.size)
       trained = _timed(
-        seconds, "train", _train, spec, norm, group, program, bar, progress, on_progress, arrays
+        seconds, "train", fit, spec, norm, group, program, bar, progress, on_progress, arrays
       )
       on_progress(norm, "analyze", spec.config.steps)
       analyze = _timed(seconds, "compile_wait", program.analyze)
@@ -212,9 +217,6 @@ def _run_norm(
       variables = programs.to_host(
         {"params": trained.state.params, "batch_stats": trained.state.batch_stats}
       )
-      # The padding runs of the last group (programs.group_inputs) are dropped.
-      keep = slice(0, min(group.size, len(all_seeds) - done_seeds))
-      done_seeds += keep.stop
       outputs.append(
         jax.tree.map(
           lambda x, keep=keep: np.asarray(x)[keep],
@@ -252,20 +254,22 @@ def _train(
   progress: bool,
   on_progress: OnProgress,
   arrays: data.TextArrays | None = None,
+  *,
+  on_chunk: Callable[[int, np.ndarray, np.ndarray | None], None] | None = None,
 ) -> _Trained:
   """Initializes and trains one group, `spec.chunk_size` steps per call of the compiled
   chunk; the device runs one chunk ahead of the host, which reads each chunk's losses
-  only for the progress bar, the matched-loss levels, or a collective of several
-  processes."""
+  only for the progress bar, the matched-loss levels, `on_chunk(steps done, losses,
+  curvature)`, or a collective of several processes."""
   steps = spec.config.steps
   # Every leaf split over the seed axis, as the programs were compiled for (XLA may
   # return constant leaves replicated); a no-op for leaves already split.
   state = programs.shard_seeds(program.init(group.keys.train, group.learning_rates), group.mesh)
   checkpoints = matched_loss.Checkpoints(spec.matched_losses, group.size)
-  read_losses = progress or bool(checkpoints.levels) or jax.process_count() > 1
+  read_losses = progress or bool(checkpoints.levels) or jax.process_count() > 1 or on_chunk
   chunks, tracked, counted, done, finished = [], [], [], 0, 0
 
-  def chunk_finished(losses_SxN: jax.Array, snapshot) -> None:
+  def chunk_finished(losses_SxN: jax.Array, snapshot, curvature_Sx2) -> None:
     nonlocal finished
     losses_SxN.block_until_ready()
     finished += losses_SxN.shape[1]
@@ -277,6 +281,8 @@ def _train(
       if progress:
         bar.set_postfix(loss=f"{np.nanmean(host_SxN[:, -1]):.4f}")
       checkpoints.update(host_SxN, finished, snapshot)
+      if on_chunk:
+        on_chunk(finished, host_SxN, programs.to_host(curvature_Sx2))
     on_progress(norm, "train", finished)
 
   previous = None
@@ -293,7 +299,7 @@ def _train(
     if previous is not None:  # the device holds the chunk just queued: wait for the one before
       chunk_finished(*previous)
     # The next chunk donates `state`: a matched-loss checkpoint needs its own copy.
-    previous = (losses_SxN, checkpoints.snapshot(state))
+    previous = (losses_SxN, checkpoints.snapshot(state), curvature_Sx2)
   chunk_finished(*previous)
   losses = programs.to_host(jnp.concatenate(chunks, axis=1))
   trajectory = None if tracked[0] is None else programs.to_host(jnp.stack(tracked, axis=1))
