@@ -21,6 +21,7 @@ from jaxnorm import (
   distributed,
   exits,
   layer_plots,
+  live,
   manifests,
   options,
   pipeline,
@@ -80,8 +81,9 @@ def main(
       parser.error(str(e))
     exits.raise_pending()  # a stop while loading (its exception may have been dropped)
     rates = args.rates if is_sweep else ()
+    # The same spec in every process, and a live view in all (each chunk is gathered) or none.
     run = repr((spec, rates)) if is_sweep else repr(spec)
-    writes = _join(parser, processes, run)
+    writes = _join(parser, processes, f"{run}, tensorboard={args.tensorboard is not None}")
     staging = _begin(parser, args, spec, writes, runs_per_seed=len(rates) or 1)
     checkpointer = _checkpointer(parser, args, staging, run, writes)
     cfg = spec.config
@@ -92,18 +94,26 @@ def main(
     def work():
       if writes:
         print(_header(experiment.name, spec, rates, staging.target))
+      view = None
+      if args.tensorboard is not None:  # written by process 0 only (`writes`)
+        view = live.TensorBoard(args.tensorboard, spec, rates, writes)
       run_options = dict(
         progress=writes and not args.no_progress,
         compile_workers=args.compile_workers,
         on_progress=position.update,
         checkpointer=checkpointer,
+        on_chunk=view,
       )
-      if is_sweep:
-        result = sweep.run(spec, rates, **run_options)
-      else:
-        result = pipeline.run(spec, arrays=arrays, **run_options)
-        if data_source is not None:  # summary.json's environment and measures.md say it
-          result = result._replace(environment={**result.environment, "data": data_source})
+      try:
+        if is_sweep:
+          result = sweep.run(spec, rates, **run_options)
+        else:
+          result = pipeline.run(spec, arrays=arrays, **run_options)
+      finally:
+        if view is not None:
+          view.close()
+      if not is_sweep and data_source is not None:  # summary.json's environment, measures.md
+        result = result._replace(environment={**result.environment, "data": data_source})
       if not writes:
         position.phase = "wait"
         distributed.barrier("run folder written")
@@ -204,12 +214,14 @@ def _begin(
   writes: bool = True,
   runs_per_seed: int = 1,
 ) -> runfolder.Staging | None:
-  """The checks after parsing (memory, for `runs_per_seed` runs of each seed; compilation
-  cache; output folder), each failure one line and exit 2; then the run's staging folder
-  (None where this process writes nothing: see `_join`)."""
+  """The checks after parsing (memory, for `runs_per_seed` runs of each seed; TensorBoard's
+  folder; compilation cache; output folder), each failure one line and exit 2; then the
+  run's staging folder (None where this process writes nothing: see `_join`)."""
   try:
     runtime.check_backend()
     preflight.check(spec, runs_per_seed)
+    if writes and args.tensorboard is not None:
+      live.check(args.tensorboard)
   except (RuntimeError, ValueError) as e:
     parser.error(str(e))
   if not args.no_compilation_cache:

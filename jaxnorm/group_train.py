@@ -139,16 +139,18 @@ def train_group(
   on_progress: Callable[[str, str, int], None],
   arrays: data.TextArrays | None = None,
   checkpointer: resume.Checkpointer | None = None,
+  on_chunk: Callable[[int, np.ndarray, np.ndarray | None], None] | None = None,
 ) -> Trained:
   """Initializes and trains group `index` of `norm`, `spec.chunk_size` steps per call of
   the compiled chunk, from its checkpoint if `checkpointer` holds one; saves a checkpoint
-  after each chunk at which `checkpointer.due()`."""
+  after each chunk at which `checkpointer.due()`; tells `on_chunk(steps done, losses (S, N),
+  curvature (S, 2) or None)` each chunk's values on the host as it finishes."""
   steps, mesh = spec.config.steps, group.mesh
   # Every leaf split over the seed axis, as the programs were compiled for (XLA may
   # return constant leaves replicated); a no-op for leaves already split.
   state = programs.shard_seeds(program.init(group.keys.train, group.learning_rates), mesh)
   checkpoints = matched_loss.Checkpoints(spec.matched_losses, group.size)
-  read_losses = progress or bool(checkpoints.levels) or jax.process_count() > 1
+  read_losses = progress or bool(checkpoints.levels) or jax.process_count() > 1 or on_chunk
   chunks, tracked, counted = [], [], []
   losses = curvature = correct = None  # host arrays of the steps before `chunks`
   done = 0
@@ -169,7 +171,7 @@ def train_group(
     on_progress(norm, "train", done)
   finished = done
 
-  def chunk_finished(losses_SxN: jax.Array, snapshot) -> None:
+  def chunk_finished(losses_SxN: jax.Array, snapshot, curvature_Sx2) -> None:
     nonlocal finished
     losses_SxN.block_until_ready()
     finished += losses_SxN.shape[1]
@@ -181,6 +183,8 @@ def train_group(
       if progress:
         bar.set_postfix(loss=f"{np.nanmean(host_SxN[:, -1]):.4f}")
       checkpoints.update(host_SxN, finished, snapshot)
+      if on_chunk:
+        on_chunk(finished, host_SxN, programs.to_host(curvature_Sx2))
     on_progress(norm, "train", finished)
 
   previous = None
@@ -197,7 +201,7 @@ def train_group(
     if previous is not None:  # the device holds the chunk just queued: wait for the one before
       chunk_finished(*previous)
     # The next chunk donates `state`: a matched-loss checkpoint needs its own copy.
-    previous = (losses_SxN, checkpoints.snapshot(state))
+    previous = (losses_SxN, checkpoints.snapshot(state), curvature_Sx2)
     if checkpointer is not None and checkpointer.due():
       chunk_finished(*previous)
       previous = None

@@ -207,6 +207,13 @@ def build_parser(prog: str, description: str, experiment: Experiment) -> Parser:
     "(curvature.png; 0: off)",
   )
   p.add_argument(
+    "--tensorboard",
+    metavar="DIR",
+    help="write every step's training loss (and the curvature that --curvature-iterations "
+    "tracks) to TensorBoard event files in DIR/<norm>/seed_<seed> as training goes "
+    "(pip install 'jaxnorm[tensorboard]'; docs/cli.md)",
+  )
+  p.add_argument(
     "--analysis-dtype",
     choices=ANALYSIS_DTYPES,
     default="float32",

@@ -19,6 +19,7 @@ Saving (`results`), the figures (`plotting`), the text (`report`) and summary.js
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import math
 import os
 import time
@@ -37,6 +38,9 @@ from jaxnorm.spec import ExperimentSpec
 
 # Told where a run is: (normalization, "train" or "analyze", training steps done).
 OnProgress = Callable[[str, str, int], None]
+# Told each training chunk's host values as it finishes: (normalization, the runs' indices
+# (R,) into the run's seeds, steps done, losses (R, N), curvature (R, 2) or None).
+OnChunk = Callable[[str, np.ndarray, int, np.ndarray, np.ndarray | None], None]
 
 
 def ignore_progress(norm: str, phase: str, step: int) -> None:
@@ -52,6 +56,7 @@ def run(
   compile_workers: int | None = None,
   on_progress: OnProgress = ignore_progress,
   checkpointer: resume.Checkpointer | None = None,
+  on_chunk: OnChunk | None = None,
 ) -> ExperimentResult:
   """Trains and analyzes every normalization of `spec` over its seeds.
 
@@ -82,6 +87,7 @@ def run(
     compile_workers=compile_workers,
     on_progress=on_progress,
     checkpointer=checkpointer,
+    on_chunk=on_chunk,
   )
   return ExperimentResult(spec, norms, time.perf_counter() - start, runtime.environment())
 
@@ -96,21 +102,16 @@ def run_runs(
   compile_workers: int | None,
   on_progress: OnProgress,
   checkpointer: resume.Checkpointer | None = None,
+  on_chunk: OnChunk | None = None,
 ) -> dict[str, NormResult]:
   """Every normalization of `spec` over `runs` (see `run`; `sweep.run` gives one run per
   (rate, seed))."""
   mesh = mesh or programs.seed_mesh()
   arrays = programs.placed_arrays(spec, arrays, mesh)
+  hooks = dict(on_progress=on_progress, checkpointer=checkpointer, on_chunk=on_chunk)
   if compile_workers == 0:
-    return {
-      n: run_norm(
-        spec,
-        n,
-        **dict(arrays=arrays, progress=progress, mesh=mesh, on_progress=on_progress, runs=runs),
-        checkpointer=checkpointer,
-      )
-      for n in spec.config.norms
-    }
+    one = functools.partial(run_norm, spec, arrays=arrays, progress=progress, mesh=mesh, runs=runs)
+    return {n: one(n, **hooks) for n in spec.config.norms}
   groups = {
     (norm, i): programs.group_inputs(spec, norm, g_seeds, mesh, g_rates)
     for norm in spec.config.norms
@@ -134,19 +135,11 @@ def run_runs(
     def programs_of(norm: str, size: int) -> Programs:
       return trained[norm, size].result()._replace(analyze=analyzed[norm, size].result)
 
+    mine = lambda norm: [g for (n, _), g in groups.items() if n == norm]
+    rest = (programs_of, progress, on_progress, runs.seeds, arrays)
     return {
-      norm: _run_norm(
-        spec,
-        norm,
-        [g for (n, _), g in groups.items() if n == norm],
-        programs_of,
-        progress,
-        on_progress,
-        runs.seeds,
-        arrays,
-        checkpointer,
-      )
-      for norm in spec.config.norms
+      n: _run_norm(spec, n, mine(n), *rest, checkpointer=checkpointer, on_chunk=on_chunk)
+      for n in spec.config.norms
     }
   finally:  # on an interruption, do not wait for the compilations still queued
     pool.shutdown(wait=False, cancel_futures=True)
@@ -162,6 +155,7 @@ def run_norm(
   on_progress: OnProgress = ignore_progress,
   runs: programs.Runs | None = None,
   checkpointer: resume.Checkpointer | None = None,
+  on_chunk: OnChunk | None = None,
 ) -> NormResult:
   """Trains the `norm` model for every seed of `spec` (or every run of `runs`),
   `seeds_per_call` at a time, and analyzes each group as soon as it is trained; compiles
@@ -186,9 +180,8 @@ def run_norm(
       compiled[size] = trained._replace(analyze=lambda: analyze)
     return compiled[size]
 
-  return _run_norm(
-    spec, norm, groups, programs_of, progress, on_progress, runs.seeds, arrays, checkpointer
-  )
+  rest = (programs_of, progress, on_progress, runs.seeds, arrays)
+  return _run_norm(spec, norm, groups, *rest, checkpointer=checkpointer, on_chunk=on_chunk)
 
 
 def _run_norm(
@@ -200,7 +193,9 @@ def _run_norm(
   on_progress: OnProgress,
   all_seeds: np.ndarray,
   arrays: data.TextArrays | None = None,
+  *,
   checkpointer: resume.Checkpointer | None = None,
+  on_chunk: OnChunk | None = None,
 ) -> NormResult:
   """Trains and analyzes the runs of `groups` (whose seeds, in order, are `all_seeds`), one
   group after the other, and assembles them into one result."""
@@ -212,12 +207,15 @@ def _run_norm(
   total = spec.config.steps * len(groups)
   with tqdm(total=total, desc=desc, disable=not progress, unit="step") as bar:
     for index, group in enumerate(groups):
+      # The padding runs of the last group (programs.group_inputs) are dropped, as in on_chunk.
+      keep = slice(0, min(group.size, len(all_seeds) - done_seeds))
+      runs, done_seeds = np.arange(done_seeds, done_seeds + keep.stop), done_seeds + keep.stop
+      cut = lambda a, k=keep: None if a is None else a[k]
+      told = on_chunk and (lambda n, *a, r=runs, c=cut: on_chunk(norm, r, n, *map(c, a)))
+      fit = functools.partial(group_train.train_group, checkpointer=checkpointer, on_chunk=told)
       program = _timed(seconds, "compile_wait", programs_of, norm, group.size)
       trained = _timed(
-        seconds,
-        "train",
-        group_train.train_group,
-        *(spec, norm, index, group, program, bar, progress, on_progress, arrays, checkpointer),
+        seconds, "train", fit, spec, norm, index, group, program, bar, progress, on_progress, arrays
       )
       on_progress(norm, "analyze", spec.config.steps)
       analyze = _timed(seconds, "compile_wait", program.analyze)
@@ -225,9 +223,6 @@ def _run_norm(
       variables = programs.to_host(
         {"params": trained.state.params, "batch_stats": trained.state.batch_stats}
       )
-      # The padding runs of the last group (programs.group_inputs) are dropped.
-      keep = slice(0, min(group.size, len(all_seeds) - done_seeds))
-      done_seeds += keep.stop
       outputs.append(
         jax.tree.map(
           lambda x, keep=keep: np.asarray(x)[keep],

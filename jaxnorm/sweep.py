@@ -51,6 +51,7 @@ def run(
   compile_workers: int | None = None,
   on_progress: pipeline.OnProgress = pipeline.ignore_progress,
   checkpointer: resume.Checkpointer | None = None,
+  on_chunk: pipeline.OnChunk | None = None,
 ) -> SweepResult:
   """`pipeline.run(spec_at(spec, rate))` for every rate, computed as one grid: the
   (rate, seed) runs of a normalization share its compiled programs and calls,
@@ -60,7 +61,8 @@ def run(
   the run of its seed at its rate alone.
 
   Each result's `seconds` (and each normalization's) is its share of the grid's: the
-  grid's time divided by the number of rates. Raises ValueError, before any work, for a
+  grid's time divided by the number of rates. `on_chunk` is told of the runs of the grid
+  (`programs.Runs.of(spec, rates)`: rate-major). Raises ValueError, before any work, for a
   rate a model cannot train at or two rates with one folder (`check_rates`).
   """
   rates = check_rates(rates)
@@ -75,6 +77,7 @@ def run(
     compile_workers=compile_workers,
     on_progress=on_progress,
     checkpointer=checkpointer,
+    on_chunk=on_chunk,
   )
   share = (time.perf_counter() - start) / len(rates)
   environment = runtime.environment()
