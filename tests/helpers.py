@@ -104,3 +104,19 @@ def model_and_state(cfg, norm, key, lr=None):
   m = model.build(cfg, norm)
   lr = cfg.learning_rate_for(norm) if lr is None else lr
   return m, train.init_state(m, cfg.task, key, lr)
+
+
+# Put first on a script's PYTHONPATH as sitecustomize.py: the process stops itself (SIGSTOP)
+# as it begins to import JAX, after the script's first import set its stop handlers.
+STOP_AT_JAX = """
+import os, signal, sys
+
+class StopAtJax:
+  def find_spec(self, name, path=None, target=None):
+    if name == "jax":
+      sys.meta_path.remove(self)
+      os.kill(os.getpid(), signal.SIGSTOP)
+    return None
+
+sys.meta_path.insert(0, StopAtJax())
+"""

@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
+from helpers import STOP_AT_JAX
 
 from jaxnorm import commands, results
 
@@ -191,21 +192,9 @@ def test_exit_statuses_of_a_refusal_and_of_a_tiny_run(tmp_path):
   assert "nowhere" in _one_line(missing.stderr, "jaxnorm compare: error: ")
 
 
-# Put first on the command's PYTHONPATH as sitecustomize.py: `import jax` fails, or the
-# process stops itself (SIGSTOP) as it begins to import JAX.
+# Put first on the command's PYTHONPATH as sitecustomize.py: `import jax` fails (or, with
+# helpers.STOP_AT_JAX, the process stops itself as it begins to import JAX).
 JAX_FAILS = "import sys\nsys.modules['jax'] = None\n"
-STOP_AT_JAX = """
-import os, signal, sys
-
-class StopAtJax:
-  def find_spec(self, name, path=None, target=None):
-    if name == "jax":
-      sys.meta_path.remove(self)
-      os.kill(os.getpid(), signal.SIGSTOP)
-    return None
-
-sys.meta_path.insert(0, StopAtJax())
-"""
 
 
 def _with_site(tmp_path: Path, code: str) -> dict:

@@ -22,6 +22,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import STOP_AT_JAX
 
 from jaxnorm import cli, config, exits, manifests, plotting, predictions, results
 
@@ -155,22 +156,6 @@ def test_ctrl_c_from_outside_while_training(tmp_path, env, previous_run):
   assert proc.returncode == exits.EXIT_INTERRUPTED
   assert "results ->" in stdout and "interrupted at step" in one_line(stderr)
   assert holds_run_of_seed(out) == 0 and strays(out) == []
-
-
-# Put first on a script's PYTHONPATH as sitecustomize.py: the process stops itself (SIGSTOP)
-# as it begins to import JAX, after the script's first import set its stop handlers.
-STOP_AT_JAX = """
-import os, signal, sys
-
-class StopAtJax:
-  def find_spec(self, name, path=None, target=None):
-    if name == "jax":
-      sys.meta_path.remove(self)
-      os.kill(os.getpid(), signal.SIGSTOP)
-    return None
-
-sys.meta_path.insert(0, StopAtJax())
-"""
 
 
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT, signal.SIGTERM])
