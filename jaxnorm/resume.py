@@ -294,10 +294,13 @@ class Checkpointer:
       manager.wait_until_finished()
 
   def remove(self) -> None:
-    """Deletes the checkpoints, once the run they are of is written (after `wait`)."""
-    self.wait()
+    """Deletes the checkpoints, once the run they are of is written (after `wait`; a write
+    that failed, say on a full disk, no longer matters)."""
+    with contextlib.suppress(Exception):
+      self.wait()
     for manager in self._managers.values():
-      manager.close()
+      with contextlib.suppress(Exception):
+        manager.close()
     if self.writes and (self.folder / IDENTITY).is_file():
       shutil.rmtree(self.folder, ignore_errors=True)
 
