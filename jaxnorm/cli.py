@@ -152,21 +152,38 @@ def _checkpointer(
   """The run's checkpoints beside its folder (`resume`; None with --no-checkpoints), checked
   before any work: a stopped run's are refused without --resume (also with
   --no-checkpoints: the new run would leave them beside a run they are not of), another
-  run's or damaged ones with it (exit 2)."""
+  run's or damaged ones with it, different ones in different processes, and a --tensorboard
+  folder inside the run folder or the checkpoints, which the run replaces or removes (exit 2)."""
   if args.no_checkpoints and args.resume:
     parser.error("--resume continues from checkpoints, which --no-checkpoints turns off")
   target = staging.target if staging is not None else Path(os.path.realpath(args.out))
   checkpointer = resume.Checkpointer(
     resume.folder_of(target), run, every_s=args.checkpoint_every, writes=writes
   )
+
+  def refuse(message: str) -> NoReturn:
+    if staging is not None:
+      staging.discard()
+    parser.error(message)
+
+  if args.tensorboard is not None:  # the run would replace or remove it
+    live_view = Path(os.path.realpath(args.tensorboard))
+    for place in (target, resume.folder_of(target)):
+      if live_view == place or place in live_view.parents:
+        refuse(f"--tensorboard {args.tensorboard} lies inside {place}: choose a folder outside")
   try:
     found = checkpointer.open(args.resume)
   except resume.ResumeError as e:
-    if staging is not None:
-      staging.discard()
-    parser.error(str(e))
+    refuse(str(e))
   if args.no_checkpoints:
     return None
+  try:  # every process continues from the checkpoints process 0 wrote, or none does
+    distributed.check_same(repr(checkpointer.found))
+  except ValueError:
+    refuse(
+      f"the processes of the run found different checkpoints in {checkpointer.folder}: "
+      "every process reads process 0's, so give them one --out on a file system they share"
+    )
   if args.resume and writes:
     if found:
       print(f"resuming from the checkpoints in {checkpointer.folder}")

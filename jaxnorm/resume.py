@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -48,6 +49,17 @@ import jaxnorm
 EVERY_S = 300.0
 IDENTITY = "identity.json"
 FORMAT = 1
+
+
+class _WithoutOrbax(logging.Filter):
+  """Drops orbax's log records (waits, background failures): `Checkpointer` says what a
+  stopped run kept, from the checkpoints written whole."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+logging.getLogger("absl").addFilter(_WithoutOrbax())
 
 
 class ResumeError(ValueError):
@@ -78,6 +90,7 @@ def identity(run: str) -> dict[str, Any]:
     "source": source_digest(),
     "jax": jax.__version__,
     "backend": jax.default_backend(),
+    "device": jax.devices()[0].device_kind,
     "device_count": jax.device_count(),
     "process_count": jax.process_count(),
   }
@@ -142,12 +155,14 @@ class Checkpointer:
   def __init__(self, folder: Path, run: str, every_s: float = EVERY_S, writes: bool = True):
     self.folder = Path(folder)
     self.identity = identity(run)
+    self._run = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()
     self.every_s = every_s
     self.writes = writes
     self.last_save = time.monotonic()
     self.seconds = 0.0  # spent in `save`, blocking the training loop
     self.saves = 0
-    self.saved_to: dict[tuple[str, int], int] = {}  # each group's newest checkpoint, in steps
+    self.saved_to: dict[tuple[str, int], int] = {}  # each group's checkpoint read by `open`
+    self.found: list[tuple] = []  # (norm, group, steps, SHA-256) of each, for processes to compare
     self._managers: dict[tuple[str, int], ocp.CheckpointManager] = {}
     self._restored: dict[tuple[str, int], tuple[int, dict[str, np.ndarray]]] = {}
 
@@ -182,7 +197,7 @@ class Checkpointer:
     if not isinstance(found, dict):
       raise ResumeError(f"{folder / IDENTITY} is damaged: remove {folder} to start over")
     if found != self.identity:
-      raise ResumeError(f"{folder} {_difference(found, self.identity)}: remove it to start over")
+      raise ResumeError(f"{folder} {_difference(found, self.identity)}")
     for group in sorted(p for p in folder.glob("*/*") if p.is_dir()):
       key = (group.parent.name, int(group.name)) if group.name.isdigit() else None
       if key is None:
@@ -191,6 +206,7 @@ class Checkpointer:
       if read is not None:  # else only a write that never finished: the group starts over
         self._restored[key] = read
         self.saved_to[key] = read[0]
+        self.found.append((*key, read[0], _digest(read[1])))
     return len(self._restored)
 
   def _manager(self, key: tuple[str, int]) -> ocp.CheckpointManager:
@@ -235,7 +251,12 @@ class Checkpointer:
         f"the checkpoint in {where} cannot be read ({type(e).__name__}: {first}): "
         f"remove {self.folder} to start over"
       ) from None
-    if not isinstance(meta, dict) or meta.get("sha256") != _digest(flat) or meta["done"] != step:
+    expected = {"done": step, "group": list(key), "run": self._run}
+    if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in expected.items()):
+      raise ResumeError(
+        f"the checkpoint in {where} is not this group's of this run: remove {self.folder}"
+      )
+    if meta.get("sha256") != _digest(flat):
       raise ResumeError(
         f"the checkpoint in {where} is damaged (its arrays do not match the SHA-256 saved "
         f"with them): remove {self.folder} to start over"
@@ -266,21 +287,33 @@ class Checkpointer:
         temporary = self.folder / f".{IDENTITY}.tmp"
         temporary.write_text(json.dumps(self.identity, indent=2))
         temporary.replace(self.folder / IDENTITY)
-      meta = {"done": done, "sha256": _digest(flat)}
-      self._manager((norm, group)).save(
-        done,
-        args=ocp.args.Composite(arrays=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave(meta)),
-      )
+      meta = {"done": done, "sha256": _digest(flat), "group": [norm, group], "run": self._run}
+      try:  # a write that failed (a full disk) costs this checkpoint only, never the run
+        self._manager((norm, group)).save(
+          done,
+          args=ocp.args.Composite(arrays=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave(meta)),
+        )
+      except Exception as e:
+        first = (str(e).splitlines() or [""])[0][:200]
+        print(f"warning: checkpoint not saved ({type(e).__name__}: {first})", file=sys.stderr)
     self.saves += 1
-    self.saved_to[norm, group] = done
     self.last_save = time.monotonic()
     self.seconds += self.last_save - start
 
   def tell_stopped(self, prog: str) -> None:
-    """Says, in one line on standard error, what a stopped run's checkpoints keep."""
-    if not self.saved_to or not (self.folder / IDENTITY).is_file():
+    """After a stop: waits for the writes in flight, then says, in one line on standard
+    error, which checkpoints were written whole (each group's steps)."""
+    with contextlib.suppress(Exception):
+      self.wait()
+    saved = {}
+    for key, manager in self._managers.items():
+      with contextlib.suppress(Exception):
+        manager.reload()  # the steps on disk, the writes just ended included
+        saved[key] = manager.latest_step()
+    saved = {key: step for key, step in saved.items() if step is not None}
+    if not saved or not (self.folder / IDENTITY).is_file():
       return
-    kept = ", ".join(f"{norm} {steps}" for (norm, _), steps in sorted(self.saved_to.items()))
+    kept = ", ".join(f"{norm} group {g}: {steps}" for (norm, g), steps in sorted(saved.items()))
     print(
       f"{prog}: training saved in {self.folder} (steps: {kept}): the same command with "
       "--resume continues from there",
@@ -328,16 +361,23 @@ def _difference(found: dict, expected: dict) -> str:
   """What makes the checkpoints of `found` another run's than `expected`, in words."""
   if found.get("format") != expected["format"]:
     return f"holds checkpoints of format {found.get('format')!r}, not {expected['format']}"
-  for key in ("jaxnorm", "source", "jax", "backend", "device_count", "process_count"):
+  for key in ("jaxnorm", "source", "jax", "backend", "device", "device_count", "process_count"):
     if found.get(key) != expected[key]:
       theirs, ours = (str(x)[:12] for x in (found.get(key), expected[key]))
       return (
         f"holds checkpoints written with {key} {theirs}, this run has {ours}: another "
-        "jaxnorm (its version or source), JAX or machine cannot resume them"
+        "jaxnorm (its version or source), JAX or machine cannot resume them; remove that "
+        "folder to start over"
       )
   pairs = r"(\w+)=([^,()]*)"
   theirs, ours = re.findall(pairs, found.get("run", "")), re.findall(pairs, expected["run"])
   for (name, value), (our_name, our_value) in zip(theirs, ours, strict=False):
     if name == our_name and value != our_value:
-      return f"holds the checkpoints of another run ({name}={value}, this run {name}={our_value})"
-  return "holds the checkpoints of a run with other options: rerun it with the same ones"
+      return (
+        f"holds the checkpoints of another run ({name}={value}, this run {name}={our_value}): "
+        "resume with the stopped run's options, or remove that folder to start over"
+      )
+  return (
+    "holds the checkpoints of a run with other options: resume with the stopped run's "
+    "options, or remove that folder to start over"
+  )

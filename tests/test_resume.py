@@ -11,6 +11,7 @@ test's name of the failure (pytest prints the `chain` argument).
 
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -112,7 +113,11 @@ def test_a_run_stopped_and_resumed_equals_one_never_stopped(chain, uninterrupted
     assert not (out / "results.npz").exists()
     saved = any(p.name.isdigit() for p in folder.glob("*/*/*"))
     if stopped.returncode != -9 and saved:  # a stop it saw: it says how to continue
-      assert "--resume continues" in stopped.stderr.splitlines()[-1], stopped.stderr
+      told = stopped.stderr.splitlines()[-1]
+      assert "--resume continues" in told, stopped.stderr
+      # ... from the checkpoints written whole, each named as it lies on disk
+      kept = re.findall(r"(\w+) group (\d+): (\d+)", told)
+      assert kept and all((folder / n / g / steps).is_dir() for n, g, steps in kept), told
   finished = exp2(out, "--checkpoint-every", "0", "--resume", env=env)
   assert finished.returncode == 0, finished.stderr
   says = "resuming from the checkpoints in" if saved else "nothing to resume"
@@ -176,7 +181,8 @@ def _other_version(folder: Path) -> None:
 
 def _flipped_array(folder: Path) -> None:
   """One byte of the largest array chunk changed: still a readable file."""
-  data = max((p for p in folder.rglob("d/*") if p.is_file()), key=lambda p: p.stat().st_size)
+  finished = [p for p in folder.rglob("d/*") if p.is_file() and "checkpoint-tmp" not in str(p)]
+  data = max(finished, key=lambda p: p.stat().st_size)
   raw = bytearray(data.read_bytes())
   raw[len(raw) // 2] ^= 0xFF
   data.write_bytes(bytes(raw))
@@ -192,9 +198,16 @@ def _removed_manifest(folder: Path) -> None:
     manifest.unlink()
 
 
+def _swapped_groups(folder: Path) -> None:
+  """LayerNorm's group 0 checkpoint in group 1's place: whole, but another group's."""
+  shutil.rmtree(folder / "layernorm/1/300")
+  shutil.copytree(folder / "layernorm/0/300", folder / "layernorm/1/300")
+
+
 @pytest.mark.parametrize(
   "damage, says",
   [
+    (_swapped_groups, "is not this group's of this run"),
     (_other_version, "another jaxnorm (its version or source)"),
     (_flipped_array, "is damaged (its arrays do not match the SHA-256"),
     (_truncated_meta, "the checkpoint in"),
@@ -211,6 +224,13 @@ def test_a_foreign_or_damaged_checkpoint_is_refused(stopped, env, tmp_path, dama
   ours = [line for line in refused.stderr.splitlines() if line.startswith("exp2.py: ")]
   assert len(ours) == 1 and says in ours[0], refused.stderr
   assert not out.exists()
+
+
+@pytest.mark.parametrize("inside", ["run/tb", "run.checkpoints/tb", "run"])
+def test_a_live_view_inside_what_the_run_replaces_is_refused(env, tmp_path, inside):
+  refused = exp2(tmp_path / "run", "--tensorboard", str(tmp_path / inside), env=env)
+  assert refused.returncode == 2 and "lies inside" in refused.stderr, refused.stderr
+  assert len(refused.stderr.splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
 def test_a_folder_in_the_checkpoints_place_is_left_alone(env, tmp_path):
