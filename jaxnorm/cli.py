@@ -162,6 +162,7 @@ def _checkpointer(
   )
 
   def refuse(message: str) -> NoReturn:
+    checkpointer.close()
     if staging is not None:
       staging.discard()
     parser.error(message)

@@ -311,6 +311,7 @@ class Checkpointer:
         manager.reload()  # the steps on disk, the writes just ended included
         saved[key] = manager.latest_step()
     saved = {key: step for key, step in saved.items() if step is not None}
+    self.close()
     if not saved or not (self.folder / IDENTITY).is_file():
       return
     kept = ", ".join(f"{norm} group {g}: {steps}" for (norm, g), steps in sorted(saved.items()))
@@ -326,14 +327,19 @@ class Checkpointer:
     for manager in self._managers.values():
       manager.wait_until_finished()
 
+  def close(self) -> None:
+    """Ends orbax's managers (their threads), before the process ends."""
+    for manager in self._managers.values():
+      with contextlib.suppress(Exception):
+        manager.close()
+    self._managers.clear()
+
   def remove(self) -> None:
     """Deletes the checkpoints, once the run they are of is written (after `wait`; a write
     that failed, say on a full disk, no longer matters)."""
     with contextlib.suppress(Exception):
       self.wait()
-    for manager in self._managers.values():
-      with contextlib.suppress(Exception):
-        manager.close()
+    self.close()
     if self.writes and (self.folder / IDENTITY).is_file():
       shutil.rmtree(self.folder, ignore_errors=True)
 
