@@ -180,16 +180,6 @@ def test_two_processes_stopped_and_resumed_equal_two_that_never_stopped(tmp_path
   )
   assert (rc0, rc1) == (3, 143), err0 + err1
   assert (tmp_path / "run.checkpoints" / "layernorm" / "0" / "100").is_dir()
-  # Process 1 given a folder where it finds none of process 0's checkpoints: refused by both.
-  port = _free_port()
-  elsewhere = tmp_path / "elsewhere"
-  both_refused = [
-    _finish(_start(tmp_path / "run", 0, port, extra=(*three_chunks, "--resume"))),
-    _finish(_start(elsewhere, 1, port, extra=(*three_chunks, "--resume"))),
-  ]
-  for rc, _, err in both_refused:
-    assert rc == 2 and "found different checkpoints" in err, err
-  assert (tmp_path / "run.checkpoints" / "layernorm" / "0" / "100").is_dir()
   (rc0, out0, err0), (rc1, _, err1) = both(tmp_path / "run", *three_chunks, "--resume")
   assert (rc0, rc1) == (0, 0), err0 + err1
   assert "resuming from the checkpoints" in out0
