@@ -154,8 +154,6 @@ def _checkpointer(
   --no-checkpoints: the new run would leave them beside a run they are not of), another
   run's or damaged ones with it, different ones in different processes, and a --tensorboard
   folder inside the run folder or the checkpoints, which the run replaces or removes (exit 2)."""
-  if args.no_checkpoints and args.resume:
-    parser.error("--resume continues from checkpoints, which --no-checkpoints turns off")
   target = staging.target if staging is not None else Path(os.path.realpath(args.out))
   checkpointer = resume.Checkpointer(
     resume.folder_of(target), run, every_s=args.checkpoint_every, writes=writes
@@ -167,6 +165,8 @@ def _checkpointer(
       staging.discard()
     parser.error(message)
 
+  if args.no_checkpoints and args.resume:
+    refuse("--resume continues from checkpoints, which --no-checkpoints turns off")
   if args.tensorboard is not None:  # the run would replace or remove it
     live_view = Path(os.path.realpath(args.tensorboard))
     for place in (target, resume.folder_of(target)):

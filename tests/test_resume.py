@@ -172,6 +172,7 @@ def test_a_resume_with_other_options_is_refused(stopped, env, tmp_path, args, sa
   assert refused.returncode == 2, refused.stderr
   assert len(refused.stderr.splitlines()) == 1 and says in refused.stderr, refused.stderr
   assert not out.exists()
+  assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", "run.checkpoints"]
 
 
 def _other_version(folder: Path) -> None:
